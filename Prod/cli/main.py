@@ -1,0 +1,28 @@
+"""``reco``: the one command-line front door. Each area registers its own subcommands."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from Prod.cli import als_cmds, chat_cmds, data_cmds, infra_cmds, serving_cmds
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait a minute on a hub from a CLI
+
+app = typer.Typer(
+    help="Hybrid recommendation platform: data, infrastructure, training, evaluation, benchmarks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks (medians measured in one run).", no_args_is_help=True)
+eval_app = typer.Typer(help="Quality evaluations.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+app.add_typer(eval_app, name="eval")
+
+for module in (infra_cmds, data_cmds, als_cmds, serving_cmds, chat_cmds):
+    module.register(app, bench_app, eval_app)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Code shared by more than one service: settings access, stores, models, ALS math, data."""

