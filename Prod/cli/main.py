@@ -6,7 +6,14 @@ import os
 
 import typer
 
-from Prod.cli import als_cmds, chat_cmds, data_cmds, infra_cmds, serving_cmds
+from Prod.cli import (
+    als_cmds,
+    chat_cmds,
+    data_cmds,
+    infra_cmds,
+    serving_cmds,
+    trainer_cmds,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait a minute on a hub from a CLI
 
@@ -20,7 +27,7 @@ eval_app = typer.Typer(help="Quality evaluations.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 
-for module in (infra_cmds, data_cmds, als_cmds, serving_cmds, chat_cmds):
+for module in (infra_cmds, data_cmds, als_cmds, trainer_cmds, serving_cmds, chat_cmds):
     module.register(app, bench_app, eval_app)
 
 
