@@ -11,6 +11,7 @@ from Prod.cli import (
     chat_cmds,
     data_cmds,
     infra_cmds,
+    ingest_cmds,
     serving_cmds,
     trainer_cmds,
 )
@@ -27,7 +28,9 @@ eval_app = typer.Typer(help="Quality evaluations.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 
-for module in (infra_cmds, data_cmds, als_cmds, trainer_cmds, serving_cmds, chat_cmds):
+for module in (
+    infra_cmds, data_cmds, ingest_cmds, als_cmds, trainer_cmds, serving_cmds, chat_cmds
+):
     module.register(app, bench_app, eval_app)
 
 

@@ -1,0 +1,1 @@
+"""Canonical dataset format, the default-dataset generator and importers from public formats."""

@@ -1,0 +1,1 @@
+"""Offline evaluation: splits and ranking metrics (functions of recommended/relevant ids)."""

@@ -1,0 +1,1 @@
+"""Ingest logic shared by the one-shot jobs and `reco ingest`."""
