@@ -1,0 +1,437 @@
+"""Implicit-feedback ALS (Hu, Koren & Volinsky 2008, "Collaborative Filtering for Implicit Feedback
+Datasets", ICDM) as pure tensor functions: no I/O, device and dtype come from the inputs.
+
+Notation (paper, section 4): ``p_ui`` preference (1 where the user interacted, else 0), ``c_ui``
+confidence (eq. 2 linear ``1 + alpha * w_ui``; eq. 6 log ``1 + alpha * log(1 + w_ui / eps)``),
+``x_u`` user factor, ``y_i`` item factor. The objective (eq. 3) is
+
+    sum_{u,i} c_ui (p_ui - x_u^T y_i)^2 + sum_u lambda_u ||x_u||^2 + sum_i lambda_i ||y_i||^2
+
+with ``lambda_u = regularization * n_u ** frequency_exponent`` (frequency-aware regularisation as
+in Rendle et al. 2022, "Revisiting the Performance of iALS on Item Recommendation Benchmarks";
+exponent 0 is the paper's plain L2, 1 is ALS-WR's weighted-lambda).
+
+Each half sweep solves eq. 4, ``x_u = (Y^T C^u Y + lambda_u I)^-1 Y^T C^u p(u)``, for all users at
+once with a few conjugate-gradient steps warm-started from the previous factors (as in the
+``implicit`` library), using ``Y^T C^u Y = Y^T Y + Y^T (C^u - I) Y`` so that only the non-zeros of
+the sparse matrix are touched. A slow dense closed-form reference (:func:`reference_solve`) sits
+beside it for tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from Prod.common.errors import InvalidInput, TrainingError
+
+__all__ = [
+    "ALSParams",
+    "ALSModel",
+    "build_user_items",
+    "confidence_matrix",
+    "fit_als",
+    "fold_in_user",
+    "gramian",
+    "cg_sweep",
+    "reference_solve",
+    "objective",
+    "regularization_per_row",
+]
+
+# torch warns once per process that CSR support is "beta"; the ops used here are stable since 2.0
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+ProgressFn = Callable[[int, int, float | None], None]
+"""``progress(iteration_done, iterations_total, loss_or_None)`` called after each sweep."""
+
+_CG_EPS = 1e-10  # squared-residual floor below which a row's CG is considered converged
+
+
+@dataclass(frozen=True)
+class ALSParams:
+    """Hyperparameters of implicit ALS (serialisable to/from a JSON file)."""
+
+    factors: int = 64
+    iterations: int = 15
+    regularization: float = 0.05
+    alpha: float = 2.0
+    confidence: Literal["linear", "log"] = "linear"
+    epsilon: float = 1.0  # only for confidence="log" (eq. 6)
+    cg_steps: int = 3
+    seed: int = 0
+    frequency_exponent: float = 0.0  # lambda_u = regularization * n_u ** frequency_exponent
+    init_scale: float = 0.01  # std of the random initial factors
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.factors < 1:
+            problems.append("factors must be >= 1")
+        if self.iterations < 0:
+            problems.append("iterations must be >= 0")
+        if self.regularization < 0:
+            problems.append("regularization must be >= 0")
+        if self.alpha < 0:
+            problems.append("alpha must be >= 0")
+        if self.confidence not in ("linear", "log"):
+            problems.append("confidence must be 'linear' or 'log'")
+        if self.epsilon <= 0:
+            problems.append("epsilon must be > 0")
+        if self.cg_steps < 1:
+            problems.append("cg_steps must be >= 1")
+        if self.frequency_exponent < 0:
+            problems.append("frequency_exponent must be >= 0")
+        if problems:
+            raise InvalidInput("invalid ALS parameters: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ALSParams:
+        """Build from a mapping; unknown keys are refused (they are usually typos)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInput(f"unknown ALS parameters: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ALSParams:
+        """Read a JSON params file; a ``"params"`` sub-object is accepted (tune writes metadata)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidInput(f"ALS params file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"ALS params file {path} is not valid JSON: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("params"), dict):
+            data = data["params"]
+        if not isinstance(data, dict):
+            raise InvalidInput(f"ALS params file {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_file(self, path: str | Path, **metadata: object) -> Path:
+        """Write ``{"params": {...}, **metadata}`` as JSON (creating folders)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"params": self.to_dict(), **metadata}
+        path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+        return path
+
+
+@dataclass
+class ALSModel:
+    """Fitted factors: ``user_factors (n_users, k)``, ``item_factors (n_items, k)`` float32."""
+
+    user_factors: torch.Tensor
+    item_factors: torch.Tensor
+    losses: list[float]
+    params: ALSParams
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse input
+
+
+def build_user_items(
+    user_idx: torch.Tensor,
+    item_idx: torch.Tensor,
+    weights: torch.Tensor,
+    n_users: int,
+    n_items: int,
+) -> torch.Tensor:
+    """Sparse CSR ``(n_users, n_items)`` float32 of interaction weights; duplicates are summed.
+
+    ``user_idx``, ``item_idx``: (nnz,) int; ``weights``: (nnz,) > 0.
+    """
+    user_idx = torch.as_tensor(user_idx, dtype=torch.int64)
+    item_idx = torch.as_tensor(item_idx, dtype=torch.int64, device=user_idx.device)
+    weights = torch.as_tensor(weights, dtype=torch.float32, device=user_idx.device)
+    if not (user_idx.shape == item_idx.shape == weights.shape) or user_idx.dim() != 1:
+        raise InvalidInput("user_idx, item_idx and weights must be 1-D of the same length")
+    if user_idx.numel():
+        if int(user_idx.min()) < 0 or int(user_idx.max()) >= n_users:
+            raise InvalidInput("user index out of range")
+        if int(item_idx.min()) < 0 or int(item_idx.max()) >= n_items:
+            raise InvalidInput("item index out of range")
+        if not bool(torch.isfinite(weights).all()) or bool((weights <= 0).any()):
+            raise InvalidInput("weights must be finite and > 0")
+    coo = torch.sparse_coo_tensor(
+        torch.stack([user_idx, item_idx]), weights, (n_users, n_items), check_invariants=False
+    ).coalesce()
+    return coo.to_sparse_csr()
+
+
+def confidence_matrix(user_items: torch.Tensor, params: ALSParams) -> torch.Tensor:
+    """CSR with the same pattern whose values are ``c_ui - 1`` (eq. 2 or eq. 6), float32."""
+    w = user_items.values().to(torch.float32)
+    if params.confidence == "log":
+        extra = params.alpha * torch.log1p(w / params.epsilon)
+    else:
+        extra = params.alpha * w
+    return torch.sparse_csr_tensor(
+        user_items.crow_indices(),
+        user_items.col_indices(),
+        extra,
+        user_items.shape,
+        check_invariants=False,
+    )
+
+
+def _transpose_csr(csr: torch.Tensor) -> torch.Tensor:
+    """The CSR of ``csr.T`` (built once per fit: items' rows for the item half sweep)."""
+    return csr.t().to_sparse_csr()
+
+
+def regularization_per_row(csr: torch.Tensor, params: ALSParams) -> torch.Tensor:
+    """``lambda_u`` for each row: ``regularization * max(n_u, 1) ** frequency_exponent``, (n,)."""
+    crow = csr.crow_indices()
+    counts = (crow[1:] - crow[:-1]).to(torch.float32).clamp_min(1.0)
+    if params.frequency_exponent == 0:
+        return torch.full_like(counts, params.regularization)
+    return params.regularization * counts.pow(params.frequency_exponent)
+
+
+def gramian(item_factors: torch.Tensor) -> torch.Tensor:
+    """``Y^T Y`` (k, k) of ``item_factors`` (n_items, k); cacheable between fold-ins."""
+    return item_factors.T @ item_factors
+
+
+# --------------------------------------------------------------------------------------------
+# Solvers
+
+
+def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise inner products of two (n, k) tensors -> (n,)."""
+    return torch.einsum("nk,nk->n", a, b)
+
+
+def _sparse_apply(
+    cm1: torch.Tensor, other: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``sum_i s_ui y_i`` for every row u, where ``s_ui = (c_ui - 1) * x_u^T y_i`` (+ ``scale``).
+
+    ``cm1``: CSR (n, m) of ``c - 1``; ``other`` = Y (m, k); ``x`` (n, k). When ``scale`` (nnz,) is
+    given the coefficients are ``scale - (c - 1) * x_u^T y_i`` instead (the residual's form).
+    Returns (n, k). The dots at the non-zeros come from one ``sampled_addmm`` over the pattern.
+    """
+    dots = torch.sparse.sampled_addmm(cm1, x, other.T, beta=0.0, alpha=1.0).values()
+    coef = cm1.values() * dots
+    if scale is not None:
+        coef = scale - coef
+    weighted = torch.sparse_csr_tensor(
+        cm1.crow_indices(), cm1.col_indices(), coef, cm1.shape, check_invariants=False
+    )
+    return weighted @ other
+
+
+def cg_sweep(
+    cm1: torch.Tensor,
+    x: torch.Tensor,
+    other: torch.Tensor,
+    reg: torch.Tensor,
+    cg_steps: int,
+) -> torch.Tensor:
+    """One half sweep: a few warm-started CG steps on eq. 4 for every row at once.
+
+    ``cm1``: CSR (n, m) float32 with values ``c_ui - 1``; ``x``: (n, k) current factors (the warm
+    start, updated in place and returned); ``other``: (m, k) the fixed side's factors; ``reg``: (n,)
+    ``lambda_u``. Solves ``(Y^T Y + Y^T (C^u - I) Y + lambda_u I) x_u = Y^T C^u p(u)`` where
+    ``p_ui = 1`` at the non-zeros, so ``b_u = sum_i c_ui y_i``.
+    """
+    yty = gramian(other)
+    reg_col = reg.unsqueeze(1)
+    confidence = cm1.values() + 1.0  # c_ui at the non-zeros: b - (C-I) part in one spmm
+
+    def apply_a(v: torch.Tensor, sparse_part: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(sparse_part, v, yty).add_(reg_col * v)
+
+    # r = b - A x = sum_i (c_ui - (c_ui - 1) x^T y_i) y_i - (YtY + lambda) x
+    r = _sparse_apply(cm1, other, x, scale=confidence)
+    r.sub_(torch.addmm(reg_col * x, x, yty))
+    p = r.clone()
+    rs_old = _row_dots(r, r)
+    for _ in range(cg_steps):
+        active = rs_old > _CG_EPS
+        if not bool(active.any()):
+            break
+        ap = apply_a(p, _sparse_apply(cm1, other, p))
+        p_ap = _row_dots(p, ap)
+        step = torch.where(active & (p_ap > 0), rs_old / p_ap.clamp_min(1e-30), 0.0)
+        x.addcmul_(step.unsqueeze(1), p)
+        r.addcmul_(step.unsqueeze(1), ap, value=-1.0)
+        rs_new = _row_dots(r, r)
+        beta = torch.where(active, rs_new / rs_old.clamp_min(1e-30), 0.0)
+        p = torch.addcmul(r, beta.unsqueeze(1), p)
+        rs_old = rs_new
+    return x
+
+
+def reference_solve(
+    confidence_dense: torch.Tensor,
+    preference_dense: torch.Tensor,
+    other: torch.Tensor,
+    reg: torch.Tensor,
+) -> torch.Tensor:
+    """Slow, obviously-correct eq. 4 per row: ``x_u = (Y^T C^u Y + lambda_u I)^-1 Y^T C^u p(u)``.
+
+    ``confidence_dense``: (n, m) full ``c_ui`` (1 where no interaction); ``preference_dense``:
+    (n, m) ``p_ui`` in {0, 1}; ``other``: (m, k); ``reg``: (n,). Returns (n, k) in float64 math.
+    """
+    y = other.double()
+    k = y.shape[1]
+    rows = []
+    for u in range(confidence_dense.shape[0]):
+        cu = confidence_dense[u].double()
+        a = y.T @ (cu.unsqueeze(1) * y) + float(reg[u]) * torch.eye(k, dtype=torch.float64)
+        b = y.T @ (cu * preference_dense[u].double())
+        rows.append(torch.linalg.solve(a, b))
+    return torch.stack(rows).to(other.dtype)
+
+
+def objective(
+    cm1: torch.Tensor,
+    user_factors: torch.Tensor,
+    item_factors: torch.Tensor,
+    user_reg: torch.Tensor,
+    item_reg: torch.Tensor,
+) -> float:
+    """Eq. 3 without materialising the dense matrix.
+
+    ``sum_{all u,i} (x_u^T y_i)^2`` (c=1, p=0 everywhere) is ``trace(X^T X Y^T Y)``; the non-zeros
+    then add ``c (1 - s)^2 - s^2`` with ``s = x_u^T y_i``. Plus the L2 terms. Returns a float.
+    """
+    x64, y64 = user_factors.double(), item_factors.double()
+    dense_part = torch.sum((x64.T @ x64) * (y64.T @ y64))
+    dots = torch.sparse.sampled_addmm(cm1, user_factors, item_factors.T, beta=0.0).values()
+    c = cm1.values().double() + 1.0
+    s = dots.double()
+    nz_part = torch.sum(c * (1.0 - s) ** 2 - s**2)
+    l2 = torch.sum(user_reg.double() * (x64**2).sum(1)) + torch.sum(
+        item_reg.double() * (y64**2).sum(1)
+    )
+    return float(dense_part + nz_part + l2)
+
+
+def _check_finite(name: str, factors: torch.Tensor, iteration: int) -> None:
+    if not bool(torch.isfinite(factors).all()):
+        raise TrainingError(
+            f"ALS produced non-finite {name} at iteration {iteration}; "
+            "lower alpha or raise regularization",
+            iteration=iteration,
+        )
+
+
+def _resolve_device(user_items: torch.Tensor, device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        if device == "auto" and torch.cuda.is_available():
+            return torch.device("cuda")
+        return user_items.device
+    return torch.device(device)
+
+
+def init_factors(n: int, k: int, params: ALSParams, offset: int, device: torch.device):
+    """Seeded ``N(0, init_scale^2)`` factors (n, k) float32; ``offset`` separates users/items."""
+    gen = torch.Generator(device="cpu").manual_seed(params.seed * 2 + offset)
+    return (torch.randn(n, k, generator=gen) * params.init_scale).to(device)
+
+
+def fit_als(
+    user_items: torch.Tensor,
+    params: ALSParams,
+    device: str | torch.device | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    compute_loss: bool = True,
+    item_factors: torch.Tensor | None = None,
+) -> ALSModel:
+    """Fit implicit ALS on ``user_items`` (CSR (n_users, n_items) float32 weights).
+
+    Each iteration is a users half sweep then an items half sweep (:func:`cg_sweep`). ``device``:
+    None = the input's device, "auto" = CUDA when present. ``progress(i, total, loss)`` is called
+    after each iteration. ``compute_loss=False`` skips eq. 3 (for timing). ``item_factors`` warm
+    starts the items (n_items, k). Raises :class:`TrainingError` on non-finite factors.
+    Returns factors on ``device``.
+    """
+    if user_items.layout != torch.sparse_csr:
+        raise InvalidInput("user_items must be a torch sparse CSR tensor")
+    dev = _resolve_device(user_items, device)
+    n_users, n_items = user_items.shape
+    k = params.factors
+    ui = user_items.to(dev)
+    cm1_users = confidence_matrix(ui, params)
+    cm1_items = _transpose_csr(cm1_users)
+    user_reg = regularization_per_row(cm1_users, params)
+    item_reg = regularization_per_row(cm1_items, params)
+
+    x = init_factors(n_users, k, params, 0, dev)
+    if item_factors is not None:
+        y = item_factors.to(device=dev, dtype=torch.float32).clone()
+    else:
+        y = init_factors(n_items, k, params, 1, dev)
+
+    losses: list[float] = []
+    for it in range(1, params.iterations + 1):
+        cg_sweep(cm1_users, x, y, user_reg, params.cg_steps)
+        cg_sweep(cm1_items, y, x, item_reg, params.cg_steps)
+        _check_finite("user factors", x, it)
+        _check_finite("item factors", y, it)
+        loss = objective(cm1_users, x, y, user_reg, item_reg) if compute_loss else None
+        if loss is not None:
+            if not math.isfinite(loss):
+                raise TrainingError(f"ALS loss is not finite at iteration {it}", iteration=it)
+            losses.append(loss)
+        if progress is not None:
+            progress(it, params.iterations, loss)
+    return ALSModel(user_factors=x, item_factors=y, losses=losses, params=params)
+
+
+def fold_in_user(
+    item_factors: torch.Tensor,
+    item_indices: torch.Tensor,
+    weights: torch.Tensor,
+    params: ALSParams,
+    *,
+    yty: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Exact eq. 4 for one user from its interactions with fixed items ("recalculate user").
+
+    ``item_factors``: (n_items, k) float32; ``item_indices``: (m,) int (duplicates summed);
+    ``weights``: (m,) > 0; ``yty``: optional cached :func:`gramian` (k, k). Solves
+    ``(Y^T Y + Y_m^T (C_m - I) Y_m + lambda_u I) x = Y_m^T c_m`` by Cholesky. Returns (k,).
+    A user with no interactions gets the zero vector.
+    """
+    k = item_factors.shape[1]
+    dev, dtype = item_factors.device, item_factors.dtype
+    idx = torch.as_tensor(item_indices, dtype=torch.int64, device=dev)
+    w = torch.as_tensor(weights, dtype=dtype, device=dev)
+    if idx.numel() == 0:
+        return torch.zeros(k, dtype=dtype, device=dev)
+    if idx.shape != w.shape:
+        raise InvalidInput("item_indices and weights must have the same length")
+    idx, inverse = torch.unique(idx, return_inverse=True)
+    w = torch.zeros(idx.numel(), dtype=dtype, device=dev).index_add_(0, inverse, w)
+    if params.confidence == "log":
+        cm1 = params.alpha * torch.log1p(w / params.epsilon)
+    else:
+        cm1 = params.alpha * w
+    y_m = item_factors.index_select(0, idx)
+    if yty is None:
+        yty = gramian(item_factors)
+    lam = params.regularization * float(idx.numel()) ** params.frequency_exponent
+    a = yty + (y_m.T * cm1) @ y_m
+    a.diagonal().add_(lam)
+    b = (cm1 + 1.0) @ y_m
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:  # singular without regularisation: fall back to least squares
+        return torch.linalg.lstsq(a, b.unsqueeze(1)).solution.squeeze(1)
+    return torch.cholesky_solve(b.unsqueeze(1), chol).squeeze(1)

@@ -1,0 +1,192 @@
+"""ALS math: fast CG solver against the dense closed form (eq. 4), objective, fold-in, params."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from Prod.common.als import (
+    ALSParams,
+    build_user_items,
+    cg_sweep,
+    confidence_matrix,
+    fit_als,
+    fold_in_user,
+    gramian,
+    objective,
+    reference_solve,
+    regularization_per_row,
+)
+from Prod.common.errors import InvalidInput, TrainingError
+
+
+def _random_matrix(rng: np.random.Generator, n_users=12, n_items=9, density=0.35):
+    mask = rng.random((n_users, n_items)) < density
+    users, items = np.nonzero(mask)
+    weights = rng.integers(1, 6, size=users.size).astype(np.float32)
+    return build_user_items(
+        torch.tensor(users), torch.tensor(items), torch.tensor(weights), n_users, n_items
+    )
+
+
+def _dense_confidence(user_items: torch.Tensor, params: ALSParams):
+    cm1 = confidence_matrix(user_items, params).to_dense()
+    return cm1 + 1.0, (user_items.to_dense() > 0).float()
+
+
+def test_build_user_items_sums_duplicates():
+    ui = build_user_items(
+        torch.tensor([0, 0, 1, 0]), torch.tensor([2, 2, 0, 1]), torch.tensor([1.0, 3.0, 2.0, 5.0]),
+        2, 3,
+    )
+    assert ui.layout == torch.sparse_csr
+    assert ui.to_dense().tolist() == [[0.0, 5.0, 4.0], [2.0, 0.0, 0.0]]
+
+
+def test_build_user_items_rejects_bad_input():
+    with pytest.raises(InvalidInput):
+        build_user_items(torch.tensor([0]), torch.tensor([5]), torch.tensor([1.0]), 1, 3)
+    with pytest.raises(InvalidInput):
+        build_user_items(torch.tensor([0]), torch.tensor([0]), torch.tensor([-1.0]), 1, 3)
+
+
+@pytest.mark.parametrize("confidence", ["linear", "log"])
+@pytest.mark.parametrize("frequency_exponent", [0.0, 1.0])
+def test_cg_sweep_converges_to_dense_closed_form(rng, confidence, frequency_exponent):
+    params = ALSParams(factors=4, alpha=3.0, regularization=0.1, confidence=confidence,
+                       frequency_exponent=frequency_exponent)
+    ui = _random_matrix(rng)
+    cm1 = confidence_matrix(ui, params)
+    reg = regularization_per_row(cm1, params)
+    items = torch.tensor(rng.normal(size=(ui.shape[1], 4)), dtype=torch.float32)
+    start = torch.tensor(rng.normal(size=(ui.shape[0], 4)), dtype=torch.float32)
+    # CG solves a k-dimensional SPD system exactly in at most k steps (exact arithmetic)
+    fast = cg_sweep(cm1, start.clone(), items, reg, cg_steps=12)
+    conf, pref = _dense_confidence(ui, params)
+    expected = reference_solve(conf, pref, items, reg)
+    torch.testing.assert_close(fast, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_few_cg_steps_reduce_the_residual_from_a_warm_start(rng):
+    params = ALSParams(factors=6, alpha=5.0, regularization=0.1)
+    ui = _random_matrix(rng, 20, 15)
+    cm1 = confidence_matrix(ui, params)
+    reg = regularization_per_row(cm1, params)
+    items = torch.tensor(rng.normal(size=(15, 6)), dtype=torch.float32)
+    start = torch.zeros(20, 6)
+    conf, pref = _dense_confidence(ui, params)
+    exact = reference_solve(conf, pref, items, reg)
+    one = cg_sweep(cm1, start.clone(), items, reg, cg_steps=1)
+    three = cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
+    assert (three - exact).norm() < (one - exact).norm() < (start - exact).norm()
+
+
+def test_objective_matches_dense_eq3(rng):
+    params = ALSParams(factors=3, alpha=2.0, regularization=0.3, frequency_exponent=0.5)
+    ui = _random_matrix(rng)
+    cm1 = confidence_matrix(ui, params)
+    cm1_t = cm1.t().to_sparse_csr()
+    user_reg, item_reg = regularization_per_row(cm1, params), regularization_per_row(cm1_t, params)
+    x = torch.tensor(rng.normal(size=(ui.shape[0], 3)), dtype=torch.float32)
+    y = torch.tensor(rng.normal(size=(ui.shape[1], 3)), dtype=torch.float32)
+    conf, pref = _dense_confidence(ui, params)
+    dense = (conf * (pref - x @ y.T) ** 2).sum() + (user_reg * (x**2).sum(1)).sum() + (
+        item_reg * (y**2).sum(1)
+    ).sum()
+    assert objective(cm1, x, y, user_reg, item_reg) == pytest.approx(float(dense), rel=1e-4)
+
+
+def test_training_decreases_the_objective_and_is_reproducible(rng):
+    ui = _random_matrix(rng, 40, 30, 0.2)
+    params = ALSParams(factors=8, iterations=6, regularization=0.05, alpha=4.0, seed=7)
+    seen = []
+    model = fit_als(ui, params, progress=lambda i, n, loss: seen.append((i, n)))
+    assert seen == [(i, 6) for i in range(1, 7)]
+    assert len(model.losses) == 6
+    assert all(b <= a * (1 + 1e-5) for a, b in zip(model.losses, model.losses[1:], strict=False))
+    assert model.losses[-1] < model.losses[0]
+    again = fit_als(ui, params)
+    assert torch.equal(model.user_factors, again.user_factors)
+    assert torch.equal(model.item_factors, again.item_factors)
+    assert model.user_factors.shape == (40, 8) and model.item_factors.shape == (30, 8)
+    assert model.user_factors.dtype == torch.float32
+
+
+def test_fitted_model_ranks_held_interactions_above_random(rng):
+    # two blocks of users/items: a user should prefer the unseen items of its own block
+    users, items = [], []
+    for u in range(40):
+        block = u % 2
+        chosen = rng.choice(10, size=6, replace=False) + 10 * block
+        users += [u] * 6
+        items += chosen.tolist()
+    ui = build_user_items(torch.tensor(users), torch.tensor(items), torch.ones(len(users)), 40, 20)
+    model = fit_als(ui, ALSParams(factors=4, iterations=8, regularization=0.1, alpha=5.0))
+    scores = model.user_factors @ model.item_factors.T
+    own = torch.stack([scores[u, 10 * (u % 2): 10 * (u % 2) + 10].mean() for u in range(40)])
+    other = torch.stack([scores[u, 10 * (1 - u % 2): 10 * (1 - u % 2) + 10].mean()
+                         for u in range(40)])
+    assert bool((own > other).all())
+
+
+def test_non_finite_factors_raise_training_error(rng):
+    ui = _random_matrix(rng)
+    bad_items = torch.full((ui.shape[1], 4), float("nan"))
+    with pytest.raises(TrainingError):
+        fit_als(ui, ALSParams(factors=4, iterations=1), item_factors=bad_items)
+
+
+def test_fold_in_reproduces_a_trained_user(rng):
+    ui = _random_matrix(rng, 30, 25, 0.3)
+    # many CG steps make each half sweep exact, so the user sweep after the last item sweep is
+    # eq. 4 given the final items, exactly what fold-in computes
+    params = ALSParams(factors=5, iterations=100, regularization=0.1, alpha=3.0, cg_steps=10,
+                       frequency_exponent=0.5)
+    model = fit_als(ui, params, compute_loss=False)
+    yty = gramian(model.item_factors)
+    for u in (0, 7, 19):
+        row = ui[u].to_dense()
+        idx = torch.nonzero(row).squeeze(1)
+        folded = fold_in_user(model.item_factors, idx, row[idx], params, yty=yty)
+        trained = model.user_factors[u]
+        assert float((folded - trained).norm() / trained.norm()) < 1e-2
+        assert torch.allclose(folded, fold_in_user(model.item_factors, idx, row[idx], params),
+                              atol=1e-5)
+
+
+def test_fold_in_matches_reference_and_sums_duplicates(rng):
+    params = ALSParams(factors=4, alpha=2.0, regularization=0.2, confidence="log")
+    items = torch.tensor(rng.normal(size=(10, 4)), dtype=torch.float32)
+    folded = fold_in_user(items, torch.tensor([3, 1, 3]), torch.tensor([1.0, 2.0, 2.0]), params)
+    ui = build_user_items(torch.tensor([0, 0]), torch.tensor([1, 3]), torch.tensor([2.0, 3.0]),
+                          1, 10)
+    conf, pref = _dense_confidence(ui, params)
+    expected = reference_solve(conf, pref, items, torch.tensor([0.2]))[0]
+    torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-5)
+    assert torch.equal(fold_in_user(items, torch.tensor([], dtype=torch.long), torch.tensor([]),
+                                    params), torch.zeros(4))
+
+
+def test_params_round_trip_and_validation(tmp_path):
+    params = ALSParams(factors=32, alpha=7.5, confidence="log", frequency_exponent=1.0)
+    path = params.to_file(tmp_path / "p" / "als_params.json", dataset="demo")
+    assert ALSParams.from_file(path) == params
+    with pytest.raises(InvalidInput):
+        ALSParams(factors=0)
+    with pytest.raises(InvalidInput):
+        ALSParams.from_dict({"factors": 8, "lamda": 0.1})
+    with pytest.raises(InvalidInput):
+        ALSParams.from_file(tmp_path / "missing.json")
+
+
+@pytest.mark.gpu
+def test_fit_on_cuda_matches_cpu(rng):
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    ui = _random_matrix(rng, 30, 20, 0.3)
+    params = ALSParams(factors=4, iterations=3)
+    cpu = fit_als(ui, params)
+    gpu = fit_als(ui, params, device="cuda")
+    assert gpu.user_factors.device.type == "cuda"
+    torch.testing.assert_close(gpu.user_factors.cpu(), cpu.user_factors, rtol=1e-3, atol=1e-4)
