@@ -1,0 +1,331 @@
+"""Versioned publishing of ALS factors to Redis and Chroma, the atomic switch, rollback, cleanup.
+
+The layout is the contract in :mod:`Prod.common.model_store`. Order of a publish:
+
+1. user factors -> Redis hash ``reco:model:{v}:user_factors`` (pipelined batches);
+2. item factors -> new Chroma collection ``als-items-{v}`` (batches <= the server's max), then
+   verified (count + a sample of vectors read back);
+3. the meta hash ``reco:model:{v}:meta`` (written last: meta present => version complete);
+4. :func:`switch_active`: ``active``/``previous`` pointers in one MULTI/EXEC, WATCHing ``active``.
+
+Nothing before step 4 is visible to readers, so a failure only needs :func:`delete_version`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import redis
+
+from Prod.common import model_store
+from Prod.common.errors import Conflict, TrainingError
+from Prod.common.logs import get_logger
+
+log = get_logger(__name__)
+
+USER_FIELDS_PER_COMMAND = 1000  # one HSET carries this many users
+COMMANDS_PER_PIPELINE = 10  # -> 10k users per round trip
+_META_PATTERN = "reco:model:*:meta"
+_FACTORS_PATTERN = "reco:model:*:user_factors"
+_COLLECTION_PREFIX = "als-items-"
+# item table columns copied into the Chroma metadata (unknown values are omitted)
+ITEM_METADATA_FIELDS = ("title", "brand", "category", "price", "avg_rating", "rating_count")
+
+Progress = Callable[[int], None]  # called with the number of rows just written
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """Sortable, time-based id with a short random suffix, e.g. ``20250101T120000.123Z-3fa9c1``."""
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    version = f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+    model_store.item_collection_name(version)  # validates the characters
+    return version
+
+
+@dataclass(frozen=True)
+class FactorSet:
+    """A trained model ready to publish.
+
+    user_factors: (n_users, dim) float32, row i belongs to ``user_ids[i]``;
+    item_factors: (n_items, dim) float32, row j belongs to ``item_ids[j]``;
+    item_metadata: one dict per item (may be empty), Chroma-compatible values only.
+    """
+
+    user_ids: Sequence[str]
+    user_factors: np.ndarray
+    item_ids: Sequence[str]
+    item_factors: np.ndarray
+    item_metadata: Sequence[dict]
+
+    def __post_init__(self) -> None:
+        if self.user_factors.shape[0] != len(self.user_ids):
+            raise ValueError("user_factors rows != user_ids")
+        if self.item_factors.shape[0] != len(self.item_ids) or len(self.item_metadata) != len(
+            self.item_ids
+        ):
+            raise ValueError("item_factors rows / item_metadata != item_ids")
+        if self.user_factors.shape[1] != self.item_factors.shape[1]:
+            raise ValueError("user and item factors differ in dimension")
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_factors.shape[1])
+
+
+def chroma_metadata(row: dict) -> dict | None:
+    """Item row -> Chroma metadata: known fields with non-null values; None when nothing is left."""
+    clean = {k: row[k] for k in ITEM_METADATA_FIELDS if row.get(k) is not None}
+    return clean or None
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def write_user_factors(
+    client: redis.Redis,
+    version: str,
+    user_ids: Sequence[str],
+    user_factors: np.ndarray,
+    progress: Progress | None = None,
+) -> int:
+    """Write (n_users, dim) float32 factors as raw bytes to the version's hash; returns n_users."""
+    key = model_store.user_factors_key(version)
+    factors = np.ascontiguousarray(user_factors, dtype=model_store.FACTOR_DTYPE)
+    per_pipeline = USER_FIELDS_PER_COMMAND * COMMANDS_PER_PIPELINE
+    for start in range(0, len(user_ids), per_pipeline):
+        stop = min(start + per_pipeline, len(user_ids))
+        pipe = client.pipeline(transaction=False)
+        for chunk in range(start, stop, USER_FIELDS_PER_COMMAND):
+            end = min(chunk + USER_FIELDS_PER_COMMAND, stop)
+            # row.tobytes() of a C-contiguous float32 row is exactly encode_factor's output
+            pipe.hset(key, mapping={user_ids[i]: factors[i].tobytes() for i in range(chunk, end)})
+        pipe.execute()
+        if progress:
+            progress(stop - start)
+    return len(user_ids)
+
+
+def write_item_factors(
+    chroma_client,
+    version: str,
+    item_ids: Sequence[str],
+    item_factors: np.ndarray,
+    item_metadata: Sequence[dict | None],
+    progress: Progress | None = None,
+):
+    """Create ``als-items-{v}`` (ip space) and add every item in batches; returns the collection.
+
+    Fails if the collection already exists: a version is written once, never merged into.
+    """
+    collection = chroma_client.create_collection(
+        model_store.item_collection_name(version),
+        metadata={"hnsw:space": "ip", "model_version": version},
+        embedding_function=None,
+    )
+    batch = max(1, int(chroma_client.get_max_batch_size()))
+    factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+    for start in range(0, len(item_ids), batch):
+        stop = min(start + batch, len(item_ids))
+        collection.add(
+            ids=list(item_ids[start:stop]),
+            embeddings=factors[start:stop],
+            metadatas=[m or None for m in item_metadata[start:stop]],
+        )
+        if progress:
+            progress(stop - start)
+    return collection
+
+
+def verify_item_factors(
+    collection, item_ids: Sequence[str], item_factors: np.ndarray, sample: int = 32
+) -> None:
+    """Raise unless the collection holds every item and a sample of vectors reads back equal."""
+    count = collection.count()
+    if count != len(item_ids):
+        raise TrainingError(
+            f"item collection {collection.name} holds {count} items, expected {len(item_ids)}"
+        )
+    if not item_ids:
+        return
+    picks = np.unique(np.linspace(0, len(item_ids) - 1, num=min(sample, len(item_ids)), dtype=int))
+    got = collection.get(ids=[item_ids[i] for i in picks], include=["embeddings"])
+    by_id = dict(zip(got["ids"], got["embeddings"], strict=True))
+    for i in picks:
+        stored = by_id.get(item_ids[i])
+        if stored is None or not np.allclose(stored, item_factors[i], rtol=1e-5, atol=1e-6):
+            raise TrainingError(f"item {item_ids[i]!r} read back wrong from {collection.name}")
+
+
+def write_meta(client: redis.Redis, meta: model_store.ModelMeta) -> None:
+    client.hset(model_store.meta_key(meta.version), mapping=meta.to_redis())
+
+
+@contextmanager
+def untimed(name: str) -> Iterator[None]:
+    yield
+
+
+def publish_version(
+    client: redis.Redis,
+    chroma_client,
+    meta: model_store.ModelMeta,
+    factors: FactorSet,
+    stage: Callable[[str], AbstractContextManager] = untimed,
+) -> None:
+    """Write a complete version (users, items, verify, meta last); does NOT activate it.
+
+    ``stage(name)`` wraps each step (the trainer times and logs them through it).
+    """
+    if meta.dim != factors.dim or meta.n_users != len(factors.user_ids) or meta.n_items != len(
+        factors.item_ids
+    ):
+        raise ValueError("meta does not describe these factors")
+    with stage("publish_users"):
+        write_user_factors(client, meta.version, factors.user_ids, factors.user_factors)
+    with stage("publish_items"):
+        collection = write_item_factors(
+            chroma_client, meta.version, factors.item_ids, factors.item_factors,
+            factors.item_metadata,
+        )  # fmt: skip
+    with stage("verify"):
+        verify_item_factors(collection, factors.item_ids, factors.item_factors)
+        write_meta(client, meta)
+
+
+# --- switching ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pointers:
+    active: str | None
+    previous: str | None
+
+
+def read_pointers(client: redis.Redis) -> Pointers:
+    return Pointers(model_store.active_version(client), model_store.previous_version(client))
+
+
+def switch_active(client: redis.Redis, new_version: str, retries: int = 20) -> Pointers:
+    """Make ``new_version`` active and the old active the previous one, atomically.
+
+    Returns the pointers before the switch. WATCH on ``active`` makes a concurrent switch or
+    rollback abort our EXEC, and we retry against the new state.
+    """
+    if not client.exists(model_store.meta_key(new_version)):
+        raise TrainingError(f"refusing to activate {new_version}: its meta hash is missing")
+    for _ in range(retries):
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(model_store.ACTIVE_KEY, model_store.PREVIOUS_KEY)
+                before = read_pointers(pipe)
+                pipe.multi()
+                pipe.set(model_store.ACTIVE_KEY, new_version)
+                if before.active and before.active != new_version:
+                    pipe.set(model_store.PREVIOUS_KEY, before.active)
+                pipe.execute()
+                return before
+            except redis.WatchError:
+                continue
+    raise TrainingError("could not switch the active model: pointers kept changing")
+
+
+def rollback_pointers(client: redis.Redis, retries: int = 20) -> Pointers:
+    """Swap ``active`` and ``previous`` atomically; returns the pointers after the swap.
+
+    Raises Conflict when there is no previous version or its data is no longer published.
+    """
+    for _ in range(retries):
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(model_store.ACTIVE_KEY, model_store.PREVIOUS_KEY)
+                before = read_pointers(pipe)
+                if not before.previous:
+                    raise Conflict("no previous model version to roll back to",
+                                   active=before.active)  # fmt: skip
+                if not pipe.exists(model_store.meta_key(before.previous)):
+                    raise Conflict(
+                        f"previous version {before.previous} is no longer published",
+                        active=before.active, previous=before.previous,
+                    )  # fmt: skip
+                pipe.multi()
+                pipe.set(model_store.ACTIVE_KEY, before.previous)
+                if before.active:
+                    pipe.set(model_store.PREVIOUS_KEY, before.active)
+                else:
+                    pipe.delete(model_store.PREVIOUS_KEY)
+                pipe.execute()
+                return Pointers(active=before.previous, previous=before.active)
+            except redis.WatchError:
+                continue
+    raise TrainingError("could not roll back: pointers kept changing")
+
+
+# --- deleting -------------------------------------------------------------------------------
+
+
+def delete_version(client: redis.Redis, chroma_client, version: str) -> None:
+    """Remove a version's Redis keys and Chroma collection (whatever of them exists).
+
+    Refuses to delete the active or previous version: readers may be using them.
+    """
+    pointers = read_pointers(client)
+    if version in (pointers.active, pointers.previous):
+        raise Conflict(f"version {version} is in use and cannot be deleted")
+    # UNLINK frees big hashes in a background thread of the server
+    client.unlink(model_store.meta_key(version), model_store.user_factors_key(version))
+    name = model_store.item_collection_name(version)
+    if name in list_item_collections(chroma_client):
+        chroma_client.delete_collection(name)
+
+
+def list_item_collections(chroma_client) -> list[str]:
+    names = []
+    for entry in chroma_client.list_collections():
+        name = entry if isinstance(entry, str) else entry.name
+        if name.startswith(_COLLECTION_PREFIX):
+            names.append(name)
+    return names
+
+
+def published_versions(client: redis.Redis, chroma_client) -> set[str]:
+    """Every version with any trace in Redis or Chroma (complete or not)."""
+    versions: set[str] = set()
+    for pattern in (_META_PATTERN, _FACTORS_PATTERN):
+        for key in client.scan_iter(match=pattern, count=500):
+            text = key.decode() if isinstance(key, bytes) else key
+            versions.add(text.split(":")[2])
+    versions.update(n[len(_COLLECTION_PREFIX):] for n in list_item_collections(chroma_client))
+    return versions
+
+
+def versions_to_delete(versions: set[str], pointers: Pointers, keep: int,
+                       exclude: set[str] = frozenset()) -> list[str]:  # fmt: skip
+    """Which versions go: always keep active and previous, then the newest up to ``keep`` total.
+
+    ``exclude`` protects versions being written right now (e.g. this run's own, before switch).
+    """
+    protected = {v for v in (pointers.active, pointers.previous) if v} | set(exclude)
+    others = sorted((v for v in versions if v not in protected), reverse=True)  # newest first
+    room = max(0, keep - len({v for v in (pointers.active, pointers.previous) if v}))
+    return others[room:]
+
+
+def cleanup_versions(
+    client: redis.Redis, chroma_client, keep: int, exclude: set[str] = frozenset()
+) -> list[str]:
+    """Delete all versions but active, previous and the newest others up to ``keep``."""
+    doomed = versions_to_delete(
+        published_versions(client, chroma_client), read_pointers(client), keep, exclude
+    )
+    for version in doomed:
+        try:
+            delete_version(client, chroma_client, version)
+        except Conflict:  # became active/previous meanwhile (a concurrent rollback)
+            continue
+        log.info("deleted model version %s", version)
+    return doomed

@@ -1,0 +1,403 @@
+"""One training run, end to end, plus rollback and the status report.
+
+A run: take the Redis lock -> decide whether there is new data -> read interactions from Postgres ->
+index maps -> holdout evaluation (a separate fit on the data minus held-out pairs) -> fit on all
+data -> register in ``model_version`` -> publish (Redis user factors, Chroma item factors, verify,
+meta) -> atomic switch (Redis, mirrored in Postgres) -> delete versions beyond
+``settings.keep_model_versions``. The HTTP service, the scheduler and ``reco train`` all call
+:func:`run_training`.
+
+If any stage before the switch fails, the partial keys/collection of the new version are removed,
+its registry row says ``failed`` with the error, and the previously active version stays active.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sqlalchemy import func, select, update
+
+from config import Settings
+from Prod.als_trainer import publisher
+from Prod.als_trainer.dataset import (
+    InteractionMatrix,
+    copy_interactions,
+    index_interactions,
+    load_item_metadata,
+    read_watermark,
+)
+from Prod.als_trainer.holdout import evaluate_factors, split_holdout
+from Prod.als_trainer.lock import TrainerLock, lock_holder
+from Prod.common import model_store
+from Prod.common.als import ALSParams, build_user_items, fit_als
+from Prod.common.db import session_scope
+from Prod.common.logs import get_logger
+from Prod.common.models import ModelVersion
+from Prod.common.stores import chroma_for, redis_for
+
+log = get_logger(__name__)
+
+STAGES = (
+    "load", "index", "evaluate", "train", "register", "item_metadata", "publish_users",
+    "publish_items", "verify", "switch", "cleanup",
+)  # fmt: skip
+FINISHED_STATUSES = ("active", "retired", "failed")
+
+StageHook = Callable[[str], None]  # called with a stage name just before the stage starts
+
+
+@dataclass
+class RunResult:
+    """What one call of :func:`run_training` did.
+
+    status: ``active`` (trained and switched), ``skipped`` (nothing new), ``locked`` (another
+    trainer runs; ``version_id`` is that run's), or ``failed`` (``error`` says why).
+    """
+
+    status: str
+    version_id: str | None
+    reason: str = ""
+    previous_version: str | None = None
+    data_watermark: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    deleted_versions: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- small pieces ---------------------------------------------------------------------------
+
+
+def load_params(path: Path) -> ALSParams:
+    """Hyperparameters from the params file (written by ``reco tune``); defaults when absent."""
+    if Path(path).exists():
+        return ALSParams.from_file(path)
+    log.info("no ALS params file at %s; using the defaults", path)
+    return ALSParams()
+
+
+def last_trained_watermark(database_url: str) -> int:
+    """Watermark of the newest successfully published model (0 when none)."""
+    with session_scope(database_url) as session:
+        return int(
+            session.scalar(
+                select(func.coalesce(func.max(ModelVersion.data_watermark), 0)).where(
+                    ModelVersion.status.in_(("active", "retired"))
+                )
+            )
+        )
+
+
+def nothing_new(settings: Settings, watermark: int) -> str | None:
+    """Why a scheduled run can skip (None: it must train).
+
+    Compared with the newest published model rather than the active one, so a rollback is not
+    undone by retraining on the very same data at the next tick.
+    """
+    if watermark == 0:
+        return "no interactions in the database"
+    if model_store.active_version(redis_for(settings)) is None:
+        return None
+    last = last_trained_watermark(settings.database_url)
+    if watermark <= last:
+        return f"no interactions since the last model's watermark {last}"
+    return None
+
+
+def fit_factors(
+    matrix: InteractionMatrix, mask: np.ndarray | None, params: ALSParams, device: str
+) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Fit on the pairs selected by ``mask`` (all when None); factors on the CPU, float32."""
+    sel = slice(None) if mask is None else mask
+    user_items = build_user_items(
+        torch.from_numpy(matrix.user_idx[sel]),
+        torch.from_numpy(matrix.item_idx[sel]),
+        torch.from_numpy(matrix.weights[sel]),
+        matrix.n_users,
+        matrix.n_items,
+    )
+    model = fit_als(user_items, params, device=device)
+    return model.user_factors.cpu(), model.item_factors.cpu(), model.losses
+
+
+def _error_text(exc: BaseException) -> str:
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{at}"[:2000]
+
+
+class _Stages:
+    """Times each stage, logs it, calls the hook, and drives a bar when stderr is a terminal."""
+
+    def __init__(self, version: str, hook: StageHook | None, stages: tuple[str, ...]) -> None:
+        self.version = version
+        self.hook = hook
+        self.durations: dict[str, float] = {}
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(stages), desc=f"train {version}", unit="stage", leave=False)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.hook:
+            self.hook(name)
+        if self.bar:
+            self.bar.set_postfix_str(name)
+        start = time.perf_counter()
+        yield
+        self.durations[name] = round(time.perf_counter() - start, 4)
+        log.info("[%s] %s done in %.2f s", self.version, name, self.durations[name])
+        if self.bar:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+def register_version(database_url: str, version: str, watermark: int, params: dict) -> None:
+    with session_scope(database_url) as session:
+        session.add(ModelVersion(version_id=version, status="training", data_watermark=watermark,
+                                 params=params))  # fmt: skip
+
+
+def update_version(database_url: str, version: str, **values: Any) -> None:
+    with session_scope(database_url) as session:
+        session.execute(
+            update(ModelVersion).where(ModelVersion.version_id == version).values(**values)
+        )
+
+
+def mirror_pointers(database_url: str, pointers: publisher.Pointers) -> None:
+    """Make the registry agree with Redis: the active pointer's row ``active``, others retired."""
+    now = datetime.now(timezone.utc)
+    with session_scope(database_url) as session:
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.status == "active", ModelVersion.version_id != pointers.active)
+            .values(status="retired")
+        )
+        if pointers.active:
+            session.execute(
+                update(ModelVersion)
+                .where(ModelVersion.version_id == pointers.active)
+                .values(status="active", activated_at=now)
+            )
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def run_training(
+    settings: Settings,
+    *,
+    force: bool = False,
+    evaluate: bool = True,
+    version_id: str | None = None,
+    lock: TrainerLock | None = None,
+    on_stage: StageHook | None = None,
+) -> RunResult:
+    """Run once (see the module docstring). ``lock``: an already acquired lock (it is released
+    here); without one, this call takes the lock and returns status ``locked`` if it cannot."""
+    client = redis_for(settings)
+    version = version_id or publisher.new_version_id()
+    if lock is None:
+        lock = TrainerLock(client, version, settings.train_lock_ttl_s)
+        if not lock.acquire():
+            holder = lock_holder(client)
+            return RunResult("locked", holder, reason=f"another training run ({holder}) is going")
+    try:
+        return _run_locked(settings, version, force=force, evaluate=evaluate, on_stage=on_stage)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    settings: Settings, version: str, *, force: bool, evaluate: bool, on_stage: StageHook | None
+) -> RunResult:
+    db = settings.database_url
+    watermark = read_watermark(db)
+    if watermark == 0:
+        return RunResult("skipped", None, reason="no interactions in the database",
+                         data_watermark=0)  # fmt: skip
+    if not force and (reason := nothing_new(settings, watermark)):
+        log.info("training skipped: %s", reason)
+        return RunResult("skipped", None, reason=reason, data_watermark=watermark)
+
+    params = load_params(settings.als_params_path)
+    result = RunResult("training", version, data_watermark=watermark, params=params.to_dict())
+    register_version(db, version, watermark, result.params)
+    stages = _Stages(version, on_stage, STAGES if evaluate else
+                     tuple(s for s in STAGES if s != "evaluate"))  # fmt: skip
+    log.info("[%s] training run started (watermark %d, force=%s)", version, watermark, force)
+    try:
+        _train_and_publish(settings, version, params, watermark, evaluate, stages, result)
+    except Exception as exc:  # any failure: keep the old model, record why
+        result.status, result.error = "failed", _error_text(exc)
+        result.durations = dict(stages.durations)
+        log.error("[%s] training run failed: %s", version, result.error)
+        _discard(settings, version)
+        update_version(db, version, status="failed", error=result.error,
+                       durations=result.durations, metrics=result.metrics)  # fmt: skip
+        stages.close()
+        return result
+
+    with stages.stage("cleanup"):
+        try:
+            result.deleted_versions = publisher.cleanup_versions(
+                redis_for(settings), chroma_for(settings), settings.keep_model_versions
+            )
+        except Exception as exc:  # the new model is live; a failed cleanup is only logged
+            log.warning("[%s] cleanup of old versions failed: %s", version, _error_text(exc))
+    stages.close()
+    result.durations = dict(stages.durations)
+    result.durations["total"] = round(sum(stages.durations.values()), 4)
+    update_version(db, version, durations=result.durations)
+    log.info("[%s] active; total %.2f s", version, result.durations["total"])
+    return result
+
+
+def _train_and_publish(
+    settings: Settings,
+    version: str,
+    params: ALSParams,
+    watermark: int,
+    evaluate: bool,
+    stages: _Stages,
+    result: RunResult,
+) -> None:
+    db = settings.database_url
+    with stages.stage("load"):
+        raw = copy_interactions(db, watermark)
+    with stages.stage("index"):
+        matrix = index_interactions(raw, watermark)
+        del raw
+    result.counts = {"n_users": matrix.n_users, "n_items": matrix.n_items,
+                     "n_interactions": matrix.n_events, "n_pairs": matrix.nnz}  # fmt: skip
+    if evaluate:
+        with stages.stage("evaluate"):
+            split = split_holdout(matrix.user_idx, matrix.n_users, seed=params.seed)
+            users, items, _ = fit_factors(matrix, split.train_mask, params, settings.als_device)
+            result.metrics = evaluate_factors(
+                users, items, matrix.user_idx, matrix.item_idx, split, k=10
+            )
+    with stages.stage("train"):
+        user_factors, item_factors, losses = fit_factors(matrix, None, params, settings.als_device)
+        user_np = user_factors.numpy().astype(np.float32, copy=False)
+        item_np = item_factors.numpy().astype(np.float32, copy=False)
+        if losses:
+            result.metrics["final_loss"] = float(losses[-1])
+    trained_at = datetime.now(timezone.utc)
+    with stages.stage("register"):
+        update_version(db, version, trained_at=trained_at, n_users=matrix.n_users,
+                       n_items=matrix.n_items, n_interactions=matrix.n_events,
+                       metrics=result.metrics, durations=stages.durations)  # fmt: skip
+    with stages.stage("item_metadata"):
+        metadata = load_item_metadata(db, matrix.item_ids)
+    factors = publisher.FactorSet(
+        matrix.user_ids.tolist(), user_np, matrix.item_ids.tolist(), item_np, metadata
+    )
+    meta = model_store.ModelMeta(
+        version=version, dim=params.factors, n_users=matrix.n_users, n_items=matrix.n_items,
+        collection=model_store.item_collection_name(version), alpha=params.alpha,
+        regularization=params.regularization, confidence=params.confidence,
+        trained_at=trained_at.isoformat(),
+        extra={"data_watermark": str(watermark), "n_interactions": str(matrix.n_events),
+               "params": json.dumps(params.to_dict(), sort_keys=True)},
+    )  # fmt: skip
+    before = publish_and_activate(settings, meta, factors, stages.stage)
+    result.previous_version = before.active
+    result.status = "active"
+
+
+def publish_and_activate(
+    settings: Settings,
+    meta: model_store.ModelMeta,
+    factors: publisher.FactorSet,
+    stage: Callable[[str], Any] = publisher.untimed,
+) -> publisher.Pointers:
+    """Publish a complete version, then switch to it and mirror the switch in Postgres.
+
+    Returns the pointers from before the switch. Does not clean up on failure (the caller does).
+    """
+    client = redis_for(settings)
+    publisher.publish_version(client, chroma_for(settings), meta, factors, stage)
+    with stage("switch"):
+        before = publisher.switch_active(client, meta.version)
+        mirror_pointers(settings.database_url, publisher.read_pointers(client))
+    return before
+
+
+def _discard(settings: Settings, version: str) -> None:
+    """Remove whatever a failed run wrote, unless it became active (then it stays, and works)."""
+    try:
+        publisher.delete_version(redis_for(settings), chroma_for(settings), version)
+    except Exception as exc:
+        log.warning("[%s] could not remove the failed version's data: %s", version, exc)
+
+
+# --- rollback and status --------------------------------------------------------------------
+
+
+def rollback(settings: Settings) -> dict[str, str | None]:
+    """Re-activate the previous version (pointers swapped atomically), mirrored in Postgres."""
+    pointers = publisher.rollback_pointers(redis_for(settings))
+    mirror_pointers(settings.database_url, pointers)
+    log.info("rolled back: active %s, previous %s", pointers.active, pointers.previous)
+    return {"active": pointers.active, "previous": pointers.previous}
+
+
+def describe_version(row: ModelVersion | None, version: str | None = None) -> dict | None:
+    if row is None:
+        return {"version_id": version} if version else None
+    return {
+        "version_id": row.version_id, "status": row.status, "created_at": row.created_at,
+        "trained_at": row.trained_at, "activated_at": row.activated_at,
+        "data_watermark": row.data_watermark, "n_users": row.n_users, "n_items": row.n_items,
+        "n_interactions": row.n_interactions, "params": row.params, "metrics": row.metrics,
+        "durations": row.durations, "error": row.error,
+    }  # fmt: skip
+
+
+def read_status(settings: Settings) -> dict[str, Any]:
+    """Active/previous version, the last finished run, and the run in progress (any process)."""
+    client = redis_for(settings)
+    pointers = publisher.read_pointers(client)
+    running = lock_holder(client)
+    with session_scope(settings.database_url) as session:
+        def row(version: str | None) -> ModelVersion | None:
+            return session.get(ModelVersion, version) if version else None
+
+        last = session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.status.in_(FINISHED_STATUSES))
+            .order_by(ModelVersion.created_at.desc(), ModelVersion.version_id.desc())
+            .limit(1)
+        ).first()
+        return {
+            "active": describe_version(row(pointers.active), pointers.active),
+            "previous": describe_version(row(pointers.previous), pointers.previous),
+            "last_run": describe_version(last),
+            "running": describe_version(row(running), running),
+        }

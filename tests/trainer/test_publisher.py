@@ -1,0 +1,120 @@
+"""Publishing with known (random) factors: versioned keys + collection, atomic switch, rollback,
+cleanup - read back through the readers' own functions in Prod.common.model_store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from Prod.als_trainer import publisher
+from Prod.als_trainer.service import publish_and_activate, rollback
+from Prod.common import model_store
+from Prod.common.errors import Conflict
+from Prod.common.stores import chroma_for, redis_for
+
+
+def random_model(rng, n_users=25, n_items=12, dim=8, tag="p"):
+    version = publisher.new_version_id()
+    factors = publisher.FactorSet(
+        user_ids=[f"{tag}{version}-u{i}" for i in range(n_users)],
+        user_factors=rng.standard_normal((n_users, dim)).astype(np.float32),
+        item_ids=[f"{tag}{version}-i{j}" for j in range(n_items)],
+        item_factors=rng.standard_normal((n_items, dim)).astype(np.float32),
+        item_metadata=[{"title": f"item {j}", "price": float(j)} if j % 2 else {"title": "x"}
+                       for j in range(n_items)],  # fmt: skip
+    )
+    meta = model_store.ModelMeta(
+        version=version, dim=dim, n_users=n_users, n_items=n_items,
+        collection=model_store.item_collection_name(version), alpha=2.0, regularization=0.1,
+        trained_at="2024-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    return meta, factors
+
+
+def test_version_ids_sort_by_time_and_are_valid_collection_names():
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2024, 5, 1, 12, 0, 0, 5000, tzinfo=timezone.utc)
+    ids = [publisher.new_version_id(t0 + timedelta(milliseconds=ms)) for ms in (0, 1, 999, 60000)]
+    assert ids == sorted(ids)
+    assert len(set(publisher.new_version_id(t0) for _ in range(20))) == 20  # random suffix
+    for version in ids:
+        assert model_store.item_collection_name(version) == f"als-items-{version}"
+
+
+def test_publish_then_switch_is_read_back_exactly_by_model_store(settings, rng):
+    client, chroma = redis_for(settings), chroma_for(settings)
+    meta, factors = random_model(rng)
+    old_active = model_store.active_version(client)
+
+    publisher.publish_version(client, chroma, meta, factors)
+    # complete but not yet visible: the active pointer did not move
+    assert model_store.active_version(client) == old_active
+    before = publisher.switch_active(client, meta.version)
+    assert before.active == old_active
+    assert model_store.active_version(client) == meta.version
+    if old_active:
+        assert model_store.previous_version(client) == old_active
+
+    read = model_store.read_meta(client, model_store.active_version(client))
+    assert (read.dim, read.n_users, read.n_items) == (8, 25, 12)
+    for i in (0, 7, 24):
+        got = model_store.read_user_factor(client, read, factors.user_ids[i])
+        np.testing.assert_array_equal(got, factors.user_factors[i])
+    ids, matrix, metadatas = model_store.load_item_factors(chroma, read, page_size=5)
+    order = [factors.item_ids.index(item) for item in ids]
+    assert sorted(order) == list(range(12))
+    np.testing.assert_allclose(matrix, factors.item_factors[order], rtol=1e-6)
+    by_id = dict(zip(ids, metadatas, strict=True))
+    assert by_id[factors.item_ids[3]] == {"title": "item 3", "price": 3.0}
+    collection = chroma.get_collection(read.collection)
+    assert collection.metadata["hnsw:space"] == "ip"
+
+
+def test_rollback_swaps_pointers_and_refuses_without_previous(settings, rng):
+    client = redis_for(settings)
+    first, f1 = random_model(rng)
+    second, f2 = random_model(rng)
+    publish_and_activate(settings, first, f1)
+    publish_and_activate(settings, second, f2)
+    assert publisher.read_pointers(client) == publisher.Pointers(second.version, first.version)
+
+    assert rollback(settings) == {"active": first.version, "previous": second.version}
+    assert model_store.active_version(client) == first.version
+    assert rollback(settings) == {"active": second.version, "previous": first.version}
+
+    client.delete(model_store.PREVIOUS_KEY)
+    with pytest.raises(Conflict, match="no previous"):
+        rollback(settings)
+    assert model_store.active_version(client) == second.version
+
+
+def test_cleanup_keeps_active_previous_and_refuses_to_delete_them(settings, rng):
+    client, chroma = redis_for(settings), chroma_for(settings)
+    versions = []
+    for _ in range(4):
+        meta, factors = random_model(rng, n_users=5, n_items=4)
+        publish_and_activate(settings, meta, factors)
+        versions.append(meta.version)
+    deleted = publisher.cleanup_versions(client, chroma, keep=2)
+    assert set(versions[:2]) <= set(deleted)
+    remaining = publisher.published_versions(client, chroma)
+    assert set(versions[2:]) <= remaining and not set(versions[:2]) & remaining
+    assert remaining == set(versions[2:])  # nothing else survives either
+    assert not client.exists(model_store.user_factors_key(versions[0]))
+    with pytest.raises(Conflict):
+        publisher.delete_version(client, chroma, versions[3])
+
+
+def test_verify_refuses_an_incomplete_collection(settings, rng):
+    chroma = chroma_for(settings)
+    meta, factors = random_model(rng, n_users=2, n_items=6)
+    collection = publisher.write_item_factors(
+        chroma, meta.version, factors.item_ids[:5], factors.item_factors[:5],
+        factors.item_metadata[:5],
+    )  # fmt: skip
+    try:
+        with pytest.raises(Exception, match="holds 5 items, expected 6"):
+            publisher.verify_item_factors(collection, factors.item_ids, factors.item_factors)
+    finally:
+        chroma.delete_collection(collection.name)

@@ -1,0 +1,1 @@
+"""Helpers shared by tests of several areas (data set-up, publishing a real model)."""
