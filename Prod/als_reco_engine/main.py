@@ -1,0 +1,95 @@
+"""The ALS serving engine: ``python -m Prod.als_reco_engine.main`` (port ``settings.reco_port``)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from config import Settings
+from Prod.als_reco_engine.routes import health_router, router
+from Prod.als_reco_engine.service import RecoEngine
+from Prod.common.api import attach_settings, install_error_handlers, install_metrics
+from Prod.common.logs import configure_logging
+
+DESCRIPTION = """Fast ALS recommendations: an in-memory item index of the active model version
+(hot-swapped when the trainer publishes), real-time fold-in for new users and fresh events,
+popularity for users with no history. Send `X-API-Key` when the service is configured with one."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    poll_interval_s: float = 1.0,
+    popularity_interval_s: float = 60.0,
+    profile_ttl_s: float = 60.0,
+) -> FastAPI:
+    """The serving app; its engine starts (loads the active model) with the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = RecoEngine(
+            app.state.settings,
+            poll_interval_s=poll_interval_s,
+            popularity_interval_s=popularity_interval_s,
+            profile_ttl_s=profile_ttl_s,
+        )
+        engine.start()
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    app = FastAPI(
+        title="als_reco_engine", version="1.0.0", description=DESCRIPTION, lifespan=lifespan
+    )
+    attach_settings(app, settings)
+    install_error_handlers(app)
+    install_metrics(app, "als_reco_engine")
+    app.include_router(health_router)
+    app.include_router(router)
+    return app
+
+
+def main() -> None:
+    import torch
+    import uvicorn
+
+    from config import get_settings
+
+    settings = get_settings()
+    configure_logging("als_reco_engine", settings.log_level)
+    torch.set_num_threads(1)  # fold-in solves are tiny; threads only contend with requests
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.reco_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        **_fast_server_options(),
+    )
+
+
+def _fast_server_options() -> dict:
+    """uvloop + httptools when installed (both are dependencies; plain asyncio otherwise)."""
+    options = {}
+    try:
+        import uvloop  # noqa: F401
+
+        options["loop"] = "uvloop"
+    except ImportError:
+        pass
+    try:
+        import httptools  # noqa: F401
+
+        options["http"] = "httptools"
+    except ImportError:
+        pass
+    return options
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Popularity fallback: items ranked by recent interaction weight, precomputed and refreshed.
+
+"Recent" is the ``window_days`` before the newest interaction (not before now, so a historic
+dataset still has a window). With no interactions at all, items are ranked by rating count and
+average rating, so even an empty platform recommends something.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+from sqlalchemy import Engine, text
+
+from Prod.als_reco_engine.index import Catalogue, build_catalogue
+from Prod.common.logs import get_logger
+
+log = get_logger(__name__)
+
+_ITEM_COLUMNS = "i.item_id, i.title, i.brand, i.category, i.price, i.avg_rating"
+_RECENT_SQL = text(
+    f"select {_ITEM_COLUMNS}, p.score from (select item_id, sum(weight) as score from interaction "
+    "where occurred_at >= :since group by item_id order by score desc limit :limit) p "
+    "join item i on i.item_id = p.item_id order by p.score desc, i.item_id"
+)
+_RATED_SQL = text(
+    f"select {_ITEM_COLUMNS}, i.rating_count * coalesce(i.avg_rating, 1) as score from item i "
+    "order by score desc, i.item_id limit :limit"
+)
+
+
+@dataclass(frozen=True)
+class PopularityTable:
+    """catalogue: the candidate items; scores: (n,) float32 popularity aligned with it."""
+
+    catalogue: Catalogue
+    scores: np.ndarray
+    refreshed_at: datetime
+    basis: str  # "recent" | "all_time" | "ratings"
+
+
+def _table(rows, basis: str) -> PopularityTable:
+    item_ids = [r[0] for r in rows]
+    metadatas = [
+        {"title": r[1], "brand": r[2], "category": r[3], "price": r[4], "avg_rating": r[5]}
+        for r in rows
+    ]
+    return PopularityTable(
+        catalogue=build_catalogue(item_ids, metadatas),
+        scores=np.array([float(r[6] or 0.0) for r in rows], dtype=np.float32),
+        refreshed_at=datetime.now(timezone.utc),
+        basis=basis,
+    )
+
+
+def compute_popularity(
+    engine: Engine, window_days: float = 30.0, limit: int = 5000, min_items: int = 50
+) -> PopularityTable:
+    """The ``limit`` most popular items: recent window, widened to all time when it is thin."""
+    with engine.connect() as conn:
+        newest = conn.scalar(text("select max(occurred_at) from interaction"))
+        if newest is not None:
+            since = newest - timedelta(days=window_days)
+            rows = conn.execute(_RECENT_SQL, {"since": since, "limit": limit}).all()
+            if len(rows) >= min_items:
+                return _table(rows, "recent")
+            epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+            rows = conn.execute(_RECENT_SQL, {"since": epoch, "limit": limit}).all()
+            if rows:
+                return _table(rows, "all_time")
+        rows = conn.execute(_RATED_SQL, {"limit": limit}).all()
+    return _table(rows, "ratings")
+
+
+class PopularityRefresher:
+    """Holds the current table and recomputes it every ``interval_s`` in a daemon thread."""
+
+    def __init__(self, engine: Engine, interval_s: float = 60.0, window_days: float = 30.0):
+        self._engine = engine
+        self._interval_s = interval_s
+        self._window_days = window_days
+        self.current: PopularityTable | None = None
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        try:
+            self.current = compute_popularity(self._engine, self._window_days)
+        except Exception as exc:  # keep the previous table; retried next tick
+            self.last_error = f"popularity refresh failed: {exc}"
+            log.warning(self.last_error)
+            return False
+        self.last_error = None
+        return True
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="popularity", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.refresh()

@@ -1,0 +1,235 @@
+"""HTTP routes of the serving API: parse, call one service function, return the schema.
+
+The two hot routes (``/recommend``, ``/similar``) are ``async`` (no thread-pool hop) and return
+orjson-encoded bytes directly: their ``response_model`` documents the shape without paying
+pydantic's response validation on every request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
+
+from Prod.als_reco_engine.index import ItemFilters
+from Prod.als_reco_engine.schemas import (
+    ID_PATTERN,
+    HealthOut,
+    HistoryOut,
+    InteractionBatch,
+    InteractionIn,
+    InteractionsOut,
+    ListItemsIn,
+    ListRemovalOut,
+    RecommendationOut,
+    SimilarOut,
+    StatusOut,
+    StoredListOut,
+)
+from Prod.als_reco_engine.service import RecoEngine
+from Prod.common.api import require_api_key
+from Prod.common.errors import InvalidInput
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+async def check_api_key(
+    request: Request, api_key: Annotated[str | None, Depends(_api_key_header)] = None
+) -> None:
+    """The shared API-key check, run inline (a sync dependency would cost a thread hop)."""
+    require_api_key(request.app.state.settings, api_key)
+
+
+async def get_engine(request: Request) -> RecoEngine:
+    return request.app.state.engine
+
+
+EngineDep = Annotated[RecoEngine, Depends(get_engine)]
+UserId = Annotated[str, Path(pattern=ID_PATTERN, examples=["u00042"])]
+ItemIdPath = Annotated[str, Path(pattern=ID_PATTERN, examples=["i01234"])]
+TopK = Annotated[int, Query(ge=1, le=100, description="How many items (1..100).")]
+_ERRORS = {
+    401: {"description": "Missing or invalid X-API-Key"},
+    422: {"description": "Invalid input; the body names the field"},
+}
+
+health_router = APIRouter(tags=["ops"])
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(check_api_key)], responses=_ERRORS)
+
+
+def _json(content: dict, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
+
+
+def _filters(
+    category: str | None, brand: str | None, max_price: float | None, min_rating: float | None
+) -> ItemFilters:
+    return ItemFilters(category=category, brand=brand, max_price=max_price, min_rating=min_rating)
+
+
+@health_router.get("/health", response_model=HealthOut, summary="Liveness (no API key)")
+async def read_health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/status",
+    response_model=StatusOut,
+    tags=["ops"],
+    summary="Active model, index freshness, strategies available",
+)
+def read_status(engine: EngineDep) -> dict:
+    return engine.status()
+
+
+@router.get(
+    "/recommend/{user_id}",
+    response_model=RecommendationOut,
+    tags=["recommend"],
+    summary="Top-k items for a user",
+    responses={503: {"description": "Nothing to serve"}},
+)
+async def read_recommendations(
+    engine: EngineDep,
+    user_id: UserId,
+    k: TopK = 10,
+    exclude_seen: Annotated[bool, Query(description="Drop items the user interacted with.")] = True,
+    category: Annotated[str | None, Query(max_length=200, examples=["Sports"])] = None,
+    brand: Annotated[str | None, Query(max_length=200)] = None,
+    max_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    min_rating: Annotated[float | None, Query(ge=0, le=5, allow_inf_nan=False)] = None,
+) -> Response:
+    filters = _filters(category, brand, max_price, min_rating)
+    result = await engine.recommend(user_id, k=k, exclude_seen=exclude_seen, filters=filters)
+    return _json(result)
+
+
+@router.get(
+    "/similar/{item_id}",
+    response_model=SimilarOut,
+    tags=["recommend"],
+    summary="Items similar to an item by its ALS vector",
+    responses={404: {"description": "Item not in the active model"}},
+)
+async def read_similar_items(
+    engine: EngineDep,
+    item_id: ItemIdPath,
+    k: TopK = 10,
+    category: Annotated[str | None, Query(max_length=200)] = None,
+    brand: Annotated[str | None, Query(max_length=200)] = None,
+    max_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+    min_rating: Annotated[float | None, Query(ge=0, le=5, allow_inf_nan=False)] = None,
+) -> Response:
+    filters = _filters(category, brand, max_price, min_rating)
+    return _json(engine.similar(item_id, k=k, filters=filters))
+
+
+@router.post(
+    "/interactions",
+    response_model=InteractionsOut,
+    status_code=201,
+    tags=["interactions"],
+    summary="Record one event or a batch (all or nothing)",
+)
+def create_interactions(
+    engine: EngineDep,
+    body: Annotated[
+        InteractionIn | InteractionBatch,
+        Body(
+            openapi_examples={
+                "one": {
+                    "summary": "one event",
+                    "value": {"user_id": "u00042", "item_id": "i01234", "event": "purchase"},
+                },
+                "batch": {
+                    "summary": "a batch",
+                    "value": {
+                        "events": [
+                            {"user_id": "u00042", "item_id": "i01234", "event": "view"},
+                            {
+                                "user_id": "u00042",
+                                "item_id": "i01234",
+                                "event": "rating",
+                                "rating": 5,
+                            },
+                        ]
+                    },
+                },
+            }
+        ),
+    ],
+) -> dict:
+    events = body.events if isinstance(body, InteractionBatch) else [body]
+    return engine.record_interactions([e.model_dump() for e in events])
+
+
+@router.get(
+    "/history",
+    response_model=HistoryOut,
+    tags=["history"],
+    summary="Recommendations served, newest first",
+)
+def read_history(
+    engine: EngineDep,
+    user_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> dict:
+    return engine.history_page(user_id=user_id, limit=limit, offset=offset)
+
+
+@router.post(
+    "/lists/{user_id}",
+    response_model=StoredListOut,
+    status_code=201,
+    tags=["lists"],
+    summary="Create or refresh a user's stored list from the model",
+)
+async def create_list(engine: EngineDep, user_id: UserId, k: TopK = 20) -> dict:
+    return await engine.refresh_list(user_id, k=k)
+
+
+@router.get(
+    "/lists/{user_id}",
+    response_model=StoredListOut,
+    tags=["lists"],
+    summary="A user's stored list",
+    responses={404: {"description": "No list"}},
+)
+def read_list(engine: EngineDep, user_id: UserId) -> dict:
+    return engine.read_list(user_id)
+
+
+@router.put(
+    "/lists/{user_id}",
+    response_model=StoredListOut,
+    tags=["lists"],
+    summary="Replace the list with given products, re-scored and sorted by the model",
+)
+async def update_list(engine: EngineDep, user_id: UserId, body: ListItemsIn) -> dict:
+    return await engine.replace_list(user_id, body.item_ids)
+
+
+@router.delete(
+    "/lists/{user_id}/items",
+    response_model=ListRemovalOut,
+    tags=["lists"],
+    summary="Remove products from the list; they are never recommended again",
+)
+async def delete_list_items(
+    engine: EngineDep,
+    user_id: UserId,
+    item_id: Annotated[
+        list[str] | None,
+        Query(description='Products to remove (repeatable); or a JSON body {"item_ids": [...]}.'),
+    ] = None,
+    body: Annotated[ListItemsIn | None, Body()] = None,
+) -> dict:
+    item_ids = (body.item_ids if body is not None else []) + (item_id or [])
+    if not item_ids:
+        raise InvalidInput('give the products to remove: ?item_id=... or {"item_ids": [...]}')
+    ListItemsIn(item_ids=item_ids)  # same id rules for the query form
+    return await run_in_threadpool(engine.remove_list_items, user_id, item_ids)

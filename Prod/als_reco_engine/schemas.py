@@ -1,0 +1,221 @@
+"""Request and response models of the serving API (documented in OpenAPI with examples)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# ids as the source data has them (ASINs, numeric MovieLens ids, generated ids, e-mails)
+ID_PATTERN = r"^[A-Za-z0-9_.:@+\-]{1,128}$"
+ItemId = Annotated[str, Field(pattern=ID_PATTERN)]
+EventKind = Literal["view", "click", "add_to_cart", "purchase", "rating"]
+Strategy = Literal["als", "fold_in", "popular"]
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float | None = Field(
+        description="Model score (higher is better); null when the "
+        "active model does not know the item."
+    )
+    title: str | None = None
+    brand: str | None = None
+    category: str | None = None
+    price: float | None = None
+    avg_rating: float | None = None
+
+
+class RecommendationOut(BaseModel):
+    user_id: str
+    strategy: Strategy = Field(
+        description="als: stored user factor; fold_in: factor solved now "
+        "from the user's interactions; popular: recent popularity."
+    )
+    model_version: str | None = Field(description="Active ALS model version, null when none.")
+    items: list[ScoredItem]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u00042",
+                    "strategy": "als",
+                    "model_version": "20250101T120000.000Z-3fa9c1",
+                    "items": [
+                        {
+                            "item_id": "i01234",
+                            "score": 0.8731,
+                            "title": "Trail running shoes",
+                            "brand": "Acme",
+                            "category": "Sports",
+                            "price": 89.9,
+                            "avg_rating": 4.4,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    model_version: str
+    items: list[ScoredItem]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "i01234",
+                    "model_version": "20250101T120000.000Z-3fa9c1",
+                    "items": [
+                        {
+                            "item_id": "i04321",
+                            "score": 0.93,
+                            "title": "Trail socks",
+                            "brand": "Acme",
+                            "category": "Sports",
+                            "price": 9.5,
+                            "avg_rating": 4.1,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+
+class InteractionIn(_Strict):
+    """One user-item event. ``weight`` defaults by event (view 1, click 2, add_to_cart 4,
+    purchase 8, rating = the rating); ``timestamp`` defaults to now (naive = UTC)."""
+
+    user_id: str = Field(pattern=ID_PATTERN, examples=["u00042"])
+    item_id: str = Field(pattern=ID_PATTERN, examples=["i01234"])
+    event: EventKind = Field(examples=["purchase"])
+    rating: float | None = Field(None, ge=1, le=5, description="Required when event=rating.")
+    weight: float | None = Field(None, gt=0, le=1_000_000)
+    timestamp: datetime | None = Field(None, examples=["2025-01-01T12:00:00Z"])
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u00042",
+                    "item_id": "i01234",
+                    "event": "purchase",
+                    "timestamp": "2025-01-01T12:00:00Z",
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> InteractionIn:
+        if self.event == "rating" and self.rating is None:
+            raise ValueError("rating is required when event is 'rating'")
+        if self.event != "rating" and self.rating is not None:
+            raise ValueError(f"rating must be empty for event {self.event!r}")
+        if self.timestamp is not None:
+            moment = self.timestamp
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            if not _EARLIEST <= moment <= datetime.now(timezone.utc) + timedelta(days=1):
+                raise ValueError("timestamp must be between 1970-01-01 and now")
+        return self
+
+
+class InteractionBatch(_Strict):
+    """A batch of events, stored all or nothing."""
+
+    events: list[InteractionIn] = Field(min_length=1, max_length=1000)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {"user_id": "u00042", "item_id": "i01234", "event": "view"},
+                        {"user_id": "u00042", "item_id": "i01234", "event": "rating", "rating": 5},
+                    ]
+                }
+            ]
+        }
+    )
+
+
+class InteractionsOut(BaseModel):
+    accepted: int = Field(description="Events stored now.")
+    duplicates: int = Field(description="Events already stored (same user, item, event, time).")
+    created_users: list[str] = Field(description="Users that did not exist before.")
+    user_ids: list[str]
+
+
+class HistoryEntry(BaseModel):
+    id: int
+    user_id: str
+    served_at: datetime
+    strategy: str
+    model_version: str | None
+    items: list[ScoredItem]
+    request: dict[str, Any]
+
+
+class HistoryOut(BaseModel):
+    user_id: str | None
+    limit: int
+    offset: int
+    total: int
+    has_more: bool
+    entries: list[HistoryEntry]
+
+
+class ListItem(ScoredItem):
+    position: int
+
+
+class StoredListOut(BaseModel):
+    user_id: str
+    strategy: Strategy | None = Field(None, description="Strategy that scored it (when known).")
+    model_version: str | None
+    updated_at: datetime | None
+    items: list[ListItem]
+
+
+class ListItemsIn(_Strict):
+    item_ids: list[ItemId] = Field(min_length=1, max_length=500, examples=[["i01234", "i04321"]])
+
+
+class ListRemovalOut(StoredListOut):
+    removed: list[str] = Field(description="Products that were in the list and are gone now.")
+    suppressed: list[str] = Field(description="Products never recommended to this user again.")
+
+
+class StatusOut(BaseModel):
+    status: Literal["ok", "degraded", "no_model"]
+    model_version: str | None
+    active_version: str | None
+    item_count: int
+    factors: int | None
+    trained_at: str | None
+    loaded_at: datetime | None
+    index_age_s: float | None
+    last_check_at: datetime | None
+    last_error: str | None
+    strategies: dict[str, bool]
+    popularity: dict[str, Any] | None
+    stores: dict[str, bool]
+    history: dict[str, int]
+    cached_profiles: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]

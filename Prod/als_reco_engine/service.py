@@ -1,0 +1,553 @@
+"""The serving engine: one object per app holding the hot-swapped item index, the caches and the
+background workers, plus the service functions the routes call.
+
+Hot path of ``recommend`` (an ALS user with a cached profile): one Redis HGET for the user factor,
+one (n_items x dim) float32 mat-vec, an argpartition, no Postgres.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import redis
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from config import Settings
+from Prod.als_reco_engine.foldin import FoldInCache, solve_user_factor
+from Prod.als_reco_engine.guard import CircuitBreaker, StoreUnavailable
+from Prod.als_reco_engine.history import HistoryWriter, count_history, read_history
+from Prod.als_reco_engine.index import (
+    Catalogue,
+    IndexHolder,
+    ItemFilters,
+    ItemIndex,
+    build_index,
+    filter_mask,
+    top_k,
+)
+from Prod.als_reco_engine.popularity import PopularityRefresher
+from Prod.als_reco_engine.profiles import ProfileCache, UserProfile
+from Prod.common import model_store
+from Prod.common.db import get_engine
+from Prod.common.errors import InfraError, InvalidInput, ModelNotReady, NotFound
+from Prod.common.logs import get_logger
+from Prod.common.models import Interaction, Item, RecommendationListItem, SuppressedItem, User
+from Prod.common.stores import chroma_for
+
+log = get_logger(__name__)
+
+ALS, FOLD_IN, POPULAR = "als", "fold_in", "popular"
+EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
+SERVING_REDIS_TIMEOUT_S = 0.25  # the hot path never waits longer on Redis than this
+
+
+class RecoEngine:
+    """Index, caches and workers of one serving process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        poll_interval_s: float = 1.0,
+        popularity_interval_s: float = 60.0,
+        profile_ttl_s: float = 60.0,
+    ) -> None:
+        self.settings = settings
+        self.db = get_engine(settings.database_url)
+        # a client of its own: short timeouts so an unreachable Redis costs one fast failure
+        self.redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=SERVING_REDIS_TIMEOUT_S,
+            socket_connect_timeout=SERVING_REDIS_TIMEOUT_S,
+        )
+        self.redis_guard = CircuitBreaker("redis", (redis.RedisError, OSError))
+        self.holder = IndexHolder(
+            poll=self._read_active_pointer,
+            load=self._load_index,
+            interval_s=poll_interval_s,
+            on_swap=self._on_swap,
+        )
+        self.profiles = ProfileCache(self.db, ttl_s=profile_ttl_s)
+        self.fold_ins = FoldInCache(settings.fold_in_cache_s)
+        self.popularity = PopularityRefresher(self.db, interval_s=popularity_interval_s)
+        self.history = HistoryWriter(self.db)
+        self._written_since_load: set[str] = set()  # users with events newer than the index
+        self.started_at = datetime.now(timezone.utc)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load what is published now (so the first request is served), then start workers."""
+        self.holder.refresh()
+        self.popularity.refresh()
+        self.holder.start()
+        self.popularity.start()
+        self.history.start()
+
+    def stop(self) -> None:
+        self.holder.stop()
+        self.popularity.stop()
+        self.history.stop()
+
+    # --- loading the index ----------------------------------------------------------------
+
+    def _read_active_pointer(self) -> str | None:
+        return model_store.active_version(self.redis)
+
+    def _load_index(self, version: str) -> ItemIndex:
+        meta = model_store.read_meta(self.redis, version)
+        if meta is None:
+            raise ModelNotReady(f"model {version} has no meta hash")
+        started = time.perf_counter()
+        item_ids, factors, metadatas = model_store.load_item_factors(
+            chroma_for(self.settings), meta
+        )
+        index = build_index(meta, item_ids, factors, metadatas, self._watermark(meta))
+        log.info(
+            "loaded model %s: %d items x %d in %.1f s",
+            version,
+            len(item_ids),
+            meta.dim,
+            time.perf_counter() - started,
+        )
+        return index
+
+    def _watermark(self, meta: model_store.ModelMeta) -> int | None:
+        """Highest interaction id in the version's training data, when the trainer recorded it."""
+        raw = meta.extra.get("data_watermark")
+        if raw is None:
+            try:
+                with self.db.connect() as conn:
+                    raw = conn.scalar(
+                        text("select data_watermark from model_version where version_id = :v"),
+                        {"v": meta.version},
+                    )
+            except SQLAlchemyError:
+                raw = None
+        watermark = int(raw) if raw not in (None, "") else 0
+        return watermark or None  # 0 = not recorded
+
+    def _on_swap(self, index: ItemIndex) -> None:
+        self._written_since_load = set()
+
+    # --- user factors ---------------------------------------------------------------------
+
+    async def profile(self, user_id: str) -> UserProfile:
+        cached = self.profiles.cached(user_id)
+        if cached is not None:
+            return cached
+        return await run_in_threadpool(self.load_profile, user_id)
+
+    def load_profile(self, user_id: str) -> UserProfile:
+        try:
+            return self.profiles.get(user_id)
+        except SQLAlchemyError as exc:
+            raise InfraError("the interaction database is unreachable", store="postgres") from exc
+
+    def _has_new_events(self, index: ItemIndex, profile: UserProfile) -> bool:
+        if profile.user_id in self._written_since_load:
+            return True
+        return index.data_watermark is not None and (
+            profile.last_interaction_id > index.data_watermark
+        )
+
+    def user_factor(self, index: ItemIndex, profile: UserProfile) -> tuple[np.ndarray | None, str]:
+        """(factor (dim,) float32 or None, strategy). Redis first, fold-in when it has nothing,
+        is out of date for this user, or is unreachable."""
+        if profile.has_interactions and self._has_new_events(index, profile):
+            return self._fold_in(index, profile), FOLD_IN
+        try:
+            factor = self.redis_guard.call(
+                lambda: model_store.read_user_factor(self.redis, index.meta, profile.user_id)
+            )
+        except StoreUnavailable:
+            factor = None
+        if factor is not None:
+            return factor, ALS
+        if profile.has_interactions:
+            return self._fold_in(index, profile), FOLD_IN
+        return None, POPULAR
+
+    def _fold_in(self, index: ItemIndex, profile: UserProfile) -> np.ndarray | None:
+        cached = self.fold_ins.get(index.version, profile.user_id)
+        if cached is not None:
+            return cached
+        rows, weights, _ = profile.rows_for(index.catalogue)
+        if rows.size == 0:  # none of their items is in this model
+            return None
+        factor = solve_user_factor(index, rows, weights)
+        self.fold_ins.put(index.version, profile.user_id, factor)
+        return factor
+
+    # --- recommending ---------------------------------------------------------------------
+
+    async def recommend(
+        self,
+        user_id: str,
+        *,
+        k: int,
+        exclude_seen: bool,
+        filters: ItemFilters,
+        log_history: bool = True,
+    ) -> dict[str, Any]:
+        """Top-k for a user with the best strategy available (als > fold_in > popular)."""
+        profile = await self.profile(user_id)
+        index = self.holder.current
+        factor, strategy = (None, POPULAR) if index is None else self.user_factor(index, profile)
+        if factor is not None:
+            scores = index.factors @ factor
+            catalogue, version = index.catalogue, index.version
+        else:
+            strategy, catalogue, scores = POPULAR, *self._popularity_scores()
+            version = index.version if index is not None else None
+        seen, _, suppressed = profile.rows_for(catalogue)
+        excluded = np.concatenate([seen, suppressed]) if exclude_seen else suppressed
+        rows, best = top_k(scores, k, excluded, filter_mask(catalogue, filters))
+        items = _describe(catalogue, rows, best)
+        if log_history:
+            self.history.log(
+                user_id=user_id,
+                strategy=strategy,
+                model_version=version,
+                item_ids=[i["item_id"] for i in items],
+                scores=[i["score"] for i in items],
+                request={"k": k, "exclude_seen": exclude_seen, **filters.as_dict()},
+            )
+        return {"user_id": user_id, "strategy": strategy, "model_version": version, "items": items}
+
+    def _popularity_scores(self) -> tuple[Catalogue, np.ndarray]:
+        table = self.popularity.current
+        if table is None:
+            raise ModelNotReady("no model is published and popularity is not computed yet")
+        return table.catalogue, table.scores.copy()
+
+    def similar(self, item_id: str, *, k: int, filters: ItemFilters) -> dict[str, Any]:
+        """Items closest to ``item_id`` by cosine of ALS item factors."""
+        index = self.require_index()
+        row = index.catalogue.row_of.get(item_id)
+        if row is None:
+            raise NotFound(
+                f"item {item_id!r} is not in the active model {index.version}", item_id=item_id
+            )
+        scores = index.unit_factors @ index.unit_factors[row]
+        rows, best = top_k(scores, k, np.array([row]), filter_mask(index.catalogue, filters))
+        return {
+            "item_id": item_id,
+            "model_version": index.version,
+            "items": _describe(index.catalogue, rows, best),
+        }
+
+    def require_index(self) -> ItemIndex:
+        index = self.holder.current
+        if index is None:
+            raise ModelNotReady("no ALS model is published yet; similar items need one")
+        return index
+
+    # --- interactions ---------------------------------------------------------------------
+
+    def record_interactions(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """Insert events in one transaction (all or nothing); new users are created.
+
+        Returns counts; unknown items raise InvalidInput naming them. Caches of the users are
+        dropped after the commit, so their next recommendation folds the new events in.
+        """
+        item_ids = sorted({e["item_id"] for e in events})
+        user_ids = sorted({e["user_id"] for e in events})
+        rows = [_interaction_row(e) for e in events]
+        try:
+            with self.db.begin() as conn:
+                known = set(conn.scalars(select(Item.item_id).where(Item.item_id.in_(item_ids))))
+                unknown = [i for i in item_ids if i not in known]
+                if unknown:
+                    raise InvalidInput(
+                        f"unknown item(s): {', '.join(unknown[:20])}", unknown_items=unknown
+                    )
+                created = conn.scalars(
+                    pg_insert(User)
+                    .values([{"user_id": u} for u in user_ids])
+                    .on_conflict_do_nothing()
+                    .returning(User.user_id)
+                ).all()
+                inserted = conn.scalars(
+                    pg_insert(Interaction)
+                    .values(rows)
+                    .on_conflict_do_nothing(constraint="uq_interaction_event")
+                    .returning(Interaction.id)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise InfraError("the interaction database is unreachable", store="postgres") from exc
+        self._forget_users(user_ids)
+        return {
+            "accepted": len(inserted),
+            "duplicates": len(rows) - len(inserted),
+            "created_users": sorted(created),
+            "user_ids": user_ids,
+        }
+
+    def _forget_users(self, user_ids: list[str]) -> None:
+        self._written_since_load.update(user_ids)
+        self.profiles.invalidate(user_ids)
+        self.fold_ins.invalidate(user_ids)
+
+    # --- history --------------------------------------------------------------------------
+
+    def history_page(self, *, user_id: str | None, limit: int, offset: int) -> dict[str, Any]:
+        self.history.flush(timeout_s=2.0)  # read-your-own-responses within this process
+        try:
+            rows, has_more = read_history(self.db, user_id=user_id, limit=limit, offset=offset)
+            total = count_history(self.db, user_id=user_id)
+        except SQLAlchemyError as exc:
+            raise InfraError("the history database is unreachable", store="postgres") from exc
+        entries = [
+            {
+                "id": r["id"],
+                "user_id": r["user_id"],
+                "served_at": r["served_at"],
+                "strategy": r["strategy"],
+                "model_version": r["model_version"],
+                "items": [
+                    {"item_id": i, "score": s}
+                    for i, s in zip(r["item_ids"], r["scores"], strict=True)
+                ],
+                "request": r["request"],
+            }
+            for r in rows
+        ]
+        return {
+            "user_id": user_id,
+            "limit": limit,
+            "offset": offset,
+            "total": total,
+            "has_more": has_more,
+            "entries": entries,
+        }
+
+    # --- stored lists ---------------------------------------------------------------------
+
+    async def refresh_list(self, user_id: str, *, k: int) -> dict[str, Any]:
+        """Replace the user's stored list with a fresh top-k (seen and suppressed removed)."""
+        result = await self.recommend(
+            user_id, k=k, exclude_seen=True, filters=ItemFilters(), log_history=False
+        )
+        scored = [(i["item_id"], i["score"]) for i in result["items"]]
+        await run_in_threadpool(self._store_list, user_id, scored, result["model_version"])
+        return await run_in_threadpool(self.read_list, user_id, result["strategy"])
+
+    async def replace_list(self, user_id: str, item_ids: list[str]) -> dict[str, Any]:
+        """Store the given products as the user's list, re-scored by the model, best first."""
+        item_ids = list(dict.fromkeys(item_ids))
+        await run_in_threadpool(self._require_items, item_ids)
+        profile = await self.profile(user_id)
+        scored, strategy, version = self._score_items(profile, item_ids)
+        scored.sort(key=lambda pair: -pair[1])  # stable: unscored (-inf) keep the given order
+        await run_in_threadpool(self._store_list, user_id, scored, version)
+        return await run_in_threadpool(self.read_list, user_id, strategy)
+
+    def remove_list_items(self, user_id: str, item_ids: list[str]) -> dict[str, Any]:
+        """Delete products from the list and suppress them from future recommendations."""
+        item_ids = list(dict.fromkeys(item_ids))
+        self._require_items(item_ids)
+        table = RecommendationListItem.__table__
+        with self.db.begin() as conn:
+            removed = conn.scalars(
+                table.delete()
+                .where(table.c.user_id == user_id, table.c.item_id.in_(item_ids))
+                .returning(table.c.item_id)
+            ).all()
+            conn.execute(
+                pg_insert(SuppressedItem)
+                .values([{"user_id": user_id, "item_id": i} for i in item_ids])
+                .on_conflict_do_nothing()
+            )
+            _renumber(conn, user_id)
+        self.profiles.invalidate([user_id])
+        result = self.read_list(user_id, None, missing_ok=True)
+        return {**result, "removed": sorted(removed), "suppressed": item_ids}
+
+    def read_list(
+        self, user_id: str, strategy: str | None = None, missing_ok: bool = False
+    ) -> dict[str, Any]:
+        table = RecommendationListItem.__table__
+        query = (
+            select(
+                table.c.item_id,
+                table.c.score,
+                table.c.position,
+                table.c.model_version,
+                table.c.updated_at,
+                Item.title,
+                Item.brand,
+                Item.category,
+                Item.price,
+                Item.avg_rating,
+            )
+            .join(Item, Item.item_id == table.c.item_id)
+            .where(table.c.user_id == user_id)
+            .order_by(table.c.position)
+        )
+        with self.db.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        if not rows and not missing_ok:
+            raise NotFound(f"no stored recommendation list for user {user_id!r}", user_id=user_id)
+        items = [
+            {
+                "item_id": r["item_id"],
+                "score": r["score"] if math.isfinite(r["score"]) else None,
+                "position": r["position"],
+                "title": r["title"],
+                "brand": r["brand"],
+                "category": r["category"],
+                "price": r["price"],
+                "avg_rating": r["avg_rating"],
+            }
+            for r in rows
+        ]
+        return {
+            "user_id": user_id,
+            "strategy": strategy,
+            "model_version": rows[0]["model_version"] if rows else None,
+            "updated_at": max((r["updated_at"] for r in rows), default=None),
+            "items": items,
+        }
+
+    def _score_items(
+        self, profile: UserProfile, item_ids: list[str]
+    ) -> tuple[list[tuple[str, float]], str, str | None]:
+        index = self.holder.current
+        factor, strategy = (None, POPULAR) if index is None else self.user_factor(index, profile)
+        if factor is not None:
+            catalogue, lookup = index.catalogue, None
+        else:
+            table = self.popularity.current
+            catalogue = table.catalogue if table is not None else None
+            lookup = table.scores if table is not None else None
+        scored = []
+        for item_id in item_ids:
+            row = catalogue.row_of.get(item_id) if catalogue is not None else None
+            if row is None:
+                score = -math.inf if factor is not None else 0.0
+            elif factor is not None:
+                score = float(index.factors[row] @ factor)
+            else:
+                score = float(lookup[row])
+            scored.append((item_id, score))
+        return scored, strategy, index.version if index is not None else None
+
+    def _store_list(
+        self, user_id: str, scored: list[tuple[str, float]], model_version: str | None
+    ) -> None:
+        table = RecommendationListItem.__table__
+        now = datetime.now(timezone.utc)
+        with self.db.begin() as conn:
+            conn.execute(table.delete().where(table.c.user_id == user_id))
+            if scored:
+                conn.execute(
+                    table.insert(),
+                    [
+                        {
+                            "user_id": user_id,
+                            "item_id": item_id,
+                            "score": score,
+                            "position": pos,
+                            "model_version": model_version,
+                            "updated_at": now,
+                        }
+                        for pos, (item_id, score) in enumerate(scored, start=1)
+                    ],
+                )
+
+    def _require_items(self, item_ids: list[str]) -> None:
+        with self.db.connect() as conn:
+            known = set(conn.scalars(select(Item.item_id).where(Item.item_id.in_(item_ids))))
+        unknown = [i for i in item_ids if i not in known]
+        if unknown:
+            raise InvalidInput(f"unknown item(s): {', '.join(unknown[:20])}", unknown_items=unknown)
+
+    # --- status ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        index = self.holder.current
+        now = datetime.now(timezone.utc)
+        redis_ok = self._ping_redis()
+        popularity = self.popularity.current
+        return {
+            "status": "ok"
+            if index is not None and redis_ok
+            else ("no_model" if index is None else "degraded"),
+            "model_version": index.version if index is not None else None,
+            "active_version": self.holder.active_version,
+            "item_count": len(index) if index is not None else 0,
+            "factors": index.meta.dim if index is not None else None,
+            "trained_at": index.meta.trained_at or None if index is not None else None,
+            "loaded_at": index.loaded_at if index is not None else None,
+            "index_age_s": round((now - index.loaded_at).total_seconds(), 3) if index else None,
+            "last_check_at": self.holder.last_check_at,
+            "last_error": self.holder.last_error,
+            "strategies": {
+                ALS: index is not None and redis_ok,
+                FOLD_IN: index is not None,
+                POPULAR: popularity is not None,
+            },
+            "popularity": None
+            if popularity is None
+            else {
+                "items": len(popularity.catalogue),
+                "basis": popularity.basis,
+                "refreshed_at": popularity.refreshed_at,
+            },
+            "stores": {"redis": redis_ok},
+            "history": {"written": self.history.written, "dropped": self.history.dropped},
+            "cached_profiles": len(self.profiles),
+        }
+
+    def _ping_redis(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+
+def _describe(catalogue: Catalogue, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
+    items = []
+    for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+        item = catalogue.describe(row)
+        item["score"] = round(score, 6)
+        items.append(item)
+    return items
+
+
+def _interaction_row(event: dict[str, Any]) -> dict[str, Any]:
+    weight = event.get("weight")
+    if weight is None:
+        weight = event["rating"] if event["event"] == "rating" else EVENT_WEIGHTS[event["event"]]
+    occurred_at = event.get("timestamp") or datetime.now(timezone.utc)
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=timezone.utc)
+    return {
+        "user_id": event["user_id"],
+        "item_id": event["item_id"],
+        "event": event["event"],
+        "rating": event.get("rating"),
+        "weight": float(weight),
+        "occurred_at": occurred_at,
+    }
+
+
+def _renumber(conn, user_id: str) -> None:
+    """Positions 1..n again after products were removed from a list."""
+    conn.execute(
+        text(
+            "update recommendation_list_item r set position = s.pos from ("
+            "select item_id, row_number() over (order by position) as pos "
+            "from recommendation_list_item where user_id = :u) s "
+            "where r.user_id = :u and r.item_id = s.item_id"
+        ),
+        {"u": user_id},
+    )
