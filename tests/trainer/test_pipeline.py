@@ -1,0 +1,191 @@
+"""The whole run against real Postgres/Redis/Chroma: train, publish, switch, fail safely, skip,
+lock, cleanup, rollback mirrored in the registry."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from Prod.als_trainer import publisher
+from Prod.als_trainer.lock import TrainerLock, lock_holder
+from Prod.als_trainer.service import rollback, run_training
+from Prod.common import model_store
+from Prod.common.als import ALSParams, fold_in_user
+from Prod.common.db import session_scope
+from Prod.common.models import Interaction, ModelVersion
+from Prod.common.stores import chroma_for, redis_for
+from tests.utils.publish import add_interactions, insert_dataset, train_and_publish
+
+
+def registry_row(settings, version: str) -> ModelVersion | None:
+    with session_scope(settings.database_url) as session:
+        return session.get(ModelVersion, version)
+
+
+def max_interaction_id(settings) -> int:
+    with session_scope(settings.database_url) as session:
+        return session.scalar(select(func.max(Interaction.id)))
+
+
+@pytest.fixture(scope="module")
+def dataset(settings):
+    return insert_dataset(settings, n_users=45, n_items=30, events_per_user=10, seed=3)
+
+
+def test_run_publishes_a_model_that_readers_decode_consistently(settings, dataset):
+    result = run_training(settings, force=True, evaluate=True)
+    assert result.status == "active", result.error
+    client, chroma = redis_for(settings), chroma_for(settings)
+    assert model_store.active_version(client) == result.version_id
+
+    row = registry_row(settings, result.version_id)
+    assert row.status == "active" and row.activated_at is not None
+    assert row.data_watermark == max_interaction_id(settings) == result.data_watermark
+    assert row.n_users >= 45 and row.n_items >= 30 and row.n_interactions >= 450
+    assert {"load", "index", "evaluate", "train", "publish_users", "publish_items", "verify",
+            "switch"} <= set(row.durations)  # fmt: skip
+    assert 0.0 <= row.metrics["ndcg@10"] <= 1.0 and row.metrics["eval_users"] > 0
+
+    meta = model_store.read_meta(client, result.version_id)
+    params = ALSParams.from_dict(json.loads(meta.extra["params"]))
+    assert meta.dim == params.factors and meta.extra["data_watermark"] == str(row.data_watermark)
+    item_ids, item_factors, metadatas = model_store.load_item_factors(chroma, meta)
+    assert len(item_ids) == meta.n_items and set(dataset.item_ids) <= set(item_ids)
+    first = metadatas[item_ids.index(dataset.item_ids[0])]
+    assert "brand" not in first and first["category"] == "books"  # null brand omitted
+
+    # the published user factor is the ALS solution for that user given the published items:
+    # folding the user in from its interactions reproduces it (ids and rows line up)
+    position = {item: j for j, item in enumerate(item_ids)}
+    items_t = torch.from_numpy(item_factors)
+    agree = []
+    for user in dataset.user_ids[:10]:
+        with session_scope(settings.database_url) as session:
+            events = session.execute(
+                select(Interaction.item_id, Interaction.weight).where(Interaction.user_id == user)
+            ).all()
+        idx = torch.tensor([position[i] for i, _ in events])
+        weights = torch.tensor([w for _, w in events], dtype=torch.float32)
+        folded = fold_in_user(items_t, idx, weights, params).numpy()
+        stored = model_store.read_user_factor(client, meta, user)
+        assert len(events) >= 10 and stored is not None
+        agree.append(np.dot(folded, stored) / (np.linalg.norm(folded) * np.linalg.norm(stored)))
+    assert min(agree) > 0.95, agree
+
+    # and it learned the tastes: most users' top-5 unseen-or-not items are in their category
+    in_taste = []
+    for user in dataset.user_ids:
+        scores = item_factors @ model_store.read_user_factor(client, meta, user)
+        mine = [j for j in np.argsort(-scores) if item_ids[j] in dataset.item_category][:5]
+        in_taste += [dataset.item_category[item_ids[j]] == dataset.taste[user] for j in mine]
+    assert np.mean(in_taste) > 0.7
+
+
+def test_failure_mid_publish_keeps_the_old_version_and_records_it(settings, dataset):
+    old = train_and_publish(settings)
+    client, chroma = redis_for(settings), chroma_for(settings)
+
+    def explode(stage: str) -> None:
+        if stage == "verify":  # users and items are written by now
+            raise RuntimeError("injected failure before verify")
+
+    result = run_training(settings, force=True, on_stage=explode)
+    assert result.status == "failed" and "injected failure" in result.error
+    assert model_store.active_version(client) == old
+    assert result.version_id not in publisher.published_versions(client, chroma)
+    row = registry_row(settings, result.version_id)
+    assert row.status == "failed" and "injected failure before verify" in row.error
+    assert "publish_items" in row.durations
+    assert registry_row(settings, old).status == "active"
+
+
+def test_a_chroma_error_keeps_the_old_version_and_removes_partial_keys(settings, dataset):
+    old = train_and_publish(settings)
+    client, chroma = redis_for(settings), chroma_for(settings)
+    version = publisher.new_version_id()
+    # a collection already holding that name makes Chroma refuse create_collection
+    chroma.create_collection(model_store.item_collection_name(version), embedding_function=None)
+
+    result = run_training(settings, force=True, version_id=version)
+    assert result.status == "failed" and result.version_id == version
+    assert model_store.active_version(client) == old
+    assert not client.exists(model_store.user_factors_key(version))
+    assert not client.exists(model_store.meta_key(version))
+    assert version not in publisher.published_versions(client, chroma)
+    assert registry_row(settings, version).status == "failed"
+
+
+def test_scheduled_run_skips_without_new_data_and_trains_when_data_arrives(settings, dataset):
+    trained = train_and_publish(settings)
+    skipped = run_training(settings, force=False)
+    assert skipped.status == "skipped" and "watermark" in skipped.reason
+    assert model_store.active_version(redis_for(settings)) == trained
+
+    add_interactions(settings, dataset.user_ids[0], dataset.item_ids[:3])
+    fresh = run_training(settings, force=False, evaluate=False)
+    assert fresh.status == "active" and fresh.previous_version == trained
+    assert fresh.data_watermark == max_interaction_id(settings)
+
+
+def test_the_lock_lets_one_of_two_concurrent_runs_train(settings, dataset):
+    inside, resume = threading.Event(), threading.Event()
+    results = {}
+
+    def hold_in_train(stage: str) -> None:
+        if stage == "train":
+            inside.set()
+            assert resume.wait(60)
+
+    first = threading.Thread(
+        target=lambda: results.setdefault("first", run_training(
+            settings, force=True, evaluate=False, on_stage=hold_in_train))
+    )  # fmt: skip
+    first.start()
+    assert inside.wait(60)
+    try:
+        second = run_training(settings, force=True)
+        assert second.status == "locked"
+        assert second.version_id == lock_holder(redis_for(settings))
+    finally:
+        resume.set()
+        first.join(60)
+    assert results["first"].status == "active"
+    assert second.version_id == results["first"].version_id
+    assert lock_holder(redis_for(settings)) is None
+
+
+def test_lock_release_is_token_checked_and_expires(settings):
+    client = redis_for(settings)
+    key = f"test:lock:{publisher.new_version_id()}"
+    mine = TrainerLock(client, "a", ttl_s=30, key=key)
+    theirs = TrainerLock(client, "b", ttl_s=30, key=key)
+    assert mine.acquire() and not theirs.acquire()
+    theirs.held = True  # even a confused holder cannot release someone else's lock
+    assert theirs.release() is False and client.get(key) == b"a"
+    assert mine.release() is True and client.get(key) is None
+    expiring = TrainerLock(client, "c", ttl_s=30, key=key)
+    assert expiring.acquire()
+    assert 0 < client.pttl(key) <= 30_000  # a crashed trainer cannot block training forever
+    expiring.release()
+
+
+def test_cleanup_keeps_active_and_previous_and_rollback_is_mirrored(settings, dataset):
+    client, chroma = redis_for(settings), chroma_for(settings)
+    v1, v2, v3 = (train_and_publish(settings) for _ in range(3))
+    assert publisher.published_versions(client, chroma) == {v2, v3}
+    assert not client.exists(model_store.meta_key(v1))
+    assert registry_row(settings, v1).status == "retired"
+
+    assert rollback(settings) == {"active": v2, "previous": v3}
+    assert registry_row(settings, v2).status == "active"
+    assert registry_row(settings, v3).status == "retired"
+    with session_scope(settings.database_url) as session:
+        actives = session.scalars(select(ModelVersion).where(ModelVersion.status == "active"))
+        assert [r.version_id for r in actives] == [v2]
+    # a scheduled run after a rollback does not retrain on the same data
+    assert run_training(settings, force=False).status == "skipped"
