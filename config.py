@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         "score = (1 - w) * relevance + w * affinity, both min-max scaled over candidates.",
     )
     chat_history_turns: PositiveInt = Field(6, description="Recent turns given to the LLM.")
+    chat_max_message_chars: PositiveInt = Field(
+        2000, description="Longest chat message accepted (longer ones are a 422)."
+    )
+    chat_llm_filters: bool = Field(
+        True, description="Also ask the LLM for filters (JSON-schema output, validated)."
+    )
 
     # --- services ---------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Interface the APIs bind to.")

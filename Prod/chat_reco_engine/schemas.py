@@ -1,0 +1,113 @@
+"""Request and response models of the chat API (with OpenAPI examples)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from Prod.chat_reco_engine.filters import ProductFilters
+
+GeneratedBy = Literal["llm", "fallback"]
+Scorer = Literal["cross-encoder", "bi-encoder"]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"message": "wireless headphones under $100, Sony or Bose", "user_id": "u42", "k": 5},
+            {"message": "cheaper ones?", "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11"},
+            {"message": "a gift card", "filters": {"max_price": 50, "min_rating": 4}},
+        ]},
+    )  # fmt: skip
+
+    message: str = Field(
+        ..., min_length=1, description="The customer's message (at most CHAT_MAX_MESSAGE_CHARS)."
+    )
+    session_id: UUID | None = Field(None, description="Continue this session; omit to start one.")
+    user_id: str | None = Field(
+        None, min_length=1, max_length=128, description="Personalise with this user's ALS taste."
+    )
+    filters: ProductFilters | None = Field(
+        None,
+        description="Explicit filters; they win over filters read from the text. `brand` and "
+        "`category` (single values) are accepted as shorthands for `brands` / `categories`.",
+    )
+    k: int = Field(5, ge=1, le=20, description="Products to recommend.")
+
+
+class ProductOut(BaseModel):
+    item_id: str
+    title: str
+    brand: str | None = None
+    category: str | None = None
+    price: float | None = None
+    rating: float | None = Field(None, description="Average rating (0-5).")
+    rating_count: int | None = None
+    score: float = Field(..., description="Final rank score in [0, 1] (blend, see /docs).")
+    relevance: float = Field(..., description="Raw cross-encoder (or bi-encoder) score.")
+    affinity: float | None = Field(None, description="Scaled ALS affinity when personalised.")
+    reason: str = Field(..., description="Sentence of the product text that best fits the query.")
+
+
+class ChatResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11",
+        "answer": "The Sony WH-CH520 ($59.99, 4.4/5) fits your budget...",
+        "products": [{"item_id": "P0001", "title": "Sony WH-CH520", "brand": "Sony",
+                      "category": "Headphones", "price": 59.99, "rating": 4.4,
+                      "rating_count": 1200, "score": 0.93, "relevance": 7.1, "affinity": None,
+                      "reason": "Wireless on-ear headphones with 50 hours of battery."}],
+        "filters": {"brands": ["Sony", "Bose"], "max_price": 100.0},
+        "standalone_query": "wireless headphones Sony Bose",
+        "generated_by": "llm", "reranker": "cross-encoder", "personalisation": "none",
+    }]})  # fmt: skip
+
+    session_id: str
+    answer: str
+    products: list[ProductOut]
+    filters: dict[str, Any] = Field(..., description="Filters actually applied (set fields only).")
+    standalone_query: str = Field(..., description="The query after condensing a follow-up.")
+    generated_by: GeneratedBy
+    reranker: Scorer
+    personalisation: str = Field(..., description="factor | fold_in | none | error")
+
+
+class SearchResponse(BaseModel):
+    query: str
+    filters: dict[str, Any]
+    products: list[ProductOut]
+    reranker: Scorer
+    personalisation: str
+
+
+class HistoryMessage(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str
+    filters: dict[str, Any]
+    product_ids: list[str]
+    standalone_query: str | None = None
+    generated_by: str | None = None
+    created_at: datetime | None = None
+
+
+class HistoryResponse(BaseModel):
+    session_id: str
+    user_id: str | None
+    messages: list[HistoryMessage]
+
+
+class DeleteResponse(BaseModel):
+    session_id: str
+    deleted_messages: int
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    embedding: dict[str, Any]
+    reranker: dict[str, Any]
+    llm: dict[str, Any]
+    chroma: dict[str, Any]
