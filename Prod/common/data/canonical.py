@@ -1,0 +1,275 @@
+"""The canonical dataset format: column lists, event weights, and the writer.
+
+A canonical dataset is a folder with four files (see docs/ARCHITECTURE.md):
+
+- ``users.csv``: ``user_id``, ``name``
+- ``items.csv``: ``item_id``, ``title``, ``brand``, ``category``, ``price``, ``avg_rating``,
+  ``rating_count``, ``description``, ``image_url``
+- ``interactions.csv``: ``user_id``, ``item_id``, ``event``, ``rating``, ``weight``, ``timestamp``
+- ``ProductsRAG.json``: ``[{"item_id", "text", "metadata": {...}}]``, what the chat engine embeds
+
+Unknown values are written as empty CSV fields and omitted from the RAG metadata (Chroma metadata
+cannot hold null). Timestamps are written as naive ISO-8601 seconds in UTC. Writing is
+deterministic: the same frames give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from Prod.common.errors import InvalidInput
+
+USERS_FILE = "users.csv"
+ITEMS_FILE = "items.csv"
+INTERACTIONS_FILE = "interactions.csv"
+RAG_FILE = "ProductsRAG.json"
+DATASET_FILES = (USERS_FILE, ITEMS_FILE, INTERACTIONS_FILE, RAG_FILE)
+
+USER_COLUMNS = ["user_id", "name"]
+ITEM_COLUMNS = [
+    "item_id",
+    "title",
+    "brand",
+    "category",
+    "price",
+    "avg_rating",
+    "rating_count",
+    "description",
+    "image_url",
+]
+INTERACTION_COLUMNS = ["user_id", "item_id", "event", "rating", "weight", "timestamp"]
+REQUIRED_COLUMNS = {
+    USERS_FILE: ["user_id"],
+    ITEMS_FILE: ["item_id", "title"],
+    INTERACTIONS_FILE: ["user_id", "item_id", "event", "weight", "timestamp"],
+}
+
+EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
+RATING_EVENT = "rating"
+EVENTS = (*EVENT_WEIGHTS, RATING_EVENT)
+RAG_METADATA_KEYS = ("title", "brand", "category", "price", "avg_rating", "rating_count")
+MAX_ID_LENGTH = 128
+
+_CSV_CHUNK_ROWS = 500_000
+
+
+def write_dataset(
+    folder: str | Path,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    interactions: pd.DataFrame,
+    *,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write the four canonical files into ``folder`` (created if missing).
+
+    ``interactions.timestamp`` may be datetime64 (naive = UTC, or tz-aware) or integer unix
+    seconds; missing optional columns are written empty. Returns counts and file sizes.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    users_out = _canonical_users(users)
+    items_out = _canonical_items(items)
+    interactions_out = _canonical_interactions(interactions)
+
+    _write_csv(users_out, folder / USERS_FILE)
+    _write_csv(items_out, folder / ITEMS_FILE)
+    _write_csv(
+        interactions_out, folder / INTERACTIONS_FILE, _format_interactions, progress=progress
+    )
+    write_products_rag(folder / RAG_FILE, products_rag(items_out))
+    return {
+        "folder": str(folder),
+        "users": len(users_out),
+        "items": len(items_out),
+        "interactions": len(interactions_out),
+        "bytes": {name: (folder / name).stat().st_size for name in DATASET_FILES},
+    }
+
+
+def products_rag(items: pd.DataFrame) -> list[dict[str, Any]]:
+    """One ``{"item_id", "text", "metadata"}`` record per item, unknown metadata omitted."""
+    records = []
+    for row in items.to_dict("records"):
+        record = {
+            "item_id": str(row["item_id"]),
+            "text": product_text(row),
+            "metadata": _rag_metadata(row),
+        }
+        records.append(record)
+    return records
+
+
+def product_text(item: dict[str, Any]) -> str:
+    """Readable sentences describing one product: what the chat engine embeds and quotes."""
+    title = _text(item.get("title"))
+    brand = _text(item.get("brand"))
+    category = _text(item.get("category"))
+    price = _number(item.get("price"))
+    avg_rating = _number(item.get("avg_rating"))
+    rating_count = _number(item.get("rating_count")) or 0
+    description = _text(item.get("description"))
+
+    sentences = [title.rstrip(".") + "."]
+    if brand and category:
+        sentences.append(f"Brand: {brand}. Category: {category}.")
+    elif brand:
+        sentences.append(f"Brand: {brand}.")
+    elif category:
+        sentences.append(f"Category: {category}.")
+    if price is not None:
+        sentences.append(f"Price: ${price:,.2f}.")
+    if avg_rating is not None and rating_count > 0:
+        noun = "rating" if int(rating_count) == 1 else "ratings"
+        sentences.append(f"Rated {avg_rating:.1f} out of 5 from {int(rating_count):,} {noun}.")
+    if description:
+        sentences.append(description)
+    return " ".join(sentences)
+
+
+def write_products_rag(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """A JSON array with one record per line: valid JSON, readable, diff-friendly."""
+    lines = [json.dumps(record, ensure_ascii=False, sort_keys=False) for record in records]
+    body = "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n"
+    path.write_text(body, encoding="utf-8")
+
+
+def format_timestamps(values: pd.Series) -> np.ndarray:
+    """ISO-8601 seconds (naive UTC) from datetime64 (naive or tz-aware) or unix seconds."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        series = values
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = series.to_numpy().astype("datetime64[s]")
+    else:
+        stamps = pd.to_numeric(values).to_numpy().astype("int64").astype("datetime64[s]")
+    return np.datetime_as_string(stamps, unit="s")
+
+
+def _canonical_users(users: pd.DataFrame) -> pd.DataFrame:
+    frame = _with_columns(users, USER_COLUMNS, USERS_FILE)
+    frame["user_id"] = frame["user_id"].astype(str)
+    frame["name"] = frame["name"].map(_text)
+    return frame
+
+
+def _canonical_items(items: pd.DataFrame) -> pd.DataFrame:
+    frame = _with_columns(items, ITEM_COLUMNS, ITEMS_FILE)
+    frame["item_id"] = frame["item_id"].astype(str)
+    for column in ("title", "brand", "category", "description", "image_url"):
+        frame[column] = frame[column].map(_text)
+    frame["price"] = _format_decimals(frame["price"], 2)
+    frame["avg_rating"] = _format_decimals(frame["avg_rating"], 2)
+    counts = pd.to_numeric(frame["rating_count"], errors="coerce").fillna(0)
+    frame["rating_count"] = counts.astype("int64")
+    return frame
+
+
+def _canonical_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
+    frame = _with_columns(interactions, INTERACTION_COLUMNS, INTERACTIONS_FILE)
+    unknown = set(pd.unique(frame["event"])) - set(EVENTS)
+    if unknown:
+        raise InvalidInput(f"unknown event types: {sorted(map(str, unknown))}")
+    return frame
+
+
+def _format_interactions(chunk: pd.DataFrame) -> pd.DataFrame:
+    """Text form of one chunk of interactions (done per chunk to bound memory at 10M rows)."""
+    chunk = chunk.copy()
+    for column in ("user_id", "item_id", "event"):
+        chunk[column] = chunk[column].astype(str)
+    chunk["rating"] = _format_compact(chunk["rating"])
+    chunk["weight"] = _format_compact(chunk["weight"])
+    chunk["timestamp"] = format_timestamps(chunk["timestamp"])
+    return chunk
+
+
+def _with_columns(frame: pd.DataFrame, columns: list[str], file_name: str) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_COLUMNS[file_name] if c not in frame.columns]
+    if missing:
+        raise InvalidInput(f"{file_name}: missing required columns {missing}")
+    out = pd.DataFrame(index=frame.index)
+    for column in columns:
+        out[column] = frame[column] if column in frame.columns else None
+    return out.reset_index(drop=True)
+
+
+def _format_decimals(values: pd.Series, decimals: int) -> pd.Series:
+    """Fixed decimals with trailing zeros trimmed ("12.5", "12.99", "3"); unknown -> empty."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers.map(lambda v: "" if pd.isna(v) else _trim(f"{v:.{decimals}f}"))
+
+
+def _format_compact(values: pd.Series) -> np.ndarray:
+    """Shortest decimal form of each value ("8", "3.5"); unknown -> empty. Vectorised over the
+    few distinct values, so millions of rows cost one ``np.unique``."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+    uniques, inverse = np.unique(numbers, return_inverse=True)
+    texts = np.array(
+        ["" if math.isnan(v) else _trim(repr(float(v))) for v in uniques], dtype=object
+    )
+    return texts[inverse.reshape(-1)]
+
+
+def _trim(text: str) -> str:
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _write_csv(
+    frame: pd.DataFrame,
+    path: Path,
+    format_chunk: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    progress: bool = False,
+) -> None:
+    """CSV in chunks (bounded memory, a progress bar for millions of rows)."""
+    starts = range(0, max(len(frame), 1), _CSV_CHUNK_ROWS)
+    if progress and len(frame) > _CSV_CHUNK_ROWS:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=f"writing {path.name}", unit="chunk")
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        for start in starts:
+            chunk = frame.iloc[start : start + _CSV_CHUNK_ROWS]
+            if format_chunk is not None:
+                chunk = format_chunk(chunk)
+            chunk.to_csv(handle, index=False, header=start == 0, lineterminator="\n")
+
+
+def _rag_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for key in RAG_METADATA_KEYS:
+        value = row.get(key)
+        if key in ("price", "avg_rating"):
+            number = _number(value)
+            if number is not None:
+                metadata[key] = number
+        elif key == "rating_count":
+            metadata[key] = int(_number(value) or 0)
+        else:
+            text = _text(value)
+            if text:
+                metadata[key] = text
+    return metadata
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
+def _number(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
