@@ -1,0 +1,541 @@
+"""Importers from public dataset formats into the canonical format.
+
+Supported sources (the format is detected from the files in the folder; ``.gz`` copies work too):
+
+- Amazon Reviews 2018: ``*_5.json`` (or any non-meta ``*.json``) review lines with ``reviewerID``,
+  ``asin``, ``overall``, ``unixReviewTime``; ``meta_*.json`` lines with ``asin``, ``title``,
+  ``brand``, ``price`` ("$12.99", a range or junk), ``category`` (list), ``description`` (list),
+  ``imageURL``/``imageURLHighRes``.
+- Amazon Reviews 2023: ``*.jsonl`` review lines with ``user_id``, ``parent_asin``/``asin``,
+  ``rating``, ``timestamp`` (ms); ``meta_*.jsonl`` with ``parent_asin``, ``title``, ``store``,
+  ``price`` (number or null), ``average_rating``, ``rating_number``, ``categories``,
+  ``description`` (list), ``images``.
+- MovieLens 100k: ``u.data`` (tab-separated user, item, rating, timestamp) and ``u.item``
+  (pipe-separated, latin-1, 19 genre flags).
+- MovieLens latest / 20m / 25m style: ``ratings.csv`` + ``movies.csv`` (genres "A|B").
+
+Every rating becomes an interaction with ``event=rating`` and ``weight=rating``. Items reviewed
+but missing from the metadata still get a row (fallback title). ``avg_rating``/``rating_count``
+are derived from the ratings when the source has none.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import html
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from Prod.common.data.canonical import MAX_ID_LENGTH, RATING_EVENT
+from Prod.common.errors import InvalidInput
+
+MAX_DESCRIPTION_CHARS = 1000
+MAX_TITLE_CHARS = 300
+ML100K_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+]
+NO_GENRE = "(no genres listed)"
+
+
+@dataclass
+class ImportedDataset:
+    """Canonical frames plus what the import saw (format, rows read and dropped)."""
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+    interactions: pd.DataFrame
+    source_format: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "format": self.source_format,
+            "users": len(self.users),
+            "items": len(self.items),
+            "interactions": len(self.interactions),
+            **self.report,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Amazon
+
+
+def detect_amazon_format(source: Path) -> str:
+    """``"amazon-2018"`` or ``"amazon-2023"`` from the file names in ``source``."""
+    if _find(source, ["*.jsonl", "*.jsonl.gz"], meta=False):
+        return "amazon-2023"
+    if _find(source, ["*.json", "*.json.gz"], meta=False):
+        return "amazon-2018"
+    raise InvalidInput(
+        f"{source}: no Amazon review file found (expected *_5.json / *.json for 2018 "
+        "or *.jsonl for 2023, optionally .gz)"
+    )
+
+
+def import_amazon(source: str | Path, *, reviewed_only: bool = False) -> ImportedDataset:
+    """Amazon reviews (2018 or 2023, auto-detected) into canonical frames.
+
+    ``reviewed_only`` keeps only items that have at least one review; by default the whole
+    metadata catalogue is kept (the chat engine can recommend items nobody rated yet).
+    """
+    source = _existing_dir(source)
+    fmt = detect_amazon_format(source)
+    if fmt == "amazon-2018":
+        reviews, meta = _amazon_2018(source)
+    else:
+        reviews, meta = _amazon_2023(source)
+    return _assemble_amazon(reviews, meta, fmt, reviewed_only)
+
+
+def _amazon_2018(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    review_file = _review_file(source, ["*_5.json", "*_5.json.gz", "*.json", "*.json.gz"])
+    reviews = pd.DataFrame(
+        {
+            "user_id": rec.get("reviewerID"),
+            "item_id": rec.get("asin"),
+            "rating": rec.get("overall"),
+            "timestamp": rec.get("unixReviewTime"),
+            "name": rec.get("reviewerName"),
+        }
+        for rec in _json_lines(review_file)
+    )
+    meta_file = _find(source, ["meta_*.json", "meta_*.json.gz"], meta=True)
+    rows = []
+    for rec in _json_lines(meta_file[0]) if meta_file else []:
+        rows.append({
+            "item_id": rec.get("asin"),
+            "title": clean_text(rec.get("title")),
+            "brand": clean_brand(rec.get("brand")),
+            "category": leaf_category(rec.get("category")) or clean_text(rec.get("main_cat")),
+            "price": parse_price(rec.get("price")),
+            "avg_rating": np.nan,
+            "rating_count": np.nan,
+            "description": _description(rec.get("description"), rec.get("feature")),
+            "image_url": _first_url(rec.get("imageURLHighRes")) or _first_url(rec.get("imageURL")),
+        })
+    return reviews, pd.DataFrame(rows)
+
+
+def _amazon_2023(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    review_file = _review_file(source, ["*.jsonl", "*.jsonl.gz"])
+    reviews = pd.DataFrame(
+        {
+            "user_id": rec.get("user_id"),
+            "item_id": rec.get("parent_asin") or rec.get("asin"),
+            "rating": rec.get("rating"),
+            "timestamp": _ms_to_seconds(rec.get("timestamp")),
+            "name": None,
+        }
+        for rec in _json_lines(review_file)
+    )
+    meta_file = _find(source, ["meta_*.jsonl", "meta_*.jsonl.gz"], meta=True)
+    rows = []
+    for rec in _json_lines(meta_file[0]) if meta_file else []:
+        details = rec.get("details") if isinstance(rec.get("details"), dict) else {}
+        rows.append({
+            "item_id": rec.get("parent_asin") or rec.get("asin"),
+            "title": clean_text(rec.get("title")),
+            "brand": clean_brand(rec.get("store")) or clean_brand(details.get("Brand")),
+            "category": leaf_category(rec.get("categories"))
+            or clean_text(rec.get("main_category")),
+            "price": parse_price(rec.get("price")),
+            "avg_rating": _number_or_nan(rec.get("average_rating")),
+            "rating_count": _number_or_nan(rec.get("rating_number")),
+            "description": _description(rec.get("description"), rec.get("features")),
+            "image_url": _image_2023(rec.get("images")),
+        })
+    return reviews, pd.DataFrame(rows)
+
+
+def _assemble_amazon(
+    reviews: pd.DataFrame, meta: pd.DataFrame, fmt: str, reviewed_only: bool
+) -> ImportedDataset:
+    ratings, report = _clean_ratings(reviews)
+    if meta.empty:
+        meta = pd.DataFrame(columns=["item_id", "title", "brand", "category", "price",
+                                     "avg_rating", "rating_count", "description", "image_url"])
+    meta = meta.assign(item_id=_clean_ids(meta["item_id"]))
+    meta = meta[meta["item_id"].notna()].assign(item_id=lambda m: m["item_id"].astype(object))
+    report["meta_duplicates_dropped"] = int(meta["item_id"].duplicated().sum())
+    meta = meta.drop_duplicates("item_id", keep="first")
+    items = _with_missing_items(meta, ratings, fallback_title="Amazon product {}")
+    if reviewed_only:
+        items = items[items["item_id"].isin(ratings["item_id"])]
+    items = _derive_rating_stats(items, ratings)
+    report["items_without_metadata"] = int((~items["item_id"].isin(meta["item_id"])).sum())
+    users = _users_from(ratings)
+    return ImportedDataset(users, items.reset_index(drop=True), _rating_events(ratings), fmt,
+                           report)
+
+
+# --------------------------------------------------------------------------------------------
+# MovieLens
+
+
+def detect_movielens_format(source: Path) -> str:
+    """``"movielens-100k"`` (u.data/u.item), ``"movielens-1m"`` (ratings.dat/movies.dat) or
+    ``"movielens-latest"`` (ratings.csv/movies.csv)."""
+    if (source / "u.data").exists():
+        return "movielens-100k"
+    if (source / "ratings.csv").exists():
+        return "movielens-latest"
+    if (source / "ratings.dat").exists():
+        return "movielens-1m"
+    raise InvalidInput(
+        f"{source}: no MovieLens ratings found (expected u.data + u.item, "
+        "ratings.csv + movies.csv, or ratings.dat + movies.dat)"
+    )
+
+
+def import_movielens(source: str | Path) -> ImportedDataset:
+    """MovieLens (100k, 1m or latest/20m/25m layouts, auto-detected) into canonical frames."""
+    source = _existing_dir(source)
+    fmt = detect_movielens_format(source)
+    if fmt == "movielens-100k":
+        ratings = pd.read_csv(source / "u.data", sep="\t", header=None,
+                              names=["user_id", "item_id", "rating", "timestamp"], dtype=str)
+        movies = _ml100k_movies(_required(source / "u.item"))
+    elif fmt == "movielens-latest":
+        ratings = pd.read_csv(source / "ratings.csv", dtype=str).rename(
+            columns={"userId": "user_id", "movieId": "item_id"}
+        )
+        movies = _movies_csv(_required(source / "movies.csv"))
+    else:
+        ratings = _read_dat(source / "ratings.dat", ["user_id", "item_id", "rating", "timestamp"])
+        raw = _read_dat(_required(source / "movies.dat"), ["movieId", "title", "genres"])
+        movies = _movies_from_genre_strings(raw)
+    ratings["name"] = None
+    clean, report = _clean_ratings(ratings)
+    items = _with_missing_items(movies, clean, fallback_title="Movie {}")
+    items = _derive_rating_stats(items, clean, raw_ratings=clean["raw_rating"])
+    report["items_without_metadata"] = int((~items["item_id"].isin(movies["item_id"])).sum())
+    report["ratings_clipped_to_1"] = int((clean["raw_rating"] < 1).sum())
+    users = _users_from(clean)
+    return ImportedDataset(users, items.reset_index(drop=True), _rating_events(clean), fmt,
+                           report)
+
+
+def _ml100k_movies(path: Path) -> pd.DataFrame:
+    genres = _ml100k_genre_names(path.parent)
+    columns = ["item_id", "title", "release_date", "video_release_date", "imdb_url", *genres]
+    frame = pd.read_csv(path, sep="|", header=None, names=columns, encoding="latin-1", dtype=str,
+                        keep_default_na=False)
+    flags = frame[genres].apply(pd.to_numeric, errors="coerce").fillna(0).astype(bool)
+    rows = []
+    for record, flag_row in zip(frame.to_dict("records"), flags.to_numpy(), strict=True):
+        movie_genres = [g for g, on in zip(genres, flag_row, strict=True) if on and g != "unknown"]
+        rows.append(_movie_row(record["item_id"], record["title"], movie_genres,
+                               released=record["release_date"]))
+    return pd.DataFrame(rows)
+
+
+def _ml100k_genre_names(folder: Path) -> list[str]:
+    """Genre names from u.genre when present (in index order), else the documented list."""
+    genre_file = folder / "u.genre"
+    if not genre_file.exists():
+        return ML100K_GENRES
+    pairs = []
+    for line in genre_file.read_text(encoding="latin-1").splitlines():
+        if "|" in line:
+            name, index = line.rsplit("|", 1)
+            pairs.append((int(index), name))
+    return [name for _, name in sorted(pairs)] or ML100K_GENRES
+
+
+def _movies_csv(path: Path) -> pd.DataFrame:
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return _movies_from_genre_strings(raw)
+
+
+def _movies_from_genre_strings(raw: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for record in raw.to_dict("records"):
+        genres = [g for g in str(record.get("genres", "")).split("|") if g and g != NO_GENRE]
+        rows.append(_movie_row(record["movieId"], record["title"], genres))
+    return pd.DataFrame(rows)
+
+
+def _movie_row(item_id: str, title: str, genres: list[str], released: str = "") -> dict:
+    title = clean_text(title) or f"Movie {item_id}"
+    year = re.search(r"\((\d{4})\)\s*$", title)
+    sentences = []
+    if genres:
+        sentences.append(f"Genres: {', '.join(genres)}.")
+    if released:
+        sentences.append(f"Released {released}.")
+    elif year:
+        sentences.append(f"Released in {year.group(1)}.")
+    return {
+        "item_id": str(item_id).strip(),
+        "title": title,
+        "brand": "",
+        "category": genres[0] if genres else "",
+        "price": np.nan,
+        "avg_rating": np.nan,
+        "rating_count": np.nan,
+        "description": " ".join(sentences),
+        "image_url": "",
+    }
+
+
+def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
+    """MovieLens 1m/10m ``::``-separated files (latin-1)."""
+    text = _required(path).read_text(encoding="latin-1")
+    rows = [line.split("::", len(names) - 1) for line in text.splitlines() if line]
+    return pd.DataFrame(rows, columns=names)
+
+
+# --------------------------------------------------------------------------------------------
+# shared cleaning
+
+
+def clean_text(value: Any, limit: int = MAX_TITLE_CHARS) -> str:
+    """HTML tags and entities removed, whitespace collapsed, cut at ``limit`` characters."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value if v)
+    text = html.unescape(_TAG.sub(" ", str(value)))
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + "..."
+    return text
+
+
+def clean_brand(value: Any) -> str:
+    """Brand or store name; 2018 data sometimes has "by\\n  Name" or "Visit the Name Store"."""
+    text = clean_text(value, limit=MAX_ID_LENGTH)
+    text = re.sub(r"^(by|Visit the)\s+", "", text, flags=re.IGNORECASE)
+    text = re.sub(r"\s+Store$", "", text)
+    return "" if text.lower() in {"unknown", "n/a", "na", "none", "null", "generic"} else text
+
+
+def leaf_category(value: Any) -> str:
+    """The most specific category of a breadcrumb list.
+
+    2018 metadata sometimes appends feature sentences or HTML fragments to the breadcrumb
+    (["Gift Cards", "Gift Cards", "No expiration, no fees.", ...]), so the walk stops at the
+    first entry that does not look like a category name.
+    """
+    if not isinstance(value, list):
+        text = clean_text(value)
+        return text if _looks_like_category(text) else ""
+    leaf = ""
+    for entry in value:
+        text = clean_text(entry)
+        if not _looks_like_category(text):
+            break
+        leaf = text
+    return leaf
+
+
+def _looks_like_category(text: str) -> bool:
+    return (
+        0 < len(text) <= 60
+        and len(text.split()) <= 6
+        and not any(mark in text for mark in ".!?$:;<>")
+    )
+
+
+def parse_price(value: Any) -> float:
+    """Price in dollars: numbers as they are, "$1,299.00" -> 1299.0, a range "$10 - $25" -> its
+    lower bound, anything else (empty, "None", CSS junk) -> NaN. Negative -> NaN."""
+    if value is None or isinstance(value, bool):
+        return np.nan
+    if isinstance(value, int | float):
+        return float(value) if np.isfinite(value) and value >= 0 else np.nan
+    match = _PRICE.search(str(value))
+    if not match or len(str(value)) > 40:  # long strings are page junk that happens to hold "$"
+        return np.nan
+    return float(match.group(1).replace(",", ""))
+
+
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+_PRICE = re.compile(r"^\s*\$?\s*(\d{1,3}(?:,\d{3})*(?:\.\d+)?|\d+(?:\.\d+)?)\s*(?:-|$|\s)")
+
+
+def _description(description: Any, features: Any) -> str:
+    text = clean_text(description, limit=MAX_DESCRIPTION_CHARS)
+    return text or clean_text(features, limit=MAX_DESCRIPTION_CHARS)
+
+
+def _first_url(value: Any) -> str:
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, str) and v.startswith("http")), "")
+    return value if isinstance(value, str) and value.startswith("http") else ""
+
+
+def _image_2023(images: Any) -> str:
+    if not isinstance(images, list):
+        return ""
+    for image in images:
+        if isinstance(image, dict):
+            for key in ("hi_res", "large", "thumb"):
+                if _first_url(image.get(key)):
+                    return image[key]
+    return ""
+
+
+def _ms_to_seconds(value: Any) -> Any:
+    number = pd.to_numeric(value, errors="coerce")
+    return None if pd.isna(number) else int(number) // 1000
+
+
+def _number_or_nan(value: Any) -> float:
+    number = pd.to_numeric(value, errors="coerce")
+    return float(number) if pd.notna(number) else np.nan
+
+
+def _clean_ids(values: pd.Series) -> pd.Series:
+    """Stripped string ids; missing, empty or longer than MAX_ID_LENGTH -> NA."""
+    text = values.astype("string").str.strip()
+    return text.where(text.str.len().between(1, MAX_ID_LENGTH))
+
+
+def _clean_ratings(reviews: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Valid (user, item, rating in 0.5..5, timestamp) rows; repeated (user, item) ratings keep
+    the latest, as a re-rating replaces the earlier one."""
+    frame = reviews.copy()
+    frame["user_id"] = _clean_ids(frame["user_id"])
+    frame["item_id"] = _clean_ids(frame["item_id"])
+    frame["raw_rating"] = pd.to_numeric(frame["rating"], errors="coerce")
+    frame["timestamp"] = pd.to_numeric(frame["timestamp"], errors="coerce")
+    valid = (
+        frame["user_id"].notna()
+        & frame["item_id"].notna()
+        & frame["raw_rating"].between(0.5, 5.0)
+        & frame["timestamp"].notna()
+    )
+    frame = frame[valid].copy()
+    frame["user_id"] = frame["user_id"].astype(object)
+    frame["item_id"] = frame["item_id"].astype(object)
+    frame["timestamp"] = frame["timestamp"].astype("int64")
+    frame = frame.sort_values(["user_id", "item_id", "timestamp"], kind="stable")
+    duplicated = frame.duplicated(["user_id", "item_id"], keep="last")
+    report = {
+        "rows_read": len(reviews),
+        "rows_invalid": int((~valid).sum()),
+        "duplicate_ratings_dropped": int(duplicated.sum()),
+    }
+    frame = frame[~duplicated].sort_values(["timestamp", "user_id", "item_id"], kind="stable")
+    # the canonical rating scale is 1..5; MovieLens half stars below 1 count as 1
+    frame["rating"] = frame["raw_rating"].clip(lower=1.0, upper=5.0)
+    return frame.reset_index(drop=True), report
+
+
+def _rating_events(ratings: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "user_id": ratings["user_id"],
+        "item_id": ratings["item_id"],
+        "event": RATING_EVENT,
+        "rating": ratings["rating"],
+        "weight": ratings["rating"],
+        "timestamp": ratings["timestamp"],
+    })
+
+
+def _with_missing_items(
+    meta: pd.DataFrame, ratings: pd.DataFrame, fallback_title: str
+) -> pd.DataFrame:
+    """The metadata rows plus one row per rated item the metadata lacks (fallback title)."""
+    meta = meta.copy()
+    meta["item_id"] = meta["item_id"].astype(str).str.strip()
+    missing = sorted(set(ratings["item_id"]) - set(meta["item_id"]))
+    extra = pd.DataFrame({"item_id": missing, "title": [fallback_title.format(i) for i in missing]})
+    items = pd.concat([meta, extra], ignore_index=True) if missing else meta
+    empty_title = items["title"].fillna("").astype(str).str.strip() == ""
+    items.loc[empty_title, "title"] = items.loc[empty_title, "item_id"].map(fallback_title.format)
+    return items
+
+
+def _derive_rating_stats(
+    items: pd.DataFrame, ratings: pd.DataFrame, raw_ratings: pd.Series | None = None
+) -> pd.DataFrame:
+    """Fill unknown avg_rating / rating_count from the ratings (mean of the source's scale)."""
+    values = raw_ratings if raw_ratings is not None else ratings["rating"]
+    stats = values.groupby(ratings["item_id"]).agg(["mean", "size"])
+    items = items.copy()
+    mean = items["item_id"].map(stats["mean"])
+    size = items["item_id"].map(stats["size"])
+    items["avg_rating"] = pd.to_numeric(items["avg_rating"], errors="coerce").fillna(mean.round(2))
+    items["rating_count"] = (
+        pd.to_numeric(items["rating_count"], errors="coerce").fillna(size).fillna(0).astype("int64")
+    )
+    return items
+
+
+def _users_from(ratings: pd.DataFrame) -> pd.DataFrame:
+    """One row per rating user, with the most recent non-empty name the source gives."""
+    named = ratings[ratings["name"].notna()]
+    names = named.groupby("user_id")["name"].last().map(lambda v: clean_text(v, limit=128))
+    user_ids = pd.unique(ratings["user_id"])
+    return pd.DataFrame({"user_id": user_ids, "name": pd.Series(user_ids).map(names).fillna("")})
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def _existing_dir(source: str | Path) -> Path:
+    path = Path(source)
+    if not path.is_dir():
+        raise InvalidInput(f"{path}: not a folder")
+    return path
+
+
+def _required(path: Path) -> Path:
+    if not path.exists():
+        raise InvalidInput(f"{path}: missing file")
+    return path
+
+
+def _find(source: Path, patterns: list[str], meta: bool) -> list[Path]:
+    found = sorted({p for pattern in patterns for p in source.glob(pattern)})
+    return [p for p in found if p.name.startswith("meta_") == meta]
+
+
+def _review_file(source: Path, patterns: list[str]) -> Path:
+    """The first file matching the patterns in priority order (e.g. 5-core before full)."""
+    for pattern in patterns:
+        found = _find(source, [pattern], meta=False)
+        if found:
+            return found[0]
+    raise InvalidInput(f"{source}: no review file matching {patterns}")
+
+
+def _python_literal(line: str) -> Any:
+    try:
+        return ast.literal_eval(line)
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """Records of a JSON-lines file (plain or gzip); blank lines skipped, a bad line named."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as raw:
+        for number, line in enumerate(io.TextIOWrapper(raw, encoding="utf-8"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                record = _python_literal(line)  # the 2014 metadata files are Python dict reprs
+                if record is None:
+                    message = f"{path.name}:{number}: not valid JSON ({exc.msg})"
+                    raise InvalidInput(message) from None
+            if isinstance(record, dict):
+                yield record
