@@ -1,0 +1,592 @@
+"""Read and validate a canonical dataset folder (format: docs/ARCHITECTURE.md).
+
+The folder holds ``users.csv``, ``items.csv``, ``interactions.csv`` and ``ProductsRAG.json``.
+A missing file or column is one :class:`IngestError`. Every bad row becomes a :class:`BadRow`
+(``file:line: reason``, with line numbers as a person sees them in an editor: header = line 1,
+quoted multi-line fields counted), and the good rows come back as typed DataFrames ready for
+bulk loading. Checks are vectorised with pandas; per-row Python only runs for rows that are bad.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from Prod.common.errors import IngestError
+
+USERS_FILE = "users.csv"
+ITEMS_FILE = "items.csv"
+INTERACTIONS_FILE = "interactions.csv"
+PRODUCTS_FILE = "ProductsRAG.json"
+TABLE_FILES = (USERS_FILE, ITEMS_FILE, INTERACTIONS_FILE)
+
+# required columns first; optional columns are filled with "" when absent
+USER_COLUMNS = (("user_id",), ("name",))
+ITEM_COLUMNS = (
+    ("item_id", "title"),
+    ("brand", "category", "price", "avg_rating", "rating_count", "description", "image_url"),
+)
+INTERACTION_COLUMNS = (("user_id", "item_id", "event", "timestamp"), ("rating", "weight"))
+
+EVENTS = ("view", "click", "add_to_cart", "purchase", "rating")
+# weight used when the file leaves it empty; rating events weigh their rating
+EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
+MAX_ID_LENGTH = 128
+# plausible event times: unix seconds in [1970, 2100); catches milliseconds given as seconds
+MIN_UNIX_S = 0
+MAX_UNIX_S = 4_102_444_800
+METADATA_TYPES = (str, int, float, bool)
+
+# ids of users/items that already exist in the database, among the given candidates
+KnownIds = Callable[[str, list[str]], set[str]]
+
+
+@dataclass(frozen=True, order=True)
+class BadRow:
+    """One rejected row: where it is and why."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclass
+class CanonicalTables:
+    """The good rows of the three CSV files, typed for loading.
+
+    - ``users``: user_id, name (None = unknown)
+    - ``items``: item_id, title, brand, category, price, avg_rating, rating_count (int64),
+      description, image_url
+    - ``interactions``: user_id, item_id, event, rating (float, NaN unless event=rating),
+      weight (float > 0), occurred_us (int64 unix microseconds, UTC), line (int64)
+    """
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+    interactions: pd.DataFrame
+    bad_rows: list[BadRow] = field(default_factory=list)
+    rows_read: dict[str, int] = field(default_factory=dict)
+    duplicate_interactions: int = 0
+
+
+@dataclass
+class Product:
+    """One entry of ProductsRAG.json."""
+
+    item_id: str
+    text: str
+    metadata: dict[str, str | int | float | bool]
+    line: int
+
+
+@dataclass
+class ProductCatalogue:
+    products: list[Product]
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+
+# --- files and CSV parsing ------------------------------------------------------------------
+
+
+def require_files(folder: Path, names: Iterable[str]) -> None:
+    """One IngestError naming every missing file (and the folder) if any is absent."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IngestError(f"dataset folder {folder} does not exist", folder=str(folder))
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise IngestError(
+            f"dataset folder {folder} is missing {', '.join(missing)}",
+            folder=str(folder),
+            missing_files=missing,
+        )
+
+
+def _physical_lines(data: bytes) -> int:
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _read_csv_slow(name: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
+    """Exact line numbers for files with quoted newlines, blank or ragged lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        raise IngestError(f"{name} is empty (no header line)", file=name)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    bad: list[BadRow] = []
+    last_line = reader.line_num
+    for record in reader:
+        start = last_line + 1
+        last_line = reader.line_num
+        if not record:
+            continue  # blank line
+        if len(record) > len(header):
+            bad.append(BadRow(name, start, f"expected {len(header)} fields, found {len(record)}"))
+            continue
+        record += [""] * (len(header) - len(record))  # as pandas does: missing trailing = empty
+        rows.append(record)
+        lines.append(start)
+    frame = pd.DataFrame(rows, columns=[c.strip() for c in header], dtype=object)
+    return frame, np.asarray(lines, dtype=np.int64), bad
+
+
+def read_csv_lines(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
+    """(all-string frame, line number of each row, rows that could not be parsed).
+
+    Fast path: the pandas C parser, when every record is exactly one physical line. Otherwise
+    (quoted newlines, blank lines, rows with too many fields) the csv module, which knows where
+    each record starts. Rows with fewer fields than the header read the missing ones as empty.
+    """
+    name = path.name
+    data = path.read_bytes()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            frame = pd.read_csv(
+                io.BytesIO(data), dtype=object, keep_default_na=False, na_filter=False,
+                encoding="utf-8-sig", on_bad_lines="warn", skip_blank_lines=True,
+            )  # fmt: skip
+    except pd.errors.EmptyDataError:
+        raise IngestError(f"{name} is empty (no header line)", file=name) from None
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{name} is not UTF-8 text: {exc}", file=name) from None
+    except pd.errors.ParserError as exc:
+        raise IngestError(f"{name} is not valid CSV: {exc}", file=name) from None
+    parser_warned = any(issubclass(w.category, pd.errors.ParserWarning) for w in caught)
+    if parser_warned or _physical_lines(data) != len(frame) + 1:
+        return _read_csv_slow(name, data.decode("utf-8-sig"))
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame, np.arange(2, len(frame) + 2, dtype=np.int64), []
+
+
+def _select_columns(frame: pd.DataFrame, name: str, columns: tuple[tuple[str, ...], ...]):
+    required, optional = columns
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise IngestError(
+            f"{name} is missing required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} (found: {', '.join(map(str, frame.columns)) or 'none'})",
+            file=name,
+            missing_columns=missing,
+        )
+    for column in optional:
+        if column not in frame.columns:
+            frame[column] = ""
+    return frame[list(required + optional)]
+
+
+# --- row checks -----------------------------------------------------------------------------
+
+
+class _RowFlags:
+    """Collects reasons for bad rows of one file; positions are row indexes of the frame."""
+
+    def __init__(self, name: str, lines: np.ndarray) -> None:
+        self.name = name
+        self.lines = lines
+        self.reasons: dict[int, list[str]] = {}
+
+    def flag(self, mask, reason: Callable[[int], str]) -> None:
+        positions = np.flatnonzero(np.asarray(mask, dtype=bool))
+        for pos in positions:
+            self.reasons.setdefault(int(pos), []).append(reason(int(pos)))
+
+    def bad_mask(self, n: int) -> np.ndarray:
+        mask = np.zeros(n, dtype=bool)
+        if self.reasons:
+            mask[list(self.reasons)] = True
+        return mask
+
+    def bad_rows(self) -> list[BadRow]:
+        return [
+            BadRow(self.name, int(self.lines[pos]), "; ".join(reasons))
+            for pos, reasons in self.reasons.items()
+        ]
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _check_id(flags: _RowFlags, values: pd.Series, column: str) -> None:
+    arr = values.to_numpy()
+    lengths = values.str.len().to_numpy()
+    flags.flag(lengths == 0, lambda _: f"{column} is empty")
+    flags.flag(lengths > MAX_ID_LENGTH, lambda _: f"{column} longer than {MAX_ID_LENGTH} chars")
+    duplicated = values.duplicated(keep="first").to_numpy()
+    if duplicated.any():
+        first_line = dict(zip(arr[~duplicated], flags.lines[~duplicated], strict=True))
+        flags.flag(
+            duplicated & (lengths > 0),
+            lambda p: f"duplicate {column} {_short(arr[p])} (first on line {first_line[arr[p]]})",
+        )
+
+
+def _numbers(
+    flags: _RowFlags,
+    values: pd.Series,
+    column: str,
+    low: float,
+    high: float | None,
+    low_inclusive: bool = True,
+) -> np.ndarray:
+    """Float array (NaN where empty); flags non-numbers and values out of range."""
+    raw = values.to_numpy(dtype=object)
+    # parse each distinct string once: columns like weight/rating repeat a handful of values
+    codes, uniques = pd.factorize(raw)
+    distinct = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce")
+    parsed = distinct.to_numpy(dtype=np.float64)[codes] if len(raw) else np.zeros(0)
+    not_finite = ~np.isfinite(parsed)
+    bad_number = not_finite.copy()
+    bad_number[not_finite] = raw[not_finite] != ""
+    flags.flag(bad_number, lambda p: f"{column} {_short(raw[p])} is not a number")
+    parsed[not_finite] = np.nan
+    with np.errstate(invalid="ignore"):
+        too_low = parsed < low if low_inclusive else parsed <= low
+        too_high = parsed > high if high is not None else np.zeros_like(too_low)
+    bounds = f"{'>=' if low_inclusive else '>'} {low:g}" + (
+        f" and <= {high:g}" if high is not None else ""
+    )
+    flags.flag(too_low | too_high, lambda p: f"{column} {raw[p]} must be {bounds}")
+    return parsed
+
+
+def _optional_text(values: pd.Series) -> np.ndarray:
+    """Object array; empty string = unknown = None."""
+    out = values.to_numpy(dtype=object).copy()
+    out[out == ""] = None
+    return out
+
+
+def _strings(values: np.ndarray) -> pd.Series:
+    """Plain object column (pandas 3 would infer its slower string dtype)."""
+    return pd.Series(values, dtype=object)
+
+
+def _timestamps_us(flags: _RowFlags, values: pd.Series) -> np.ndarray:
+    """Unix microseconds (UTC) from ISO-8601 (naive = UTC) or integer unix seconds."""
+    raw = values.to_numpy()
+    out = np.zeros(len(values), dtype=np.int64)
+    # str.isdigit is a C call per value, far cheaper than a regex over millions of rows
+    is_int = values.str.isdigit().to_numpy(dtype=bool) & (values.str.len().to_numpy() <= 15)
+    if is_int.any():
+        seconds = values[is_int].astype(np.int64).to_numpy()
+        out[is_int] = seconds * 1_000_000
+    iso = ~is_int
+    valid = is_int.copy()
+    if iso.any():
+        parsed = pd.to_datetime(values[iso], format="ISO8601", utc=True, errors="coerce")
+        ok = parsed.notna().to_numpy()
+        micros = parsed[ok].dt.tz_localize(None).to_numpy(dtype="datetime64[us]").astype(np.int64)
+        iso_positions = np.flatnonzero(iso)
+        out[iso_positions[ok]] = micros
+        valid[iso_positions[ok]] = True
+    flags.flag(
+        ~valid,
+        lambda p: f"timestamp {_short(raw[p])} is neither ISO-8601 nor integer unix seconds",
+    )
+    out_of_range = valid & ((out < MIN_UNIX_S * 1_000_000) | (out >= MAX_UNIX_S * 1_000_000))
+    flags.flag(
+        out_of_range,
+        lambda p: (
+            f"timestamp {_short(raw[p])} is outside 1970..2099"
+            + (" (milliseconds? unix seconds expected)" if is_int[p] else "")
+        ),
+    )
+    return out
+
+
+def _check_users(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, _RowFlags]:
+    flags = _RowFlags(USERS_FILE, lines)
+    _check_id(flags, frame["user_id"], "user_id")
+    good = ~flags.bad_mask(len(frame))
+    users = pd.DataFrame(
+        {
+            "user_id": _strings(frame["user_id"].to_numpy()[good]),
+            "name": _strings(_optional_text(frame["name"])[good]),
+        }
+    )
+    return users.reset_index(drop=True), flags
+
+
+def _check_items(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, _RowFlags]:
+    flags = _RowFlags(ITEMS_FILE, lines)
+    _check_id(flags, frame["item_id"], "item_id")
+    flags.flag(frame["title"].str.strip().str.len().to_numpy() == 0, lambda _: "title is empty")
+    price = _numbers(flags, frame["price"], "price", 0, None)
+    avg_rating = _numbers(flags, frame["avg_rating"], "avg_rating", 0, 5)
+    rating_count = _numbers(flags, frame["rating_count"], "rating_count", 0, None)
+    raw_count = frame["rating_count"].to_numpy()
+    fractional = np.isfinite(rating_count) & (rating_count != np.floor(rating_count))
+    flags.flag(fractional, lambda p: f"rating_count {raw_count[p]} is not a whole number")
+    good = ~flags.bad_mask(len(frame))
+    items = pd.DataFrame(
+        {
+            "item_id": _strings(frame["item_id"].to_numpy()[good]),
+            "title": _strings(frame["title"].to_numpy()[good]),
+            "brand": _strings(_optional_text(frame["brand"])[good]),
+            "category": _strings(_optional_text(frame["category"])[good]),
+            "price": price[good],
+            "avg_rating": avg_rating[good],
+            "rating_count": np.nan_to_num(rating_count[good], nan=0.0).astype(np.int64),
+            "description": _strings(_optional_text(frame["description"])[good]),
+            "image_url": _strings(_optional_text(frame["image_url"])[good]),
+        }
+    )
+    return items, flags
+
+
+def _events(flags: _RowFlags, values: pd.Series) -> np.ndarray:
+    """Event names (object array), lower-cased and stripped when that makes them valid."""
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    distinct = pd.Series(uniques, dtype=object).str.strip().str.lower()
+    unknown = ~distinct.isin(EVENTS).to_numpy()
+    raw = values.to_numpy(dtype=object)
+    flags.flag(
+        unknown[codes], lambda p: f"event {_short(raw[p])} is not one of {', '.join(EVENTS)}"
+    )
+    return distinct.to_numpy(dtype=object)[codes]
+
+
+def _first_occurrences(
+    user_codes: np.ndarray, item_codes: np.ndarray, event_codes: np.ndarray, at: np.ndarray
+) -> np.ndarray:
+    """Bool mask: True for the first row (file order) of each (user, item, event, time) key."""
+    # fold the three small codes into one int64 so pandas hashes two integer columns, not four
+    n_items = int(item_codes.max()) + 1 if len(item_codes) else 1
+    n_events = len(EVENTS) + 1
+    who_what = (user_codes.astype(np.int64) * n_items + item_codes) * n_events + event_codes
+    key = pd.DataFrame({"who_what": who_what, "at": at})
+    return ~key.duplicated(keep="first").to_numpy()
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """What an interaction's user_id/item_id must refer to."""
+
+    column: str  # user_id | item_id
+    table: str  # user | item (database table, for ``known_ids``)
+    source: str  # users.csv | items.csv
+    good_ids: pd.Series
+    rejected_ids: frozenset[str]
+
+
+def _check_reference(
+    flags: _RowFlags, values: pd.Series, ref: _Reference, known_ids: KnownIds | None
+) -> np.ndarray:
+    """Flag empty, too long and dangling ids; returns the factorised codes (int64 per row).
+
+    Checks run once per distinct id (tens of thousands), not once per row (millions).
+    """
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    distinct = pd.Series(uniques, dtype=object)
+    lengths = distinct.str.len().to_numpy()
+    flags.flag((lengths == 0)[codes], lambda _: f"{ref.column} is empty")
+    flags.flag((lengths > MAX_ID_LENGTH)[codes], lambda _: f"{ref.column} longer than 128 chars")
+    unknown = (lengths > 0) & ~distinct.isin(ref.good_ids).to_numpy()
+    if unknown.any() and known_ids is not None:
+        in_db = known_ids(ref.table, uniques[unknown].tolist())
+        unknown &= ~distinct.isin(in_db).to_numpy()
+
+    def reason(pos: int) -> str:
+        value = uniques[codes[pos]]
+        if value in ref.rejected_ids:
+            return f"{ref.column} {_short(value)} was rejected in {ref.source}"
+        return f"unknown {ref.column} {_short(value)} (not in {ref.source} nor the database)"
+
+    flags.flag(unknown[codes], reason)
+    return codes
+
+
+def _check_interactions(
+    frame: pd.DataFrame,
+    lines: np.ndarray,
+    references: tuple[_Reference, _Reference],
+    known_ids: KnownIds | None,
+) -> tuple[pd.DataFrame, _RowFlags, int]:
+    """(good interactions without exact duplicates, flags, number of duplicates dropped)."""
+    flags = _RowFlags(INTERACTIONS_FILE, lines)
+    user_codes = _check_reference(flags, frame["user_id"], references[0], known_ids)
+    item_codes = _check_reference(flags, frame["item_id"], references[1], known_ids)
+    events = _events(flags, frame["event"])
+    is_rating = events == "rating"
+    rating = _numbers(flags, frame["rating"], "rating", 1, 5)
+    has_rating = ~np.isnan(rating)
+    flags.flag(
+        is_rating & ~has_rating & (frame["rating"].to_numpy() == ""),
+        lambda _: "rating is required when event=rating",
+    )
+    flags.flag(
+        ~is_rating & has_rating,
+        lambda p: f"rating is only allowed when event=rating (event={events[p]})",
+    )
+    weight = _numbers(flags, frame["weight"], "weight", 0, None, low_inclusive=False)
+    default_weight = pd.Series(events).map(EVENT_WEIGHTS).to_numpy(dtype=np.float64)
+    default_weight = np.where(is_rating, rating, default_weight)
+    weight = np.where(np.isnan(weight), default_weight, weight)
+    occurred_us = _timestamps_us(flags, frame["timestamp"])
+
+    good = ~flags.bad_mask(len(frame))
+    # the database's unique event key, on integer codes (fast) rather than strings
+    event_codes = pd.factorize(events)[0] if len(events) else np.zeros(0, dtype=np.int64)
+    first = _first_occurrences(
+        user_codes[good], item_codes[good], event_codes[good], occurred_us[good]
+    )
+    keep = np.flatnonzero(good)[first]
+    interactions = pd.DataFrame(
+        {
+            "user_id": _strings(frame["user_id"].to_numpy()[keep]),
+            "item_id": _strings(frame["item_id"].to_numpy()[keep]),
+            "event": _strings(events[keep]),
+            "rating": np.where(is_rating, rating, np.nan)[keep],
+            "weight": weight[keep],
+            "occurred_us": occurred_us[keep],
+            "line": lines[keep],
+        }
+    )
+    return interactions, flags, int(good.sum() - len(keep))
+
+
+def read_tables(folder: Path, known_ids: KnownIds | None = None) -> CanonicalTables:
+    """Read and validate users.csv, items.csv and interactions.csv of ``folder``.
+
+    ``known_ids(table, ids)`` (table "user" or "item") says which ids exist in the database, so
+    interactions may refer to users/items loaded earlier. Exact duplicate interactions (same user,
+    item, event and time) are kept once and counted in ``duplicate_interactions``.
+    """
+    folder = Path(folder)
+    require_files(folder, TABLE_FILES)
+    parsed = {name: read_csv_lines(folder / name) for name in TABLE_FILES}
+    specs = {
+        USERS_FILE: USER_COLUMNS,
+        ITEMS_FILE: ITEM_COLUMNS,
+        INTERACTIONS_FILE: INTERACTION_COLUMNS,
+    }
+    frames = {name: _select_columns(parsed[name][0], name, specs[name]) for name in TABLE_FILES}
+    bad_rows = [bad for name in TABLE_FILES for bad in parsed[name][2]]
+    rows_read = {name: len(frames[name]) + len(parsed[name][2]) for name in TABLE_FILES}
+
+    users, user_flags = _check_users(frames[USERS_FILE], parsed[USERS_FILE][1])
+    items, item_flags = _check_items(frames[ITEMS_FILE], parsed[ITEMS_FILE][1])
+    references = (
+        _Reference(
+            "user_id", "user", USERS_FILE, users["user_id"],
+            frozenset(frames[USERS_FILE]["user_id"]) - frozenset(users["user_id"]),
+        ),
+        _Reference(
+            "item_id", "item", ITEMS_FILE, items["item_id"],
+            frozenset(frames[ITEMS_FILE]["item_id"]) - frozenset(items["item_id"]),
+        ),
+    )  # fmt: skip
+    interactions, interaction_flags, duplicates = _check_interactions(
+        frames[INTERACTIONS_FILE], parsed[INTERACTIONS_FILE][1], references, known_ids
+    )
+    for flags in (user_flags, item_flags, interaction_flags):
+        bad_rows.extend(flags.bad_rows())
+    return CanonicalTables(
+        users=users,
+        items=items,
+        interactions=interactions,
+        bad_rows=sorted(bad_rows, key=lambda b: (TABLE_FILES.index(b.file), b.line)),
+        rows_read=rows_read,
+        duplicate_interactions=duplicates,
+    )
+
+
+# --- ProductsRAG.json -----------------------------------------------------------------------
+
+
+def _json_array_with_lines(text: str, name: str) -> list[tuple[int, object]]:
+    """Entries of a top-level JSON array, each with the line where it starts."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IngestError(
+            f"{name}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})", file=name
+        ) from None
+    decoder = json.JSONDecoder()
+    pos = len(text) - len(text.lstrip())
+    if not text.startswith("[", pos):
+        raise IngestError(f"{name} must hold a JSON array of products", file=name)
+    pos += 1
+    line, counted_to = 1, 0
+    entries: list[tuple[int, object]] = []
+    while True:
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        if text[pos] == "]":
+            return entries
+        line += text.count("\n", counted_to, pos)
+        counted_to = pos
+        value, pos = decoder.raw_decode(text, pos)
+        entries.append((line, value))
+
+
+def _product_problem(entry: object) -> str | None:
+    if not isinstance(entry, dict):
+        return "entry is not an object"
+    item_id, text, metadata = entry.get("item_id"), entry.get("text"), entry.get("metadata", {})
+    if not isinstance(item_id, str) or not item_id:
+        return "item_id is missing or not a non-empty string"
+    if len(item_id) > MAX_ID_LENGTH:
+        return f"item_id longer than {MAX_ID_LENGTH} chars"
+    if not isinstance(text, str) or not text.strip():
+        return f"item_id {_short(item_id)}: text is missing or empty"
+    if not isinstance(metadata, dict):
+        return f"item_id {_short(item_id)}: metadata is not an object"
+    for key, value in metadata.items():
+        if value is None:
+            continue  # unknown values are dropped, as Chroma metadata cannot hold null
+        if not isinstance(value, METADATA_TYPES):
+            return f"item_id {_short(item_id)}: metadata {key!r} must be a string or number"
+        if isinstance(value, float) and not np.isfinite(value):
+            return f"item_id {_short(item_id)}: metadata {key!r} is not finite"
+    return None
+
+
+def read_products(folder: Path) -> ProductCatalogue:
+    """Read and validate ProductsRAG.json; bad entries are reported with their line."""
+    folder = Path(folder)
+    require_files(folder, (PRODUCTS_FILE,))
+    try:
+        text = (folder / PRODUCTS_FILE).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{PRODUCTS_FILE} is not UTF-8 text: {exc}", file=PRODUCTS_FILE) from None
+    products: list[Product] = []
+    bad: list[BadRow] = []
+    first_line: dict[str, int] = {}
+    for line, entry in _json_array_with_lines(text, PRODUCTS_FILE):
+        problem = _product_problem(entry)
+        if problem is None and entry["item_id"] in first_line:
+            first = first_line[entry["item_id"]]
+            problem = f"duplicate item_id {_short(entry['item_id'])} (first on line {first})"
+        if problem is not None:
+            bad.append(BadRow(PRODUCTS_FILE, line, problem))
+            continue
+        first_line[entry["item_id"]] = line
+        metadata = {k: v for k, v in entry.get("metadata", {}).items() if v is not None}
+        products.append(Product(entry["item_id"], entry["text"], metadata, line))
+    return ProductCatalogue(products=products, bad_rows=bad)
+
+
+def describe_bad_rows(bad_rows: list[BadRow], limit: int = 20) -> str:
+    """Human summary: the first ``limit`` bad rows, one per line, then how many more."""
+    shown = [f"  {bad}" for bad in bad_rows[:limit]]
+    if len(bad_rows) > limit:
+        shown.append(f"  ... and {len(bad_rows) - limit} more")
+    return "\n".join(shown)
