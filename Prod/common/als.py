@@ -212,30 +212,48 @@ def gramian(item_factors: torch.Tensor) -> torch.Tensor:
 
 def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise inner products of two (n, k) tensors -> (n,)."""
-    return torch.einsum("nk,nk->n", a, b)
+    return torch.linalg.vecdot(a, b)
 
 
-def _sparse_apply(
-    cm1: torch.Tensor, other: torch.Tensor, x: torch.Tensor, scale: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``sum_i s_ui y_i`` for every row u, where ``s_ui = (c_ui - 1) * x_u^T y_i`` (+ ``scale``).
+class _SweepWorkspace:
+    """The fixed sparse structure of one half sweep plus a reusable buffer.
 
-    ``cm1``: CSR (n, m) of ``c - 1``; ``other`` = Y (m, k); ``x`` (n, k). When ``scale`` (nnz,) is
-    given the coefficients are ``scale - (c - 1) * x_u^T y_i`` instead (the residual's form).
-    Returns (n, k). The dots at the non-zeros come from one ``sampled_addmm`` over the pattern.
+    ``cm1_values`` (nnz,) are ``c_ui - 1``; ``work`` is a CSR (n, m) with the same pattern and
+    int32 indices (what MKL's sparse kernels take, so nothing is converted per call) whose values
+    are rewritten in place on every CG step: first the dots at the non-zeros, then the
+    coefficients of the sparse product. Built once per fit, so no step allocates nnz-sized memory.
     """
-    dots = torch.sparse.sampled_addmm(cm1, x, other.T, beta=0.0, alpha=1.0).values()
-    coef = cm1.values() * dots
-    if scale is not None:
-        coef = scale - coef
-    weighted = torch.sparse_csr_tensor(
-        cm1.crow_indices(), cm1.col_indices(), coef, cm1.shape, check_invariants=False
-    )
-    return weighted @ other
+
+    def __init__(self, cm1: torch.Tensor) -> None:
+        self.cm1_values = cm1.values().contiguous()
+        self.confidence = self.cm1_values + 1.0  # c_ui at the non-zeros
+        # zeros, not empty: sampled_addmm computes beta * input even for beta = 0 (NaN * 0 = NaN)
+        self.work = torch.sparse_csr_tensor(
+            cm1.crow_indices().to(torch.int32),
+            cm1.col_indices().to(torch.int32),
+            torch.zeros_like(self.cm1_values),
+            cm1.shape,
+            check_invariants=False,
+        )
+
+    def apply_sparse(
+        self, out: torch.Tensor, other: torch.Tensor, x: torch.Tensor, residual: bool = False
+    ) -> torch.Tensor:
+        """``out += sum_i s_ui y_i`` per row, ``s_ui = (c_ui - 1) x_u^T y_i`` (eq. 4's sparse part).
+
+        With ``residual`` the coefficients are ``-(c_ui - (c_ui - 1) x_u^T y_i)`` instead, so
+        ``out`` accumulates ``-b_u + Y^T (C^u - I) Y x_u``. ``other`` = Y (m, k), ``x``, ``out``
+        (n, k). The dots at the non-zeros come from one ``sampled_addmm`` over the pattern.
+        """
+        torch.sparse.sampled_addmm(self.work, x, other.T, beta=0.0, out=self.work)
+        coef = self.work.values().mul_(self.cm1_values)
+        if residual:
+            coef.sub_(self.confidence)
+        return out.addmm_(self.work, other)
 
 
 def cg_sweep(
-    cm1: torch.Tensor,
+    cm1: torch.Tensor | _SweepWorkspace,
     x: torch.Tensor,
     other: torch.Tensor,
     reg: torch.Tensor,
@@ -243,31 +261,33 @@ def cg_sweep(
 ) -> torch.Tensor:
     """One half sweep: a few warm-started CG steps on eq. 4 for every row at once.
 
-    ``cm1``: CSR (n, m) float32 with values ``c_ui - 1``; ``x``: (n, k) current factors (the warm
-    start, updated in place and returned); ``other``: (m, k) the fixed side's factors; ``reg``: (n,)
-    ``lambda_u``. Solves ``(Y^T Y + Y^T (C^u - I) Y + lambda_u I) x_u = Y^T C^u p(u)`` where
-    ``p_ui = 1`` at the non-zeros, so ``b_u = sum_i c_ui y_i``.
+    ``cm1``: CSR (n, m) float32 with values ``c_ui - 1`` (or its prepared workspace, reused across
+    sweeps); ``x``: (n, k) current factors (the warm start, updated in place and returned);
+    ``other``: (m, k) the fixed side's factors; ``reg``: (n,) ``lambda_u``. Solves
+    ``(Y^T Y + Y^T (C^u - I) Y + lambda_u I) x_u = Y^T C^u p(u)`` where ``p_ui = 1`` at the
+    non-zeros, so ``b_u = sum_i c_ui y_i``.
     """
-    yty = gramian(other)
+    ws = cm1 if isinstance(cm1, _SweepWorkspace) else _SweepWorkspace(cm1)
+    yty = gramian(other)  # once per sweep: the dense part of every row's system
     reg_col = reg.unsqueeze(1)
-    confidence = cm1.values() + 1.0  # c_ui at the non-zeros: b - (C-I) part in one spmm
 
-    def apply_a(v: torch.Tensor, sparse_part: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(sparse_part, v, yty).add_(reg_col * v)
+    def apply_a(v: torch.Tensor, residual: bool = False) -> torch.Tensor:
+        out = torch.mm(v, yty).addcmul_(reg_col, v)  # (Y^T Y + lambda_u I) v
+        return ws.apply_sparse(out, other, v, residual)
 
-    # r = b - A x = sum_i (c_ui - (c_ui - 1) x^T y_i) y_i - (YtY + lambda) x
-    r = _sparse_apply(cm1, other, x, scale=confidence)
-    r.sub_(torch.addmm(reg_col * x, x, yty))
+    r = apply_a(x, residual=True).neg_()  # r = b - A x
     p = r.clone()
     rs_old = _row_dots(r, r)
-    for _ in range(cg_steps):
+    for step_index in range(cg_steps):
         active = rs_old > _CG_EPS
         if not bool(active.any()):
             break
-        ap = apply_a(p, _sparse_apply(cm1, other, p))
+        ap = apply_a(p)
         p_ap = _row_dots(p, ap)
         step = torch.where(active & (p_ap > 0), rs_old / p_ap.clamp_min(1e-30), 0.0)
         x.addcmul_(step.unsqueeze(1), p)
+        if step_index == cg_steps - 1:
+            break  # the next direction would not be used
         r.addcmul_(step.unsqueeze(1), ap, value=-1.0)
         rs_new = _row_dots(r, r)
         beta = torch.where(active, rs_new / rs_old.clamp_min(1e-30), 0.0)
@@ -372,6 +392,7 @@ def fit_als(
     cm1_items = _transpose_csr(cm1_users)
     user_reg = regularization_per_row(cm1_users, params)
     item_reg = regularization_per_row(cm1_items, params)
+    users_ws, items_ws = _SweepWorkspace(cm1_users), _SweepWorkspace(cm1_items)
 
     x = init_factors(n_users, k, params, 0, dev)
     if item_factors is not None:
@@ -381,8 +402,8 @@ def fit_als(
 
     losses: list[float] = []
     for it in range(1, params.iterations + 1):
-        cg_sweep(cm1_users, x, y, user_reg, params.cg_steps)
-        cg_sweep(cm1_items, y, x, item_reg, params.cg_steps)
+        cg_sweep(users_ws, x, y, user_reg, params.cg_steps)
+        cg_sweep(items_ws, y, x, item_reg, params.cg_steps)
         _check_finite("user factors", x, it)
         _check_finite("item factors", y, it)
         loss = objective(cm1_users, x, y, user_reg, item_reg) if compute_loss else None
