@@ -1,0 +1,149 @@
+"""POST /interactions, fold-in for new users, history and stored lists."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from Prod.common.db import session_scope
+from Prod.common.models import Interaction, SuppressedItem, User
+from tests.reco_engine.conftest import new_user_id
+
+
+def _items_of(dataset, category: str) -> list[str]:
+    return [i for i in dataset.item_ids if dataset.item_category[i] == category]
+
+
+def test_single_event_is_committed_and_creates_the_user(client, dataset, settings):
+    user = new_user_id()
+    event = {"user_id": user, "item_id": dataset.item_ids[0], "event": "purchase"}
+    response = client.post("/api/v1/interactions", json=event)
+    assert response.status_code == 201
+    assert response.json() == {"accepted": 1, "duplicates": 0, "created_users": [user],
+                               "user_ids": [user]}  # fmt: skip
+    with session_scope(settings.database_url) as session:
+        assert session.get(User, user) is not None
+        rows = session.scalars(select(Interaction).where(Interaction.user_id == user)).all()
+    assert [(r.item_id, r.event, r.weight) for r in rows] == [(dataset.item_ids[0], "purchase", 8.0)]
+
+
+def test_new_user_fold_in_reflects_what_they_just_did(client, dataset):
+    """A brand-new user buys three audio products: their recommendations lean to audio."""
+    user = new_user_id("fold")
+    assert client.get(f"/api/v1/recommend/{user}").json()["strategy"] == "popular"
+    audio = _items_of(dataset, "audio")
+    events = [{"user_id": user, "item_id": i, "event": "purchase"} for i in audio[:4]]
+    assert client.post("/api/v1/interactions", json={"events": events}).status_code == 201
+    body = client.get(f"/api/v1/recommend/{user}", params={"k": 4}).json()
+    assert body["strategy"] == "fold_in"
+    ids = [i["item_id"] for i in body["items"]]
+    assert not set(ids) & set(audio[:4])  # just-seen items are removed at once
+    ours = [i for i in ids if i in dataset.item_category]
+    in_audio = sum(dataset.item_category[i] == "audio" for i in ours)
+    assert ours and in_audio / len(ours) >= 0.5, ids
+
+
+def test_known_user_with_new_events_is_folded_in(client, dataset):
+    user = dataset.user_ids[5]
+    assert client.get(f"/api/v1/recommend/{user}").json()["strategy"] == "als"
+    event = {"user_id": user, "item_id": dataset.item_ids[7], "event": "click"}
+    assert client.post("/api/v1/interactions", json=event).status_code == 201
+    body = client.get(f"/api/v1/recommend/{user}", params={"k": 30}).json()
+    assert body["strategy"] == "fold_in"
+    assert dataset.item_ids[7] not in {i["item_id"] for i in body["items"]}
+
+
+def test_batch_with_unknown_item_is_rejected_whole(client, dataset, settings):
+    user = new_user_id()
+    events = [
+        {"user_id": user, "item_id": dataset.item_ids[0], "event": "view"},
+        {"user_id": user, "item_id": "no-such-item-1", "event": "view"},
+    ]
+    response = client.post("/api/v1/interactions", json={"events": events})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["unknown_items"] == ["no-such-item-1"] and "no-such-item-1" in error["message"]
+    with session_scope(settings.database_url) as session:
+        assert session.get(User, user) is None
+        assert not session.scalars(select(Interaction).where(Interaction.user_id == user)).all()
+
+
+def test_malformed_events_are_422(client, dataset):
+    item = dataset.item_ids[0]
+    bad = [
+        {"user_id": "u1", "item_id": item, "event": "teleport"},
+        {"user_id": "u1", "item_id": item, "event": "rating"},  # rating missing
+        {"user_id": "u1", "item_id": item, "event": "view", "rating": 3},
+        {"user_id": "u1", "item_id": item, "event": "view", "weight": -1},
+        {"user_id": "", "item_id": item, "event": "view"},
+        {"user_id": "u1", "item_id": item, "event": "view", "timestamp": "2999-01-01T00:00:00"},
+        {"events": []},
+    ]
+    for body in bad:
+        response = client.post("/api/v1/interactions", json=body)
+        assert response.status_code == 422, body
+        assert response.json()["error"]["type"] == "invalid_input"
+
+
+def test_resent_event_is_counted_as_duplicate(client, dataset):
+    event = {"user_id": new_user_id(), "item_id": dataset.item_ids[1], "event": "rating",
+             "rating": 4, "timestamp": "2025-03-01T10:00:00Z"}  # fmt: skip
+    assert client.post("/api/v1/interactions", json=event).json()["accepted"] == 1
+    again = client.post("/api/v1/interactions", json=event).json()
+    assert again["accepted"] == 0 and again["duplicates"] == 1 and again["created_users"] == []
+
+
+def test_history_lists_served_recommendations_newest_first(client, dataset):
+    user = dataset.user_ids[8]
+    served = [client.get(f"/api/v1/recommend/{user}", params={"k": k}).json() for k in (3, 4, 5)]
+    page = client.get("/api/v1/history", params={"user_id": user, "limit": 2}).json()
+    assert page["total"] == 3 and page["has_more"] is True and len(page["entries"]) == 2
+    newest = page["entries"][0]
+    assert newest["request"]["k"] == 5 and newest["strategy"] == served[2]["strategy"]
+    assert [i["item_id"] for i in newest["items"]] == [i["item_id"] for i in served[2]["items"]]
+    rest = client.get("/api/v1/history", params={"user_id": user, "limit": 2, "offset": 2}).json()
+    assert [e["request"]["k"] for e in rest["entries"]] == [3] and rest["has_more"] is False
+    everyone = client.get("/api/v1/history", params={"limit": 5}).json()
+    assert everyone["user_id"] is None and everyone["total"] >= 3
+
+
+def test_stored_list_create_read_update_delete(client, dataset, settings):
+    user = dataset.user_ids[9]
+    assert client.get(f"/api/v1/lists/{user}").status_code == 404
+    created = client.post(f"/api/v1/lists/{user}", params={"k": 6})
+    assert created.status_code == 201
+    body = created.json()
+    assert len(body["items"]) == 6 and body["strategy"] == "als"
+    assert [i["position"] for i in body["items"]] == list(range(1, 7))
+    assert client.get(f"/api/v1/lists/{user}").json()["items"] == body["items"]
+
+    # PUT: given products, re-scored by the model and sorted by score
+    chosen = dataset.item_ids[10:14]
+    updated = client.put(f"/api/v1/lists/{user}", json={"item_ids": chosen}).json()
+    assert sorted(i["item_id"] for i in updated["items"]) == sorted(chosen)
+    scores = [i["score"] for i in updated["items"]]
+    assert scores == sorted(scores, reverse=True)
+    unknown = client.put(f"/api/v1/lists/{user}", json={"item_ids": ["nope-item"]})
+    assert unknown.status_code == 422 and unknown.json()["error"]["unknown_items"] == ["nope-item"]
+
+    # DELETE: removed from the list and never recommended again
+    doomed = updated["items"][0]["item_id"]
+    removed = client.delete(f"/api/v1/lists/{user}/items", params={"item_id": doomed}).json()
+    assert removed["removed"] == [doomed]
+    assert doomed not in {i["item_id"] for i in removed["items"]}
+    assert [i["position"] for i in removed["items"]] == list(range(1, 4))
+    with session_scope(settings.database_url) as session:
+        assert session.get(SuppressedItem, (user, doomed)) is not None
+    for exclude_seen in ("true", "false"):
+        recs = client.get(f"/api/v1/recommend/{user}",
+                          params={"k": 100, "exclude_seen": exclude_seen}).json()  # fmt: skip
+        assert doomed not in {i["item_id"] for i in recs["items"]}
+
+
+def test_delete_list_items_accepts_a_json_body(client, dataset):
+    user = new_user_id("lists")
+    client.put(f"/api/v1/lists/{user}", json={"item_ids": dataset.item_ids[:3]})
+    response = client.request("DELETE", f"/api/v1/lists/{user}/items",
+                              json={"item_ids": dataset.item_ids[:2]})  # fmt: skip
+    assert response.status_code == 200
+    assert [i["item_id"] for i in response.json()["items"]] == [dataset.item_ids[2]]
+    assert client.delete(f"/api/v1/lists/{user}/items").status_code == 422
