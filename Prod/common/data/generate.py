@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from Prod.common.data.canonical import EVENT_WEIGHTS, write_dataset
+from Prod.common.errors import InvalidInput
 
 DEFAULT_USERS = 3000
 DEFAULT_ITEMS = 2000
@@ -268,7 +269,7 @@ class GeneratorConfig:
     ) -> GeneratorConfig:
         """Explicit sizes win; sizes left out are the defaults times ``scale``."""
         if scale <= 0:
-            raise ValueError("scale must be positive")
+            raise InvalidInput("scale must be positive")
 
         def size(explicit: int | None, default: int) -> int:
             return int(explicit) if explicit is not None else max(1, round(default * scale))
@@ -280,7 +281,7 @@ class GeneratorConfig:
             seed=seed,
         )
         if min(config.n_users, config.n_items, config.n_interactions) < 1:
-            raise ValueError("n_users, n_items and n_interactions must be at least 1")
+            raise InvalidInput("n_users, n_items and n_interactions must be at least 1")
         return config
 
 
