@@ -281,10 +281,10 @@ def ensure_data(settings: Settings, env: dict[str, str], report: Reporter) -> di
     dataset = Path(settings.dataset_dir)
     done: dict[str, object] = {"dataset": str(dataset), "generated": False, "ingested": []}
     if not dataset_present(dataset):
-        report(f"generating the default dataset into {dataset}")
-        run_job("generate", ["-m", "Prod.cli.main", "generate", "--out", str(dataset)],
-                settings, env)  # fmt: skip
-        done["generated"] = True
+        from Prod.common.data.generate import generate_dataset
+
+        report(f"generating the default dataset into {dataset} (seeded)")
+        done["generated"] = generate_dataset(dataset)
     items, products = catalogue_counts(settings)
     if items == 0:
         report("Postgres is empty: running ingest_postgres_db")
