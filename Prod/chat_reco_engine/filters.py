@@ -250,6 +250,7 @@ def _find_brands(text: str, vocabulary: Vocabulary) -> tuple[list[str], list[str
     """(wanted brands, excluded brands, text without the excluded ones). Longest first."""
     wanted: list[str] = []
     excluded: list[str] = []
+    original = text
     for brand in sorted(vocabulary.brands, key=len, reverse=True):
         negated = re.compile(rf"{_NEGATION}(?:\w+\s+)?{_word_pattern(brand).pattern}", re.I)
         if negated.search(text):
@@ -257,7 +258,12 @@ def _find_brands(text: str, vocabulary: Vocabulary) -> tuple[list[str], list[str
             text = negated.sub(" ", text)
         elif _word_pattern(brand).search(text):
             wanted.append(brand)  # stays in the text: the brand name helps retrieval too
-    return wanted, excluded, text
+
+    def position(brand: str) -> int:
+        match = _word_pattern(brand).search(original)
+        return match.start() if match else len(original)
+
+    return sorted(wanted, key=position), sorted(excluded, key=position), text
 
 
 def _find_categories(text: str, vocabulary: Vocabulary) -> list[str]:

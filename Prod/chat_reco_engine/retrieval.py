@@ -67,6 +67,7 @@ def load_vocabulary(collection, page_size: int = 5000) -> Vocabulary:
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9]+")
+_FACT_SENTENCE = re.compile(r"^(?:Brand|Category|Price|Rated)\b")
 _STOP = frozenset(
     "a an the and or for with of to in on is are it this that by from at as be me i my "
     "show find want need some any under over below above than".split()
@@ -81,6 +82,9 @@ def best_sentence(document: str, query: str, max_chars: int = 200) -> str:
     sentences = [s.strip() for s in _SENTENCE_END.split(document) if s.strip()]
     if not sentences:
         return ""
+    # prefer the free-text description over the title and the "Brand: / Price:" fact sentences
+    described = [s for s in sentences[1:] if not _FACT_SENTENCE.match(s)]
+    sentences = described or sentences
     wanted = {w for w in _WORD.findall(query.lower()) if w not in _STOP}
     stems = {w.rstrip("s") for w in wanted}
 

