@@ -1,0 +1,63 @@
+"""The ALS trainer service: ``python -m Prod.als_trainer.main`` (uvicorn on settings.trainer_port).
+
+The lifespan starts the APScheduler job (every ``train_interval_minutes``; at once when no model is
+active) and stops it on shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from config import Settings, get_settings
+from Prod.als_trainer.routes import health_router, router
+from Prod.als_trainer.scheduler import TrainerRunner, TrainerScheduler
+from Prod.common.api import attach_settings, install_error_handlers, install_metrics
+from Prod.common.logs import configure_logging
+
+
+def create_app(settings: Settings | None = None, *, schedule: bool = True) -> FastAPI:
+    """The trainer API. ``schedule=False`` serves the API without the interval job (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if schedule:
+            app.state.scheduler = TrainerScheduler(app.state.settings, app.state.runner)
+            app.state.scheduler.start()
+        try:
+            yield
+        finally:
+            if app.state.scheduler is not None:
+                app.state.scheduler.shutdown()
+
+    app = FastAPI(
+        title="ALS trainer",
+        version="1.0",
+        summary="Trains implicit ALS from Postgres and publishes versioned models to Redis+Chroma.",
+        lifespan=lifespan,
+    )
+    resolved = attach_settings(app, settings)
+    app.state.runner = TrainerRunner(resolved)
+    app.state.scheduler = None
+    install_error_handlers(app)
+    install_metrics(app, "als_trainer")
+    app.include_router(health_router)
+    app.include_router(router)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = get_settings()
+    configure_logging("als_trainer", settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.trainer_port,
+                log_config=None)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
