@@ -268,7 +268,7 @@ def _movies_from_genre_strings(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def _movie_row(item_id: str, title: str, genres: list[str], released: str = "") -> dict:
-    title = clean_text(title) or f"Movie {item_id}"
+    title = _article_first(clean_text(title)) or f"Movie {item_id}"
     year = re.search(r"\((\d{4})\)\s*$", title)
     sentences = []
     if genres:
@@ -288,6 +288,20 @@ def _movie_row(item_id: str, title: str, genres: list[str], released: str = "") 
         "description": " ".join(sentences),
         "image_url": "",
     }
+
+
+def _article_first(title: str) -> str:
+    """MovieLens files articles last: "Grumpier Old Men, The (1995)" -> "The Grumpier Old Men
+    (1995)", which reads (and embeds) like the real title."""
+    match = _TRAILING_ARTICLE.match(title)
+    if not match:
+        return title
+    return f"{match.group(2)} {match.group(1)}{match.group(3) or ''}"
+
+
+_TRAILING_ARTICLE = re.compile(
+    r"^(.+?), (The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El|Los|Las)( \(.*\))?$"
+)
 
 
 def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
@@ -368,8 +382,12 @@ _PRICE = re.compile(r"^\s*\$?\s*(\d{1,3}(?:,\d{3})*(?:\.\d+)?|\d+(?:\.\d+)?)\s*(
 
 
 def _description(description: Any, features: Any) -> str:
+    """The description paragraphs, else the feature bullets as sentences."""
     text = clean_text(description, limit=MAX_DESCRIPTION_CHARS)
-    return text or clean_text(features, limit=MAX_DESCRIPTION_CHARS)
+    if text or not isinstance(features, list):
+        return text
+    bullets = [clean_text(f).rstrip(". ") for f in features]
+    return clean_text(" ".join(f"{b}." for b in bullets if b), limit=MAX_DESCRIPTION_CHARS)
 
 
 def _first_url(value: Any) -> str:
