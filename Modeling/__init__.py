@@ -1,0 +1,1 @@
+"""Offline modelling work: data notes and the ALS evaluation/tuning package (RecoSystem)."""
