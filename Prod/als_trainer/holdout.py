@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from Prod.common.evaluation import ranking_metrics
+
 
 @dataclass(frozen=True)
 class HoldoutSplit:
@@ -53,22 +55,6 @@ def split_holdout(
     n_hold = np.maximum(1, np.floor(fraction * counts[users_in_order])).astype(np.int64)
     train_mask[order[rank < n_hold]] = False
     return HoldoutSplit(train_mask, chosen.astype(np.int64))
-
-
-def ranking_metrics(top_items: np.ndarray, relevant: list[np.ndarray], k: int) -> dict[str, float]:
-    """Mean ndcg/recall/precision/hit @k. top_items: (m, k) item indices, best first."""
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ndcg, recall, precision, hit = [], [], [], []
-    for row, rel in zip(top_items, relevant, strict=True):
-        hits = np.isin(row[:k], rel)
-        ideal = discounts[: min(len(rel), k)].sum()
-        ndcg.append(float((hits * discounts[: len(hits)]).sum() / ideal) if ideal else 0.0)
-        recall.append(hits.sum() / len(rel) if len(rel) else 0.0)
-        precision.append(hits.sum() / k)
-        hit.append(float(hits.any()))
-    mean = (lambda xs: float(np.mean(xs)) if xs else 0.0)  # noqa: E731
-    return {f"ndcg@{k}": mean(ndcg), f"recall@{k}": mean(recall),
-            f"precision@{k}": mean(precision), f"hit@{k}": mean(hit)}  # fmt: skip
 
 
 def top_k_unseen(
@@ -123,8 +109,10 @@ def evaluate_factors(
     counts = np.bincount(item_idx[train], minlength=n_items)
     popularity = torch.as_tensor(counts, dtype=torch.float32)
     popular_top = top_k_unseen(lambda b: popularity.expand(len(b), -1), seen, users, k)
-    metrics = ranking_metrics(model_top, relevant, k)
-    baseline = ranking_metrics(popular_top, relevant, k)
+    # the project's metric definitions (Prod.common.evaluation), so figures compare with `reco`
+    metrics = ranking_metrics(model_top.tolist(), [r.tolist() for r in relevant], k, n_items)
+    baseline = ranking_metrics(popular_top.tolist(), [r.tolist() for r in relevant], k, n_items)
+    metrics.pop("users", None)
     metrics[f"popularity_ndcg@{k}"] = baseline[f"ndcg@{k}"]
     metrics[f"popularity_recall@{k}"] = baseline[f"recall@{k}"]
     metrics["eval_users"] = int(len(users))
