@@ -1,0 +1,81 @@
+"""The hybrid step: a user's ALS taste (published factor or folded in) reorders chat results."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from sqlalchemy import insert
+
+from Prod.als_trainer.publisher import FactorSet, new_version_id, publish_version, switch_active
+from Prod.chat_reco_engine.personalise import blend, min_max
+from Prod.common import model_store
+from Prod.common.db import session_scope
+from Prod.common.models import Interaction, User
+from Prod.common.stores import chroma_for, redis_for
+
+TASTE_BRAND = "Bose"
+
+
+def test_blend_is_relevance_only_without_affinity():
+    relevance = np.array([3.0, 1.0, 2.0])
+    assert np.allclose(blend(relevance, None, 0.3), [1.0, 0.0, 0.5])
+    mixed = blend(relevance, np.array([0.0, 10.0, 5.0]), 0.5)
+    assert np.allclose(mixed, 0.5 * min_max(relevance) + 0.5 * np.array([0.0, 1.0, 0.5]))
+
+
+@pytest.fixture(scope="module")
+def published_taste(settings, catalogue) -> dict:
+    """A published model (through the trainer's publisher) in which one user loves Bose."""
+    prefix = catalogue["prefix"]
+    item_ids = list(catalogue["items"])
+    is_taste = [catalogue["items"][i]["brand"] == TASTE_BRAND for i in item_ids]
+    item_factors = np.array([[1.0, 0.0, 0.0] if t else [0.0, 1.0, 0.0] for t in is_taste],
+                            dtype=np.float32)  # fmt: skip
+    fan, folded = f"{prefix}-fan", f"{prefix}-folded"
+    version = new_version_id()
+    meta = model_store.ModelMeta(
+        version=version, dim=3, n_users=1, n_items=len(item_ids),
+        collection=model_store.item_collection_name(version), alpha=4.0, regularization=0.1,
+    )  # fmt: skip
+    factors = FactorSet([fan], np.array([[1.0, 0.0, 0.0]], np.float32), item_ids, item_factors,
+                        [{} for _ in item_ids])  # fmt: skip
+    publish_version(redis_for(settings), chroma_for(settings), meta, factors)
+    switch_active(redis_for(settings), version)
+    # a user the model has not seen, whose Postgres history is all Bose: folded in at request time
+    bose = [i for i, t in zip(item_ids, is_taste, strict=True) if t][:4]
+    now = datetime.now(timezone.utc)
+    with session_scope(settings.database_url) as db:
+        db.execute(insert(User), [{"user_id": folded}])
+        db.execute(insert(Interaction), [
+            {"user_id": folded, "item_id": item, "event": "purchase", "weight": 8.0,
+             "occurred_at": now} for item in bose])  # fmt: skip
+    return {"fan": fan, "folded": folded, "version": version}
+
+
+@pytest.mark.parametrize(("who", "source"), [("fan", "factor"), ("folded", "fold_in")])
+def test_personalisation_changes_order_for_user_with_taste(
+    make_client, published_taste, who, source
+):
+    client = make_client(personalisation_weight=0.7)
+    body = {"message": "wireless headphones with long battery life", "k": 8}
+    anonymous = client.post("/api/v1/chat", json=body).json()
+    personal = client.post("/api/v1/chat", json={**body, "user_id": published_taste[who]}).json()
+    assert anonymous["personalisation"] == "none"
+    assert personal["personalisation"] == source
+    anon_ids = [p["item_id"] for p in anonymous["products"]]
+    personal_ids = [p["item_id"] for p in personal["products"]]
+    assert anon_ids != personal_ids
+    brands = [p["brand"] for p in personal["products"]]
+    assert brands[0] == TASTE_BRAND
+    share = brands[:4].count(TASTE_BRAND)
+    assert share > [p["brand"] for p in anonymous["products"]][:4].count(TASTE_BRAND)
+    assert all(p["affinity"] is not None for p in personal["products"])
+
+
+def test_unknown_user_gets_relevance_only(client, published_taste):
+    payload = client.post("/api/v1/chat", json={"message": "headphones",
+                                                "user_id": "nobody-known"}).json()  # fmt: skip
+    assert payload["personalisation"] == "none"
+    assert all(p["affinity"] is None for p in payload["products"])
