@@ -433,9 +433,9 @@ def _make_items(
     price = _retail_price(np.exp(log_price))
     # long-tailed popularity that rises with quality and with the brand's share
     log_popularity = (
-        1.2 * rng.normal(0.0, 1.0, n_items)
+        1.0 * rng.normal(0.0, 1.0, n_items)
         + 0.35 * quality
-        + 0.8 * np.log(brand_share[category, brand] * catalogue.max_brands)
+        + 0.5 * np.log(brand_share[category, brand] * catalogue.max_brands)
     )
     popularity = np.exp(log_popularity)
 
