@@ -33,6 +33,13 @@ def fit_popularity(user_items: torch.Tensor) -> Scorer:
     return lambda users: counts.expand(len(users), -1)
 
 
+def _one_blas_thread():
+    """implicit parallelises over users itself; a BLAS thread pool inside that oversubscribes."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, "blas")
+
+
 def _require_implicit():
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's own advice; it warns otherwise
     try:
@@ -76,7 +83,9 @@ def fit_implicit(
         random_state=params.seed,
     )
     model.cg_steps = params.cg_steps
-    model.fit(implicit_matrix(user_items, params), show_progress=False)
+    matrix = implicit_matrix(user_items, params)
+    with _one_blas_thread():
+        model.fit(matrix, show_progress=False)
     user_factors = torch.from_numpy(np.asarray(model.user_factors, dtype=np.float32))
     item_factors = torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))
     return (lambda users: user_factors[users] @ item_factors.T), model
