@@ -136,3 +136,23 @@ def test_timestamps_from_unix_seconds_and_aware_datetimes_are_utc():
     aware = pd.Series(pd.to_datetime(["2025-01-01 01:00:00"]).tz_localize("Europe/Paris"))
     assert format_timestamps(seconds).tolist() == ["1970-01-01T00:00:00", "2023-11-14T22:13:20"]
     assert format_timestamps(aware).tolist() == ["2025-01-01T00:00:00"]
+
+
+def test_ids_with_commas_or_quotes_are_quoted_and_read_back(tmp_path):
+    users, items, interactions = _frames()
+    odd_user = 'user, "the first"'
+    users.loc[0, "user_id"] = odd_user
+    interactions.loc[[0, 1], "user_id"] = odd_user
+    write_dataset(tmp_path, users, items, interactions)
+
+    events = pd.read_csv(tmp_path / "interactions.csv", dtype=str, keep_default_na=False)
+    assert events["user_id"].tolist() == [odd_user, odd_user, "u2"]
+    assert events["weight"].tolist() == ["1", "8", "3.5"]
+
+
+def test_categorical_ids_are_written_as_their_labels(tmp_path):
+    users, items, interactions = _frames()
+    interactions["user_id"] = interactions["user_id"].astype("category")
+    write_dataset(tmp_path, users, items, interactions)
+    events = pd.read_csv(tmp_path / "interactions.csv", dtype=str)
+    assert events["user_id"].tolist() == ["u1", "u1", "u2"]

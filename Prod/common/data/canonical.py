@@ -184,11 +184,19 @@ def _format_interactions(chunk: pd.DataFrame) -> pd.DataFrame:
     """Text form of one chunk of interactions (done per chunk to bound memory at 10M rows)."""
     chunk = chunk.copy()
     for column in ("user_id", "item_id", "event"):
-        chunk[column] = chunk[column].astype(str)
+        chunk[column] = _as_text(chunk[column])
     chunk["rating"] = _format_compact(chunk["rating"])
     chunk["weight"] = _format_compact(chunk["weight"])
     chunk["timestamp"] = format_timestamps(chunk["timestamp"])
     return chunk
+
+
+def _as_text(values: pd.Series) -> np.ndarray:
+    """Strings of a column; categoricals convert their few categories, not every row."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        labels = np.asarray(values.cat.categories.astype(str), dtype=object)
+        return labels[values.cat.codes.to_numpy()]
+    return values.astype(str).to_numpy(dtype=object)
 
 
 def _with_columns(frame: pd.DataFrame, columns: list[str], file_name: str) -> pd.DataFrame:
@@ -239,7 +247,23 @@ def _write_csv(
             chunk = frame.iloc[start : start + _CSV_CHUNK_ROWS]
             if format_chunk is not None:
                 chunk = format_chunk(chunk)
+                if not _needs_quoting(chunk):  # plain join: ~5x faster than to_csv
+                    if start == 0:
+                        handle.write(",".join(chunk.columns) + "\n")
+                    columns = [chunk[c].to_numpy(dtype=object) for c in chunk.columns]
+                    if len(chunk):
+                        handle.write("\n".join(map(",".join, zip(*columns, strict=True))) + "\n")
+                    continue
             chunk.to_csv(handle, index=False, header=start == 0, lineterminator="\n")
+
+
+def _needs_quoting(chunk: pd.DataFrame) -> bool:
+    """Whether an id holds a comma, quote or line break (then CSV quoting is due). The other
+    interaction fields are formatted here and never do."""
+    return any(
+        pd.Series(chunk[c]).str.contains(r'[",\r\n]', regex=True).any()
+        for c in ("user_id", "item_id")
+    )
 
 
 def _rag_metadata(row: dict[str, Any]) -> dict[str, Any]:
