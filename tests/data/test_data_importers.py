@@ -1,0 +1,219 @@
+"""Importers on small fixture files written in the real public formats (tests/data/fixtures)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from Prod.common.data.canonical import write_dataset
+from Prod.common.data.importers import (
+    clean_brand,
+    detect_amazon_format,
+    detect_movielens_format,
+    import_amazon,
+    import_movielens,
+    leaf_category,
+    parse_price,
+)
+from Prod.common.errors import InvalidInput
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _items_by_id(dataset) -> dict[str, dict]:
+    return {row["item_id"]: row for row in dataset.items.to_dict("records")}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("$12.99", 12.99),
+        ("$1,299.00", 1299.0),
+        ("$10.00 - $25.00", 10.0),  # a range: its lower bound
+        (19.5, 19.5),
+        (0, 0.0),
+        ("", None),
+        (None, None),
+        ("None", None),
+        ("-1.00", None),
+        (".a-box-inner{background-color:#fff}#alohaBuyBoxWidget $5.00 .selected{color:red}", None),
+    ],
+)
+def test_parse_price(raw, expected):
+    parsed = parse_price(raw)
+    if expected is None:
+        assert np.isnan(parsed)
+    else:
+        assert parsed == pytest.approx(expected)
+
+
+def test_leaf_category_stops_at_feature_sentences_and_html():
+    assert leaf_category(["Beauty & Personal Care", "Skin Care", "Lips"]) == "Lips"
+    assert leaf_category(["Gift Cards", "Gift Cards", "No expiration, no fees.", "Designs."]) \
+        == "Gift Cards"
+    assert leaf_category(["Gift Cards", "</span></span></span>", "Starbucks"]) == "Gift Cards"
+    assert leaf_category(["Clothing, Shoes & Jewelry", "Women"]) == "Women"
+    assert leaf_category([]) == ""
+
+
+def test_clean_brand_strips_page_prefixes():
+    assert clean_brand("by\n    \n    Visa") == "Visa"
+    assert clean_brand("Visit the Howard Store") == "Howard"
+    assert clean_brand("Unknown") == ""
+
+
+def test_amazon_2018_five_core_with_metadata():
+    dataset = import_amazon(FIXTURES / "amazon2018")
+    items = _items_by_id(dataset)
+
+    assert dataset.source_format == "amazon-2018"
+    assert dataset.report["rows_invalid"] == 1  # the review without a rating
+    assert dataset.report["duplicate_ratings_dropped"] == 1
+    assert sorted(dataset.users["user_id"]) == ["A1USER", "A2USER", "A3USER"]
+    assert dict(zip(dataset.users["user_id"], dataset.users["name"], strict=True))["A1USER"] \
+        == "Ann Reader"
+    # the whole metadata catalogue plus the reviewed item that has no metadata
+    assert set(items) == {"B00CARD1", "B00CARD2", "B00CARD3", "B00HOLDER", "B00NOMETA"}
+    card = items["B00CARD1"]
+    assert card["price"] == pytest.approx(1299.0)
+    assert card["description"] == "Gift card for Serendipity 3 & friends. Never expires."
+    assert card["image_url"] == "https://images.example.com/large.jpg"
+    assert (card["avg_rating"], card["rating_count"]) == (4.5, 2)  # derived from the reviews
+    egift = items["B00CARD2"]
+    assert egift["category"] == "Gift Cards" and egift["price"] == pytest.approx(10.0)
+    assert egift["description"] == "Redeemable storewide. No fees."  # features as sentences
+    # the re-rating replaced the earlier one: A3USER's 2 became 5
+    assert (egift["avg_rating"], egift["rating_count"]) == (4.0, 2)
+    junk = items["B00CARD3"]
+    assert junk["title"] == "Amazon product B00CARD3" and junk["brand"] == "Visa"
+    assert np.isnan(junk["price"]) and junk["rating_count"] == 0
+    assert items["B00NOMETA"]["title"] == "Amazon product B00NOMETA"
+    events = dataset.interactions
+    assert (events["event"] == "rating").all() and (events["weight"] == events["rating"]).all()
+    assert events["timestamp"].is_monotonic_increasing
+
+
+def test_amazon_2018_reviewed_only_drops_unrated_catalogue_items():
+    dataset = import_amazon(FIXTURES / "amazon2018", reviewed_only=True)
+    assert set(dataset.items["item_id"]) == {"B00CARD1", "B00CARD2", "B00NOMETA"}
+
+
+def test_amazon_2023_uses_parent_asin_store_and_source_ratings():
+    dataset = import_amazon(FIXTURES / "amazon2023")
+    items = _items_by_id(dataset)
+
+    assert dataset.source_format == "amazon-2023"
+    # two variants of one parent product are one item
+    assert set(dataset.interactions["item_id"]) == {"B0PARENT1", "B0PARENT2", "B0ORPHAN"}
+    conditioner = items["B0PARENT1"]
+    assert conditioner["brand"] == "Howard Products"
+    assert conditioner["category"] == "All Beauty"  # no categories: main_category
+    assert np.isnan(conditioner["price"])
+    # the source's own numbers win over the two reviews in this file
+    assert (conditioner["avg_rating"], conditioner["rating_count"]) == (4.8, 10)
+    assert conditioner["image_url"] == "https://m.media-amazon.com/l.jpg"
+    balm = items["B0PARENT2"]
+    assert (balm["brand"], balm["category"], balm["price"]) == ("Balmy", "Lips", 12.5)
+    assert balm["description"] == "Three moisturising balms."
+    assert (balm["avg_rating"], balm["rating_count"]) == (4.0, 1)  # derived
+    assert items["B0UNRATED"]["rating_count"] == 0 and np.isnan(items["B0UNRATED"]["price"])
+    assert items["B0ORPHAN"]["title"] == "Amazon product B0ORPHAN"
+    stamps = dataset.interactions.set_index("user_id")["timestamp"]
+    assert stamps["AGUSER3"] == 1_610_000_000  # milliseconds became seconds
+
+
+def test_gzipped_amazon_files_are_read(tmp_path):
+    for source in (FIXTURES / "amazon2023").iterdir():
+        with gzip.open(tmp_path / f"{source.name}.gz", "wb") as target:
+            target.write(source.read_bytes())
+    dataset = import_amazon(tmp_path)
+    assert dataset.source_format == "amazon-2023" and len(dataset.interactions) == 4
+
+
+def test_movielens_100k():
+    dataset = import_movielens(FIXTURES / "ml-100k")
+    items = _items_by_id(dataset)
+
+    assert dataset.source_format == "movielens-100k"
+    assert len(dataset.interactions) == 5 and len(dataset.users) == 3
+    confidential = items["302"]
+    assert confidential["title"] == "L.A. Confidential (1997)"
+    assert confidential["category"] == "Crime"  # first genre flag set
+    assert confidential["brand"] == "" and np.isnan(confidential["price"])
+    assert "Film-Noir" in confidential["description"]
+    assert (confidential["avg_rating"], confidential["rating_count"]) == (4.0, 2)
+    assert items["1000"]["title"] == "Café au lait (1993)"  # latin-1 decoded
+    assert items["1000"]["category"] == ""  # only the "unknown" flag
+
+
+def test_movielens_latest_small():
+    dataset = import_movielens(FIXTURES / "ml-latest-small")
+    items = _items_by_id(dataset)
+
+    assert dataset.source_format == "movielens-latest"
+    assert items["3"]["title"] == "The Grumpier Old Men (1995)"
+    assert items["1"]["category"] == "Adventure"
+    assert items["200"]["category"] == ""  # "(no genres listed)"
+    events = dataset.interactions.set_index(["user_id", "item_id"])
+    # half stars are kept; 0.5 is below the canonical 1..5 scale and becomes 1
+    assert events.loc[("2", "1"), "rating"] == 3.5
+    assert events.loc[("1", "3"), "rating"] == 1.0
+    assert dataset.report["ratings_clipped_to_1"] == 1
+    assert items["3"]["avg_rating"] == pytest.approx(1.25)  # mean of the source's 0.5 and 2.0
+
+
+def test_movielens_1m_dat_files(tmp_path):
+    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    (tmp_path / "movies.dat").write_bytes(
+        "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+        "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n".encode("latin-1")
+    )
+    dataset = import_movielens(tmp_path)
+    assert dataset.source_format == "movielens-1m"
+    assert _items_by_id(dataset)["661"]["category"] == "Animation"
+
+
+@pytest.mark.parametrize("fixture", ["amazon2018", "amazon2023", "ml-100k", "ml-latest-small"])
+def test_imported_datasets_write_valid_canonical_files(fixture, tmp_path):
+    importer = import_amazon if fixture.startswith("amazon") else import_movielens
+    dataset = importer(FIXTURES / fixture)
+    write_dataset(tmp_path, dataset.users, dataset.items, dataset.interactions)
+
+    items = pd.read_csv(tmp_path / "items.csv", dtype={"item_id": str})
+    events = pd.read_csv(tmp_path / "interactions.csv", dtype={"user_id": str, "item_id": str})
+    rag = json.loads((tmp_path / "ProductsRAG.json").read_text())
+    assert items["title"].notna().all() and items["item_id"].is_unique
+    assert set(events["item_id"]) <= set(items["item_id"])
+    assert events["rating"].between(1, 5).all() and (events["weight"] == events["rating"]).all()
+    assert pd.to_datetime(events["timestamp"]).notna().all()
+    assert len(rag) == len(items)
+    assert all(value is not None and value != "" for r in rag for value in r["metadata"].values())
+
+
+def test_format_detection_and_clear_errors(tmp_path):
+    assert detect_amazon_format(FIXTURES / "amazon2018") == "amazon-2018"
+    assert detect_amazon_format(FIXTURES / "amazon2023") == "amazon-2023"
+    assert detect_movielens_format(FIXTURES / "ml-100k") == "movielens-100k"
+    with pytest.raises(InvalidInput, match="not a folder"):
+        import_amazon(tmp_path / "missing")
+    with pytest.raises(InvalidInput, match="no Amazon review file"):
+        import_amazon(tmp_path)
+    with pytest.raises(InvalidInput, match="no MovieLens ratings"):
+        import_movielens(tmp_path)
+    (tmp_path / "u.data").write_text("1\t2\t3\t4\n")
+    with pytest.raises(InvalidInput, match="u.item"):
+        import_movielens(tmp_path)
+
+
+def test_a_corrupt_json_line_is_named(tmp_path):
+    shutil.copy(FIXTURES / "amazon2018" / "meta_Tiny_Gifts.json", tmp_path)
+    good = (FIXTURES / "amazon2018" / "Tiny_Gifts_5.json").read_text()
+    (tmp_path / "Tiny_Gifts_5.json").write_text(good + '{"overall": 5.0, "asin": \n')
+    with pytest.raises(InvalidInput, match=r"Tiny_Gifts_5.json:8"):
+        import_amazon(tmp_path)
