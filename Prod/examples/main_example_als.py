@@ -31,11 +31,11 @@ console = Console()
 
 def _items_table(title: str, items: list[dict]) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("#", "item", "title", "brand", "category", "price", "rating", "score"):
+    for column in ("#", "item", "title", "category", "price", "rating", "score"):
         table.add_column(column)
     for rank, item in enumerate(items, 1):
-        score = "-" if item.get("score") is None else f"{item['score']:.3f}"
-        table.add_row(str(rank), item["item_id"], item.get("title") or "", item.get("brand") or "",
+        score = "-" if item.get("score") is None else f"{item['score']:.4g}"
+        table.add_row(str(rank), item["item_id"], item.get("title") or "",
                       item.get("category") or "", money(item.get("price")),
                       stars(item.get("avg_rating")), score)  # fmt: skip
     return table

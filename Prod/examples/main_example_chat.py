@@ -35,12 +35,13 @@ CONVERSATION = (
 
 def _products_table(products: list[dict]) -> Table:
     table = Table(show_lines=False)
-    for column in ("#", "item", "title", "brand", "price", "rating", "score", "why"):
+    for column in ("#", "item", "title", "price", "rating", "score", "why"):
         table.add_column(column, overflow="fold")
     for rank, product in enumerate(products, 1):
-        table.add_row(str(rank), product["item_id"], product["title"], product.get("brand") or "",
-                      money(product.get("price")), stars(product.get("rating")),
-                      f"{product['score']:.2f}", product.get("reason", "")[:80])  # fmt: skip
+        table.add_row(
+            str(rank), product["item_id"], product["title"], money(product.get("price")),
+            stars(product.get("rating")), f"{product['score']:.2f}", product.get("reason", "")[:70],
+        )  # fmt: skip
     return table
 
 

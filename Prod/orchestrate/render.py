@@ -53,11 +53,15 @@ def summary(result: dict) -> None:
     chat = result["services"]["chat_reco_engine"]["url"]
     trainer = result["services"]["als_trainer"]["url"]
     console.print(f"\n[bold green]platform up[/] in {result['seconds']} s. Try:")
-    console.print(f"  curl '{reco}/api/v1/recommend/<user_id>?k=5'")
-    console.print(f"  curl -X POST {chat}/api/v1/chat -H 'Content-Type: application/json' "
-                  "-d '{\"message\": \"headphones under $100\"}'")  # fmt: skip
-    console.print(f"  curl -X POST {trainer}/api/v1/train")
-    console.print("  python -m Prod.examples.main_example_als")
-    console.print("  python -m Prod.examples.main_example_chat --interactive")
-    console.print(f"  API docs: {reco}/docs  {chat}/docs  {trainer}/docs")
-    console.print("  bash start_services.sh status | logs [service] | down")
+    hints = [
+        f"curl '{reco}/api/v1/recommend/<user_id>?k=5'",
+        f"curl -X POST {chat}/api/v1/chat -H 'Content-Type: application/json' "
+        "-d '{\"message\": \"wireless earbuds under $100\"}'",
+        f"curl -X POST {trainer}/api/v1/train",
+        "python -m Prod.examples.main_example_als",
+        "python -m Prod.examples.main_example_chat --interactive",
+        f"API docs: {reco}/docs  {chat}/docs  {trainer}/docs",
+        "bash start_services.sh status | logs [service] [-f] | down",
+    ]
+    for hint in hints:  # plain text: no markup, no wrapping inside a command
+        console.print(f"  {hint}", markup=False, highlight=False, soft_wrap=True)
