@@ -68,8 +68,8 @@ class CanonicalTables:
     - ``users``: user_id, name (None = unknown)
     - ``items``: item_id, title, brand, category, price, avg_rating, rating_count (int64),
       description, image_url
-    - ``interactions``: user_id, item_id, event, rating (float, NaN unless event=rating),
-      weight (float > 0), occurred_us (int64 unix microseconds, UTC), line (int64)
+    - ``interactions``: user_id, item_id, event (categoricals), rating (float, NaN unless
+      event=rating), weight (float > 0), occurred_us (int64 unix microseconds, UTC), line (int64)
     """
 
     users: pd.DataFrame
@@ -283,10 +283,11 @@ def _timestamps_us(flags: _RowFlags, values: pd.Series) -> np.ndarray:
     raw = values.to_numpy()
     out = np.zeros(len(values), dtype=np.int64)
     # str.isdigit is a C call per value, far cheaper than a regex over millions of rows
-    is_int = values.str.isdigit().to_numpy(dtype=bool) & (values.str.len().to_numpy() <= 15)
+    is_int = values.str.isdigit().to_numpy(dtype=bool)
     if is_int.any():
-        seconds = values[is_int].astype(np.int64).to_numpy()
-        out[is_int] = seconds * 1_000_000
+        seconds = pd.to_numeric(values[is_int]).to_numpy(dtype=np.float64)
+        # out-of-range seconds are flagged below; clip so the multiplication cannot overflow
+        out[is_int] = np.clip(seconds, -1, MAX_UNIX_S).astype(np.int64) * 1_000_000
     iso = ~is_int
     valid = is_int.copy()
     if iso.any():
@@ -351,16 +352,19 @@ def _check_items(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, 
     return items, flags
 
 
-def _events(flags: _RowFlags, values: pd.Series) -> np.ndarray:
-    """Event names (object array), lower-cased and stripped when that makes them valid."""
+def _events(flags: _RowFlags, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes per row, distinct event names): names lower-cased and stripped when that makes
+    them valid; rows with unknown events are flagged."""
     codes, uniques = pd.factorize(values.to_numpy(dtype=object))
-    distinct = pd.Series(uniques, dtype=object).str.strip().str.lower()
-    unknown = ~distinct.isin(EVENTS).to_numpy()
+    normalised = pd.Series(uniques, dtype=object).str.strip().str.lower()
+    unknown = ~normalised.isin(EVENTS).to_numpy()
     raw = values.to_numpy(dtype=object)
     flags.flag(
         unknown[codes], lambda p: f"event {_short(raw[p])} is not one of {', '.join(EVENTS)}"
     )
-    return distinct.to_numpy(dtype=object)[codes]
+    # " View" and "view" are one event: re-code the (few) normalised names
+    renumber, names = pd.factorize(normalised.to_numpy(dtype=object))
+    return renumber[codes], np.asarray(names, dtype=object)
 
 
 def _first_occurrences(
@@ -388,8 +392,8 @@ class _Reference:
 
 def _check_reference(
     flags: _RowFlags, values: pd.Series, ref: _Reference, known_ids: KnownIds | None
-) -> np.ndarray:
-    """Flag empty, too long and dangling ids; returns the factorised codes (int64 per row).
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flag empty, too long and dangling ids; returns (codes per row, distinct ids).
 
     Checks run once per distinct id (tens of thousands), not once per row (millions).
     """
@@ -410,7 +414,7 @@ def _check_reference(
         return f"unknown {ref.column} {_short(value)} (not in {ref.source} nor the database)"
 
     flags.flag(unknown[codes], reason)
-    return codes
+    return codes, np.asarray(uniques, dtype=object)
 
 
 def _check_interactions(
@@ -421,9 +425,10 @@ def _check_interactions(
 ) -> tuple[pd.DataFrame, _RowFlags, int]:
     """(good interactions without exact duplicates, flags, number of duplicates dropped)."""
     flags = _RowFlags(INTERACTIONS_FILE, lines)
-    user_codes = _check_reference(flags, frame["user_id"], references[0], known_ids)
-    item_codes = _check_reference(flags, frame["item_id"], references[1], known_ids)
-    events = _events(flags, frame["event"])
+    user_codes, user_ids = _check_reference(flags, frame["user_id"], references[0], known_ids)
+    item_codes, item_ids = _check_reference(flags, frame["item_id"], references[1], known_ids)
+    event_codes, event_names = _events(flags, frame["event"])
+    events = event_names[event_codes] if len(event_codes) else np.zeros(0, dtype=object)
     is_rating = events == "rating"
     rating = _numbers(flags, frame["rating"], "rating", 1, 5)
     has_rating = ~np.isnan(rating)
@@ -443,16 +448,15 @@ def _check_interactions(
 
     good = ~flags.bad_mask(len(frame))
     # the database's unique event key, on integer codes (fast) rather than strings
-    event_codes = pd.factorize(events)[0] if len(events) else np.zeros(0, dtype=np.int64)
     first = _first_occurrences(
         user_codes[good], item_codes[good], event_codes[good], occurred_us[good]
     )
     keep = np.flatnonzero(good)[first]
     interactions = pd.DataFrame(
         {
-            "user_id": _strings(frame["user_id"].to_numpy()[keep]),
-            "item_id": _strings(frame["item_id"].to_numpy()[keep]),
-            "event": _strings(events[keep]),
+            "user_id": pd.Categorical.from_codes(user_codes[keep], categories=user_ids),
+            "item_id": pd.Categorical.from_codes(item_codes[keep], categories=item_ids),
+            "event": pd.Categorical.from_codes(event_codes[keep], categories=event_names),
             "rating": np.where(is_rating, rating, np.nan)[keep],
             "weight": weight[keep],
             "occurred_us": occurred_us[keep],
