@@ -1,9 +1,273 @@
-"""Subcommands of ``reco`` for this area (registered by :mod:`Prod.cli.main`)."""
+"""``reco ingest postgres|chroma`` and ``reco bench ingest``: thin wrappers over Prod/scripts."""
 
 from __future__ import annotations
 
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
 import typer
+
+from Prod.cli.output import JsonOption, console, dict_table, emit, run_reporting_errors
+
+DatasetOption = typer.Option(None, "--dataset", help="Canonical dataset folder (default: setting).")
+SkipOption = typer.Option(False, "--skip-bad-rows", help="Load good rows, report skipped ones.")
+
+
+def _render_postgres(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"postgres ingest of {result['dataset']}")
+    for column in ("table", "inserted", "updated", "unchanged"):
+        table.add_column(column)
+    for name in ("users", "items", "interactions"):
+        counts = result[name]
+        table.add_row(name, *(str(counts[k]) for k in ("inserted", "updated", "unchanged")))
+    console.print(table)
+    if result["skipped_rows"]:
+        console.print(f"[yellow]skipped {result['skipped_rows']} bad row(s):[/]")
+        for line in result["bad_rows"][:20]:
+            console.print(f"  {line}")
+    console.print(f"done in {result['seconds']['total']} s")
+
+
+def _render_chroma(result: dict) -> None:
+    shown = {k: result[k] for k in ("collection", "added", "updated", "unchanged", "deleted",
+                                    "embedded", "products_per_s", "skipped_rows")}  # fmt: skip
+    shown["seconds"] = result["seconds"]["total"]
+    console.print(dict_table(shown, title=f"chroma ingest of {result['dataset']}"))
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _servers(settings, workdir: Path):
+    """The configured servers when they answer, else temporary ones on free ports (stopped
+    after)."""
+    from Prod.common.supervisor import LocalInfra, free_port
+
+    configured = LocalInfra.from_settings(settings)
+    if all(row["healthy"] for row in configured.status().values()):
+        yield settings, "configured"
+        return
+    temporary = LocalInfra(workdir / "infra", free_port(), free_port(), free_port())
+    console.print("configured servers not running: starting temporary ones", style="dim")
+    temporary.up(timeout_s=120)
+    try:
+        yield settings.model_copy(update=temporary.settings_overrides()), "temporary"
+    finally:
+        temporary.down()
+
+
+def _generate(folder: Path, n_interactions: int, n_products: int) -> dict:
+    from Prod.common.data.generate import generate_dataset
+
+    return generate_dataset(
+        folder,
+        n_users=max(100, n_interactions // 60),
+        n_items=n_products,
+        n_interactions=n_interactions,
+        progress=True,
+    )
+
+
+def _postgres_cpu_s(pid: int | None) -> float:
+    """CPU seconds of the postmaster and its children, living and reaped (Linux /proc)."""
+    import os
+
+    if pid is None:
+        return float("nan")
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    for child in Path("/proc").iterdir():
+        try:
+            stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if child.name.isdigit() and int(stat[1]) == pid:
+            total += int(stat[11]) + int(stat[12])
+    return total / tick
+
+
+@contextmanager
+def _bench_database(database_url: str):
+    """A scratch database on the same server (dropped after), so no real data is touched."""
+    import os
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from Prod.common.db import migrate
+    from Prod.common.ingest.postgres import psycopg_conninfo
+
+    name = f"reco_bench_ingest_{os.getpid()}"
+    admin = psycopg_conninfo(database_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    url = make_url(database_url).set(database=name).render_as_string(False)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        from Prod.common.db import get_engine
+
+        get_engine(url).dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {name} with (force)")
+
+
+def _reset_tables(database_url: str) -> None:
+    import psycopg
+
+    from Prod.common.ingest.postgres import psycopg_conninfo
+
+    with psycopg.connect(psycopg_conninfo(database_url), autocommit=True) as conn:
+        conn.execute('truncate interaction, "user", item restart identity cascade')
+
+
+def _bench_postgres(database_url: str, dataset: Path, repeats: int, postmaster: int | None) -> dict:
+    from Prod.common.ingest.postgres import ingest_postgres
+
+    fresh, rerun, cpu = [], [], []
+    for _ in range(repeats):
+        _reset_tables(database_url)
+        cpu_before, client_before = _postgres_cpu_s(postmaster), time.process_time()
+        report = ingest_postgres(database_url, dataset)
+        cpu.append(_postgres_cpu_s(postmaster) - cpu_before + time.process_time() - client_before)
+        fresh.append(report)
+        rerun.append(ingest_postgres(database_url, dataset))
+    rows = fresh[0].interactions.inserted
+    total_s = statistics.median(r.seconds["total"] for r in fresh)
+    return {
+        "interactions": rows,
+        "fresh_load_s": round(total_s, 3),
+        "validate_s": round(statistics.median(r.seconds["validate"] for r in fresh), 3),
+        "load_s": round(statistics.median(r.seconds["load"] for r in fresh), 3),
+        "interactions_per_s": round(rows / total_s) if total_s else 0,
+        "s_per_1m_interactions": round(total_s * 1_000_000 / rows, 3) if rows else None,
+        "cpu_s_client_plus_server": round(statistics.median(cpu), 3),
+        "rerun_s": round(statistics.median(r.seconds["total"] for r in rerun), 3),
+        "rerun_inserted": rerun[-1].interactions.inserted,
+        "repeats": repeats,
+    }
+
+
+def _bench_chroma(settings, dataset: Path, batch_size: int) -> dict:
+    from Prod.common.embeddings import load_embedder
+    from Prod.common.ingest.chroma import embedder_function, ingest_chroma
+    from Prod.common.stores import chroma_for
+
+    client = chroma_for(settings)
+    name = f"bench-products-{int(time.time())}"
+    embed = embedder_function(load_embedder(settings.embedding_model), batch_size)
+    embed(["warm-up"])  # first call pays for lazy initialisation
+    try:
+        first = ingest_chroma(client, dataset, embed, collection_name=name,
+                              embed_batch_size=batch_size)  # fmt: skip
+        again = ingest_chroma(client, dataset, embed, collection_name=name,
+                              embed_batch_size=batch_size)  # fmt: skip
+    finally:
+        client.delete_collection(name)
+    return {
+        "products": first.embedded,
+        "products_per_s": round(first.products_per_s, 1),
+        "embed_and_write_s": round(first.seconds["embed_and_write"], 3),
+        "rerun_s": round(again.seconds["total"], 3),
+        "rerun_embedded": again.embedded,
+        "batch_size": batch_size,
+    }
+
+
+def run_bench(n_interactions: int, n_products: int, repeats: int, batch_size: int) -> dict:
+    """Generate a dataset in a temp folder, ingest it into a scratch Postgres database and a
+    scratch Chroma collection (both removed after), report rates."""
+    import os
+
+    import torch
+
+    from config import get_settings
+
+    with tempfile.TemporaryDirectory(prefix="reco-bench-ingest-") as tmp:
+        workdir = Path(tmp)
+        dataset = workdir / "dataset"
+        generated = _generate(dataset, n_interactions, n_products)
+        with _servers(get_settings(), workdir) as (settings, which):
+            from Prod.common.supervisor import LocalInfra
+
+            postgres_pid = LocalInfra.from_settings(settings).servers[0].pid()
+            with _bench_database(settings.database_url) as database_url:
+                postgres = _bench_postgres(database_url, dataset, repeats, postgres_pid)
+            result = {
+                "servers": which,
+                "cpus": os.cpu_count(),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+                "torch_threads": torch.get_num_threads(),
+                "dataset": {k: generated.get(k) for k in ("users", "items", "interactions")},
+                "postgres": postgres,
+                "chroma": _bench_chroma(settings, dataset, batch_size),
+            }
+            result["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+            return result
+
+
+def _render_bench(result: dict) -> None:
+    console.print(dict_table({k: v for k, v in result.items() if k not in ("postgres", "chroma")},
+                             title="bench ingest"))  # fmt: skip
+    console.print(dict_table(result["postgres"], title="postgres"))
+    console.print(dict_table(result["chroma"], title="chroma (MiniLM)"))
 
 
 def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) -> None:
-    """Add this area's commands to ``reco``."""
+    """Add ``reco ingest postgres|chroma`` and ``reco bench ingest``."""
+    ingest_app = typer.Typer(help="One-shot ingest jobs (same code as Prod/scripts).",
+                             no_args_is_help=True)  # fmt: skip
+    app.add_typer(ingest_app, name="ingest")
+
+    @ingest_app.command("postgres")
+    def ingest_postgres_cmd(
+        dataset: Path = DatasetOption, skip_bad_rows: bool = SkipOption, as_json: bool = JsonOption
+    ) -> None:
+        """Load users, items, interactions into PostgreSQL (one transaction, idempotent)."""
+        from config import get_settings
+        from Prod.scripts.ingest_postgres_db import run
+
+        report = run_reporting_errors(
+            lambda: run(get_settings(), dataset, skip_bad_rows=skip_bad_rows)
+        )
+        emit(report.to_dict(), as_json, _render_postgres)
+
+    @ingest_app.command("chroma")
+    def ingest_chroma_cmd(
+        dataset: Path = DatasetOption,
+        skip_bad_rows: bool = SkipOption,
+        batch_size: int = typer.Option(None, "--batch-size", help="Texts embedded per batch."),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Embed new/changed products into Chroma, delete removed ones."""
+        from config import get_settings
+        from Prod.scripts.ingest_chroma_db import run
+
+        report = run_reporting_errors(
+            lambda: run(
+                get_settings(), dataset, skip_bad_rows=skip_bad_rows, batch_size=batch_size
+            )  # fmt: skip
+        )
+        emit(report.to_dict(), as_json, _render_chroma)
+
+    @bench_app.command("ingest")
+    def bench_ingest(
+        interactions: int = typer.Option(1_000_000, "--interactions", min=1),
+        products: int = typer.Option(2000, "--products", min=1),
+        repeats: int = typer.Option(3, "--repeats", min=1, help="Postgres loads (median)."),
+        batch_size: int = typer.Option(256, "--batch-size", min=1),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Ingest throughput: fresh load into Postgres and MiniLM embedding into Chroma."""
+        result = run_reporting_errors(
+            lambda: run_bench(interactions, products, repeats, batch_size)
+        )
+        emit(result, as_json, _render_bench)
