@@ -9,6 +9,7 @@ import importlib.util
 import math
 import re
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -123,6 +124,7 @@ def load_test_llm_server():
     path = ROOT / "tests" / "chat" / "ollama_server.py"
     spec = importlib.util.spec_from_file_location("chat_ollama_test_server", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 

@@ -77,13 +77,16 @@ class OllamaTestServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.end_headers()
-                for token in _tokens(content):
-                    self.wfile.write(json.dumps(_message(body["model"], token, False)).encode())
-                    self.wfile.write(b"\n")
+                try:
+                    for token in _tokens(content):
+                        line = json.dumps(_message(body["model"], token, False)).encode()
+                        self.wfile.write(line + b"\n")
+                        self.wfile.flush()
+                        time.sleep(behaviour.token_delay_s)
+                    self.wfile.write(json.dumps(_message(body["model"], "", True)).encode() + b"\n")
                     self.wfile.flush()
-                    time.sleep(behaviour.token_delay_s)
-                self.wfile.write(json.dumps(_message(body["model"], "", True)).encode() + b"\n")
-                self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading (e.g. after its first token)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
