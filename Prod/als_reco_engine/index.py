@@ -20,6 +20,7 @@ from Prod.common.model_store import ModelMeta
 log = get_logger(__name__)
 
 UNKNOWN_CODE = -1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger bounds overflow the float32 compare
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def filter_mask(catalogue: Catalogue, filters: ItemFilters) -> np.ndarray | None
         code = catalogue.brand_codes.get(filters.brand.casefold(), -2)
         mask &= catalogue.brand_code == code
     if filters.max_price is not None:
-        mask &= catalogue.price <= filters.max_price
+        mask &= catalogue.price <= min(filters.max_price, _FLOAT32_MAX)
     if filters.min_rating is not None:
         mask &= catalogue.rating >= filters.min_rating
     return mask

@@ -12,6 +12,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from Prod.als_reco_engine.index import ItemFilters
@@ -231,5 +232,8 @@ async def delete_list_items(
     item_ids = (body.item_ids if body is not None else []) + (item_id or [])
     if not item_ids:
         raise InvalidInput('give the products to remove: ?item_id=... or {"item_ids": [...]}')
-    ListItemsIn(item_ids=item_ids)  # same id rules for the query form
+    try:
+        ListItemsIn(item_ids=item_ids)  # same id rules for the query form
+    except ValidationError as exc:
+        raise InvalidInput(f"malformed item id(s): {exc.errors()[0]['msg']}") from None
     return await run_in_threadpool(engine.remove_list_items, user_id, item_ids)

@@ -56,8 +56,9 @@ class LiveServer:
     def __init__(self, app, port: int) -> None:
         import uvicorn
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                access_log=False)  # fmt: skip
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
         self.server = uvicorn.Server(config)
         self.url = f"http://127.0.0.1:{port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)

@@ -18,12 +18,18 @@ def test_single_event_is_committed_and_creates_the_user(client, dataset, setting
     event = {"user_id": user, "item_id": dataset.item_ids[0], "event": "purchase"}
     response = client.post("/api/v1/interactions", json=event)
     assert response.status_code == 201
-    assert response.json() == {"accepted": 1, "duplicates": 0, "created_users": [user],
-                               "user_ids": [user]}  # fmt: skip
+    assert response.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "created_users": [user],
+        "user_ids": [user],
+    }
     with session_scope(settings.database_url) as session:
         assert session.get(User, user) is not None
         rows = session.scalars(select(Interaction).where(Interaction.user_id == user)).all()
-    assert [(r.item_id, r.event, r.weight) for r in rows] == [(dataset.item_ids[0], "purchase", 8.0)]
+    assert [(r.item_id, r.event, r.weight) for r in rows] == [
+        (dataset.item_ids[0], "purchase", 8.0)
+    ]
 
 
 def test_new_user_fold_in_reflects_what_they_just_did(client, dataset):
@@ -85,8 +91,13 @@ def test_malformed_events_are_422(client, dataset):
 
 
 def test_resent_event_is_counted_as_duplicate(client, dataset):
-    event = {"user_id": new_user_id(), "item_id": dataset.item_ids[1], "event": "rating",
-             "rating": 4, "timestamp": "2025-03-01T10:00:00Z"}  # fmt: skip
+    event = {
+        "user_id": new_user_id(),
+        "item_id": dataset.item_ids[1],
+        "event": "rating",
+        "rating": 4,
+        "timestamp": "2025-03-01T10:00:00Z",
+    }
     assert client.post("/api/v1/interactions", json=event).json()["accepted"] == 1
     again = client.post("/api/v1/interactions", json=event).json()
     assert again["accepted"] == 0 and again["duplicates"] == 1 and again["created_users"] == []
@@ -134,16 +145,18 @@ def test_stored_list_create_read_update_delete(client, dataset, settings):
     with session_scope(settings.database_url) as session:
         assert session.get(SuppressedItem, (user, doomed)) is not None
     for exclude_seen in ("true", "false"):
-        recs = client.get(f"/api/v1/recommend/{user}",
-                          params={"k": 100, "exclude_seen": exclude_seen}).json()  # fmt: skip
+        recs = client.get(
+            f"/api/v1/recommend/{user}", params={"k": 100, "exclude_seen": exclude_seen}
+        ).json()
         assert doomed not in {i["item_id"] for i in recs["items"]}
 
 
 def test_delete_list_items_accepts_a_json_body(client, dataset):
     user = new_user_id("lists")
     client.put(f"/api/v1/lists/{user}", json={"item_ids": dataset.item_ids[:3]})
-    response = client.request("DELETE", f"/api/v1/lists/{user}/items",
-                              json={"item_ids": dataset.item_ids[:2]})  # fmt: skip
+    response = client.request(
+        "DELETE", f"/api/v1/lists/{user}/items", json={"item_ids": dataset.item_ids[:2]}
+    )
     assert response.status_code == 200
     assert [i["item_id"] for i in response.json()["items"]] == [dataset.item_ids[2]]
     assert client.delete(f"/api/v1/lists/{user}/items").status_code == 422

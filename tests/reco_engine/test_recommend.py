@@ -21,8 +21,9 @@ def test_trained_user_gets_als_recommendations_without_seen_items(client, datase
 def test_keeping_seen_items_returns_them_too(client, dataset):
     user = dataset.user_ids[1]
     seen = {item for (u, item) in dataset.pairs if u == user}
-    body = client.get(f"/api/v1/recommend/{user}",
-                      params={"k": 100, "exclude_seen": "false"}).json()  # fmt: skip
+    body = client.get(
+        f"/api/v1/recommend/{user}", params={"k": 100, "exclude_seen": "false"}
+    ).json()
     assert seen <= {i["item_id"] for i in body["items"]}
 
 
@@ -48,14 +49,16 @@ def test_filters_apply_to_every_returned_item(client, dataset):
         assert item["category"] == "garden"  # case-insensitive match
         assert item["price"] is not None and item["price"] <= 30
         assert item["avg_rating"] is not None and item["avg_rating"] >= 2
-    brand_items = client.get(f"/api/v1/recommend/{user}",
-                             params={"k": 100, "brand": "brand1"}).json()["items"]  # fmt: skip
+    brand_items = client.get(
+        f"/api/v1/recommend/{user}", params={"k": 100, "brand": "brand1"}
+    ).json()["items"]
     assert brand_items and {i["brand"] for i in brand_items} == {"brand1"}
 
 
 def test_filter_matching_nothing_returns_an_empty_list(client, dataset):
-    body = client.get(f"/api/v1/recommend/{dataset.user_ids[0]}",
-                      params={"category": "no-such-category"}).json()  # fmt: skip
+    body = client.get(
+        f"/api/v1/recommend/{dataset.user_ids[0]}", params={"category": "no-such-category"}
+    ).json()
     assert body["items"] == []
 
 
@@ -65,8 +68,7 @@ def test_user_with_nothing_gets_popular_items_with_filters(client, dataset):
     assert body["strategy"] == "popular"
     scores = [i["score"] for i in body["items"]]
     assert len(scores) == 20 and scores == sorted(scores, reverse=True)
-    filtered = client.get(f"/api/v1/recommend/{user}",
-                          params={"k": 50, "category": "books"}).json()  # fmt: skip
+    filtered = client.get(f"/api/v1/recommend/{user}", params={"k": 50, "category": "books"}).json()
     assert filtered["strategy"] == "popular"
     assert filtered["items"] and {i["category"] for i in filtered["items"]} == {"books"}
 
