@@ -53,6 +53,7 @@ class PostgresIngestReport:
     rows_read: dict[str, int]
     duplicate_interactions: int
     bad_rows: list[BadRow] = field(default_factory=list)
+    interaction_mode: str = "incremental"  # or "bulk": indexes and FKs rebuilt once
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -68,6 +69,7 @@ class PostgresIngestReport:
             "rows_read": self.rows_read,
             "duplicate_interactions": self.duplicate_interactions,
             "skipped_rows": self.skipped_rows,
+            "interaction_mode": self.interaction_mode,
             "bad_rows": [str(bad) for bad in self.bad_rows[:max_bad_rows]],
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
@@ -272,28 +274,28 @@ def _insert_in_bulk(cur: psycopg.Cursor, insert_sql: str) -> int:
     return inserted
 
 
-def _insert_interactions(cur: psycopg.Cursor, staged: int) -> int:
-    """Insert the staged events not stored yet; returns how many were inserted.
+def _insert_interactions(cur: psycopg.Cursor, staged: int, bulk_min_rows: int) -> tuple[int, str]:
+    """Insert the staged events not stored yet; returns (how many, "bulk" | "incremental").
 
-    Big batches (>= BULK_MIN_ROWS new events, and at least half the table's size) lock the
+    Big batches (>= ``bulk_min_rows`` new events, and at least half the table's size) lock the
     table against writers and go through :func:`_insert_in_bulk`: one sort per index and one
     validating join per foreign key instead of a million per-row trigger calls and speculative
     index inserts. Small batches use INSERT .. ON CONFLICT DO NOTHING with everything live.
     Either way re-runs add nothing, and any failure rolls the whole transaction back.
     """
-    if staged >= BULK_MIN_ROWS:
+    if staged >= bulk_min_rows:
         # nobody may add an event between the anti-join and the insert
         cur.execute("lock table interaction in share row exclusive mode")
     table_empty = cur.execute("select not exists (select 1 from interaction)").fetchone()[0]
     if table_empty:  # first load: every staged event is new, no anti-join needed
-        if staged >= BULK_MIN_ROWS:
-            return _insert_in_bulk(cur, _INSERT_STAGED_INTERACTIONS)
-        return cur.execute(_INSERT_STAGED_INTERACTIONS + _ON_CONFLICT).rowcount
+        if staged >= bulk_min_rows:
+            return _insert_in_bulk(cur, _INSERT_STAGED_INTERACTIONS), "bulk"
+        return cur.execute(_INSERT_STAGED_INTERACTIONS + _ON_CONFLICT).rowcount, "incremental"
     cur.execute(_SELECT_NEW_INTERACTIONS)
     new = cur.execute("select count(*) from stage_new_interaction").fetchone()[0]
-    if new >= BULK_MIN_ROWS and new >= _table_rows(cur) // 2:
-        return _insert_in_bulk(cur, _INSERT_NEW_INTERACTIONS)
-    return cur.execute(_INSERT_NEW_INTERACTIONS + _ON_CONFLICT).rowcount
+    if new >= bulk_min_rows and new >= _table_rows(cur) // 2:
+        return _insert_in_bulk(cur, _INSERT_NEW_INTERACTIONS), "bulk"
+    return cur.execute(_INSERT_NEW_INTERACTIONS + _ON_CONFLICT).rowcount, "incremental"
 
 
 def _upsert(cur: psycopg.Cursor, sql: str, staged: int) -> UpsertCounts:
@@ -301,8 +303,11 @@ def _upsert(cur: psycopg.Cursor, sql: str, staged: int) -> UpsertCounts:
     return UpsertCounts(inserted, updated, staged - inserted - updated)
 
 
-def write_tables(conn: psycopg.Connection, tables: CanonicalTables) -> dict[str, UpsertCounts]:
-    """Stage and upsert the three tables inside the caller's transaction."""
+def write_tables(
+    conn: psycopg.Connection, tables: CanonicalTables, bulk_min_rows: int = BULK_MIN_ROWS
+) -> tuple[dict[str, UpsertCounts], str]:
+    """Stage and upsert the three tables inside the caller's transaction; returns the counts
+    and how interactions were inserted ("bulk" or "incremental")."""
     with conn.cursor() as cur:
         # sorts and index builds of a million rows stay in memory
         cur.execute("set local work_mem = '256MB'")
@@ -314,12 +319,13 @@ def write_tables(conn: psycopg.Connection, tables: CanonicalTables) -> dict[str,
         items = _upsert(cur, _UPSERT_ITEMS, len(tables.items))
         staged = len(tables.interactions)
         _stage_interactions(cur, tables.interactions)
-        inserted = _insert_interactions(cur, staged)
-    return {
+        inserted, mode = _insert_interactions(cur, staged, bulk_min_rows)
+    counts = {
         "users": users,
         "items": items,
         "interactions": UpsertCounts(inserted, 0, staged - inserted),
     }
+    return counts, mode
 
 
 def ingest_postgres(
@@ -328,6 +334,7 @@ def ingest_postgres(
     *,
     skip_bad_rows: bool = False,
     progress: Progress | None = None,
+    bulk_min_rows: int = BULK_MIN_ROWS,
 ) -> PostgresIngestReport:
     """Migrate the schema, validate ``dataset_dir`` and load it in one transaction.
 
@@ -353,13 +360,14 @@ def ingest_postgres(
             f"loading {len(tables.users)} users, {len(tables.items)} items, "
             f"{len(tables.interactions)} interactions"
         )
-        counts = write_tables(conn, tables)
+        counts, mode = write_tables(conn, tables, bulk_min_rows)
     finished = time.perf_counter()
     report = PostgresIngestReport(
         dataset=str(dataset_dir),
         rows_read=tables.rows_read,
         duplicate_interactions=tables.duplicate_interactions,
         bad_rows=tables.bad_rows,
+        interaction_mode=mode,
         seconds={
             "validate": validated - started,
             "load": finished - validated,

@@ -1,0 +1,158 @@
+"""ingest_postgres against the session's real PostgreSQL: one transaction, idempotent re-runs."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from Prod.common.db import migrate
+from Prod.common.errors import IngestError
+from Prod.common.ingest.postgres import ingest_postgres, psycopg_conninfo
+from tests.ingest.conftest import edit, snapshot
+
+
+def _counts(report) -> dict:
+    d = report.to_dict()
+    return {name: d[name] for name in ("users", "items", "interactions")}
+
+
+def test_load_then_rerun_changes_nothing(settings, dataset: Path, prefix: str) -> None:
+    first = ingest_postgres(settings.database_url, dataset)
+    assert _counts(first) == {
+        "users": {"inserted": 3, "updated": 0, "unchanged": 0},
+        "items": {"inserted": 3, "updated": 0, "unchanged": 0},
+        "interactions": {"inserted": 6, "updated": 0, "unchanged": 0},
+    }
+    assert first.duplicate_interactions == 1
+    loaded = snapshot(settings.database_url, prefix)
+    assert len(loaded["interaction"]) == 6
+    rating = [row for row in loaded["interaction"] if row[3] == "rating"]
+    assert rating[0][4] == 4.0 and rating[0][6].isoformat().startswith("2024-05-02T07:30:00")
+
+    again = ingest_postgres(settings.database_url, dataset)
+    assert _counts(again) == {
+        "users": {"inserted": 0, "updated": 0, "unchanged": 3},
+        "items": {"inserted": 0, "updated": 0, "unchanged": 3},
+        "interactions": {"inserted": 0, "updated": 0, "unchanged": 6},
+    }
+    assert snapshot(settings.database_url, prefix) == loaded  # same rows, ids, timestamps
+
+
+def test_changed_item_is_updated_and_new_events_appended(settings, dataset, prefix) -> None:
+    ingest_postgres(settings.database_url, dataset)
+    edit(dataset / "items.csv", "Espresso Maker,Kitchara", "Espresso Maker Pro,Kitchara")
+    with (dataset / "interactions.csv").open("a") as handle:
+        handle.write(f"{prefix}u3,{prefix}i2,click,,2,2024-06-01T00:00:00\n")
+    report = ingest_postgres(settings.database_url, dataset)
+    assert _counts(report)["items"] == {"inserted": 0, "updated": 1, "unchanged": 2}
+    assert _counts(report)["interactions"] == {"inserted": 1, "updated": 0, "unchanged": 6}
+    titles = {row[0]: row[1] for row in snapshot(settings.database_url, prefix)["item"]}
+    assert titles[f"{prefix}i2"] == "Espresso Maker Pro"
+
+
+def test_bad_row_writes_nothing_and_names_file_and_line(settings, dataset, prefix) -> None:
+    ingest_postgres(settings.database_url, dataset)
+    before = snapshot(settings.database_url, prefix)
+    edit(dataset / "users.csv", "Grace", "Grace Hopper")  # a valid change that must not land
+    edit(dataset / "interactions.csv", "purchase,,8", "purchase,,eight")  # line 4
+    with pytest.raises(IngestError) as caught:
+        ingest_postgres(settings.database_url, dataset)
+    assert "interactions.csv:4: weight 'eight' is not a number" in caught.value.message
+    assert "nothing was written" in caught.value.message
+    assert caught.value.details["bad_rows"] == [
+        "interactions.csv:4: weight 'eight' is not a number"
+    ]
+    assert snapshot(settings.database_url, prefix) == before
+
+
+def test_bad_row_on_first_load_leaves_tables_empty(settings, dataset, prefix) -> None:
+    edit(dataset / "interactions.csv", "2024-05-04T08:00:00", "yesterday")
+    with pytest.raises(IngestError, match=r"interactions.csv:7: timestamp 'yesterday'"):
+        ingest_postgres(settings.database_url, dataset)
+    assert snapshot(settings.database_url, prefix) == {"user": [], "item": [], "interaction": []}
+
+
+def test_skip_bad_rows_loads_the_good_ones(settings, dataset, prefix) -> None:
+    edit(
+        dataset / "interactions.csv", "view,,1,2024-05-01T10:00:00", "watch,,1,2024-05-01T10:00:00"
+    )
+    edit(dataset / "users.csv", f"{prefix}u3,", f"{'x' * 129},")  # line 4: id too long
+    report = ingest_postgres(settings.database_url, dataset, skip_bad_rows=True)
+    assert [str(b) for b in report.bad_rows] == [
+        "users.csv:4: user_id longer than 128 chars",
+        "interactions.csv:2: event 'watch' is not one of "
+        "view, click, add_to_cart, purchase, rating",
+        f"interactions.csv:7: unknown user_id '{prefix}u3' (not in users.csv nor the database)",
+        f"interactions.csv:8: unknown user_id '{prefix}u3' (not in users.csv nor the database)",
+    ]
+    assert report.to_dict()["skipped_rows"] == 4
+    rows = snapshot(settings.database_url, prefix)
+    assert [r[0] for r in rows["user"]] == [f"{prefix}u1", f"{prefix}u2"]
+    assert len(rows["interaction"]) == 4  # lines 3-6
+
+
+def test_interactions_may_refer_to_users_already_in_the_database(settings, dataset, prefix) -> None:
+    ingest_postgres(settings.database_url, dataset)
+    (dataset / "users.csv").write_text("user_id,name\n")
+    (dataset / "items.csv").write_text("item_id,title\n")
+    (dataset / "interactions.csv").write_text(
+        f"user_id,item_id,event,rating,weight,timestamp\n{prefix}u1,{prefix}i3,view,,,1717200000\n"
+    )
+    report = ingest_postgres(settings.database_url, dataset)
+    assert _counts(report)["interactions"]["inserted"] == 1
+
+
+@pytest.fixture
+def scratch_database(settings):
+    """A fresh database on the test server, for the bulk path (which rebuilds indexes)."""
+    name = f"ingest_{uuid.uuid4().hex[:12]}"
+    admin = psycopg_conninfo(settings.database_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    url = make_url(settings.database_url).set(database=name).render_as_string(False)
+    migrate(url)
+    yield url
+    from Prod.common.db import get_engine
+
+    get_engine(url).dispose()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"drop database {name} with (force)")
+
+
+def _schema(url: str) -> list[tuple]:
+    with psycopg.connect(psycopg_conninfo(url)) as conn:
+        return conn.execute(
+            "select conname, pg_get_constraintdef(oid) from pg_constraint "
+            "where conrelid = 'interaction'::regclass union all "
+            "select indexrelid::regclass::text, pg_get_indexdef(indexrelid) from pg_index "
+            "where indrelid = 'interaction'::regclass order by 1, 2"
+        ).fetchall()
+
+
+def test_bulk_path_rebuilds_constraints_and_stays_idempotent(scratch_database, dataset, prefix):
+    schema = _schema(scratch_database)
+    first = ingest_postgres(scratch_database, dataset, bulk_min_rows=1)
+    assert first.interaction_mode == "bulk" and first.interactions.inserted == 6
+    assert _schema(scratch_database) == schema  # same FKs, unique key and indexes
+
+    with (dataset / "interactions.csv").open("a") as handle:
+        for day in range(1, 8):
+            handle.write(f"{prefix}u1,{prefix}i3,view,,1,2024-07-0{day}T00:00:00\n")
+    second = ingest_postgres(scratch_database, dataset, bulk_min_rows=1)
+    assert second.interaction_mode == "bulk" and second.interactions.inserted == 7
+    loaded = snapshot(scratch_database, prefix)
+
+    third = ingest_postgres(scratch_database, dataset, bulk_min_rows=1)
+    assert third.interactions.inserted == 0 and third.interaction_mode == "incremental"
+    assert snapshot(scratch_database, prefix) == loaded
+    assert _schema(scratch_database) == schema
+    with psycopg.connect(psycopg_conninfo(scratch_database)) as conn:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):  # the FK is enforced again
+            conn.execute(
+                "insert into interaction (user_id, item_id, event, weight, occurred_at) "
+                "values ('nobody', 'nothing', 'view', 1, now())"
+            )

@@ -1,0 +1,127 @@
+"""Reading and validating the canonical format: typed rows, exact line numbers, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from Prod.common.errors import IngestError
+from Prod.common.ingest.validate import read_products, read_tables
+from tests.ingest.conftest import edit
+
+
+def _us(iso: str) -> int:
+    return int(pd.Timestamp(iso).tz_convert("UTC").value // 1_000)
+
+
+def test_fixture_rows_are_typed_and_normalised(dataset: Path, prefix: str) -> None:
+    tables = read_tables(dataset)
+    assert tables.bad_rows == []
+    assert tables.rows_read == {"users.csv": 3, "items.csv": 3, "interactions.csv": 7}
+    assert tables.duplicate_interactions == 1
+    assert list(tables.users["user_id"]) == [f"{prefix}u1", f"{prefix}u2", f"{prefix}u3"]
+    assert tables.users["name"].iloc[2] is None  # empty = unknown
+
+    items = tables.items.set_index("item_id")
+    assert items.loc[f"{prefix}i1", "description"] == "Waterproof boots\nfor long hikes"
+    assert np.isnan(items.loc[f"{prefix}i3", "price"])
+    assert items.loc[f"{prefix}i3", "rating_count"] == 0
+
+    events = tables.interactions.set_index(["item_id", "event"])
+    at = events["occurred_us"]
+    assert at[(f"{prefix}i1", "view")].iloc[0] == _us("2024-05-01T10:00:00Z")  # naive = UTC
+    assert at[(f"{prefix}i2", "purchase")] == 1714557600 * 1_000_000  # unix seconds
+    assert at[(f"{prefix}i2", "rating")] == _us("2024-05-02T07:30:00Z")  # offset honoured
+    assert events.loc[(f"{prefix}i3", "add_to_cart"), "weight"] == 4.0  # default weight by event
+    assert events.loc[(f"{prefix}i2", "rating"), "rating"] == 4.0
+    assert np.isnan(events.loc[(f"{prefix}i2", "purchase"), "rating"])
+
+
+def test_every_bad_row_is_reported_with_its_line(dataset: Path, prefix: str) -> None:
+    interactions = dataset / "interactions.csv"
+    edit(interactions, "click,,2", "clack,,2")  # line 3
+    edit(interactions, "rating,4,4", "rating,,4")  # line 5
+    with interactions.open("a") as handle:
+        handle.write(f"nobody,{prefix}i1,view,,1,2024-05-05T00:00:00\n")  # line 9
+        handle.write(f"{prefix}u1,{prefix}i1,view,,-1,1e3\n")  # line 10
+        handle.write(f"{prefix}u1,{prefix}i1,view,,1,1714557600000\n")  # line 11: milliseconds
+    edit(dataset / "items.csv", "149,4.1,33", "-149,7,3.5")  # line 4 (after a 2-line record)
+
+    tables = read_tables(dataset)
+    found = {(bad.file, bad.line): bad.reason for bad in tables.bad_rows}
+    assert set(found) == {
+        ("items.csv", 4),
+        ("interactions.csv", 3),
+        ("interactions.csv", 4),  # its item (items.csv line 4) was rejected
+        ("interactions.csv", 5),
+        ("interactions.csv", 9),
+        ("interactions.csv", 10),
+        ("interactions.csv", 11),
+    }
+    assert "price -149 must be >= 0" in found[("items.csv", 4)]
+    assert "avg_rating 7 must be >= 0 and <= 5" in found[("items.csv", 4)]
+    assert "rating_count 3.5 is not a whole number" in found[("items.csv", 4)]
+    assert "event 'clack' is not one of" in found[("interactions.csv", 3)]
+    assert "rating is required when event=rating" in found[("interactions.csv", 5)]
+    assert "unknown user_id 'nobody'" in found[("interactions.csv", 9)]
+    assert "weight -1 must be > 0" in found[("interactions.csv", 10)]
+    assert "timestamp '1e3' is neither ISO-8601" in found[("interactions.csv", 10)]
+    assert "milliseconds?" in found[("interactions.csv", 11)]
+    assert str(tables.bad_rows[0]).startswith("items.csv:4: price -149")
+    assert list(tables.interactions["line"]) == [2, 6, 7]  # line 8 repeats line 7
+
+
+def test_interaction_on_rejected_item_names_the_cause(dataset: Path, prefix: str) -> None:
+    edit(dataset / "items.csv", "149,4.1,33", "-149,4.1,33")
+    found = {(b.file, b.line): b.reason for b in read_tables(dataset).bad_rows}
+    assert found[("interactions.csv", 4)] == f"item_id '{prefix}i2' was rejected in items.csv"
+    assert ("items.csv", 4) in found
+
+
+def test_duplicate_ids_and_ragged_rows(dataset: Path, prefix: str) -> None:
+    with (dataset / "users.csv").open("a") as handle:
+        handle.write(f"{prefix}u1,Ada again\n\n{prefix}u9,Too,Many\n")
+    found = {(b.file, b.line): b.reason for b in read_tables(dataset).bad_rows}
+    assert found[("users.csv", 5)] == f"duplicate user_id '{prefix}u1' (first on line 2)"
+    assert found[("users.csv", 7)] == "expected 2 fields, found 3"  # blank line 6 is skipped
+
+
+def test_interactions_may_refer_to_ids_known_to_the_database(dataset: Path, prefix: str) -> None:
+    (dataset / "users.csv").write_text("user_id,name\n")
+    known = {f"{prefix}u1", f"{prefix}u2", f"{prefix}u3"}
+    tables = read_tables(dataset, known_ids=lambda table, ids: known & set(ids))
+    assert tables.bad_rows == []
+    assert len(tables.interactions) == 6
+
+
+@pytest.mark.parametrize("missing", ["users.csv", "interactions.csv"])
+def test_missing_file_is_one_clear_error(dataset: Path, missing: str) -> None:
+    (dataset / missing).unlink()
+    with pytest.raises(IngestError, match=f"is missing {missing}"):
+        read_tables(dataset)
+
+
+def test_missing_column_is_one_clear_error(dataset: Path) -> None:
+    edit(dataset / "interactions.csv", "user_id,item_id,event,rating,weight,timestamp",
+         "user_id,item_id,kind,rating,weight")  # fmt: skip
+    with pytest.raises(IngestError) as caught:
+        read_tables(dataset)
+    assert "interactions.csv is missing required columns event, timestamp" in caught.value.message
+
+
+def test_products_json_reports_entry_lines(dataset: Path, prefix: str) -> None:
+    path = dataset / "ProductsRAG.json"
+    edit(path, '"text": "Puzzle Cube by Clever Fox, in Toys & Games."', '"text": ""')
+    catalogue = read_products(dataset)
+    assert [p.item_id for p in catalogue.products] == [f"{prefix}i1", f"{prefix}i2"]
+    assert [(b.file, b.line) for b in catalogue.bad_rows] == [("ProductsRAG.json", 6)]
+    assert "text is missing or empty" in catalogue.bad_rows[0].reason
+
+
+def test_invalid_json_names_the_line(dataset: Path) -> None:
+    edit(dataset / "ProductsRAG.json", '"rating_count": 33}}', '"rating_count": 33}')
+    with pytest.raises(IngestError, match=r"ProductsRAG.json:\d+: invalid JSON"):
+        read_products(dataset)
