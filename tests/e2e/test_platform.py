@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -102,14 +104,18 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    platform = Platform(tmp_path_factory.mktemp("e2e"))
+def platform():
+    # not under pytest's basetemp: every pytest session on the machine resets that to 0700,
+    # and PostgreSQL (run as an unprivileged user when we are root) must traverse the path
+    root = Path(tempfile.mkdtemp(prefix="reco-e2e-"))
+    platform = Platform(root)
     platform.first_up = None
     try:
         platform.first_up = _last_json(platform.launcher("--local", "up", "--json"))
         yield platform
     finally:
         platform.launcher("--local", "down")  # also after a failed start: leave nothing running
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_up_starts_every_service_and_publishes_a_model(platform):
