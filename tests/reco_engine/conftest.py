@@ -27,6 +27,15 @@ def published(settings, dataset) -> str:
     return train_and_publish(settings)
 
 
+@pytest.fixture
+def active(settings, published) -> str:
+    """The version active now (tests that publish again move it on from ``published``)."""
+    from Prod.common.model_store import active_version
+    from Prod.common.stores import redis_for
+
+    return active_version(redis_for(settings))
+
+
 @pytest.fixture(scope="module")
 def client(settings, published):
     """The app with its engine started (model loaded); the watcher polls every 0.2 s."""

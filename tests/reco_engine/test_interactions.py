@@ -104,7 +104,11 @@ def test_resent_event_is_counted_as_duplicate(client, dataset):
 
 
 def test_history_lists_served_recommendations_newest_first(client, dataset):
-    user = dataset.user_ids[8]
+    user = new_user_id("history")  # a user no other test was served for
+    client.post(
+        "/api/v1/interactions",
+        json={"user_id": user, "item_id": dataset.item_ids[8], "event": "click"},
+    )
     served = [client.get(f"/api/v1/recommend/{user}", params={"k": k}).json() for k in (3, 4, 5)]
     page = client.get("/api/v1/history", params={"user_id": user, "limit": 2}).json()
     assert page["total"] == 3 and page["has_more"] is True and len(page["entries"]) == 2

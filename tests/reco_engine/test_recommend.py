@@ -5,11 +5,11 @@ from __future__ import annotations
 from tests.reco_engine.conftest import new_user_id
 
 
-def test_trained_user_gets_als_recommendations_without_seen_items(client, dataset, published):
+def test_trained_user_gets_als_recommendations_without_seen_items(client, dataset, active):
     user = dataset.user_ids[0]
     body = client.get(f"/api/v1/recommend/{user}", params={"k": 10}).json()
     assert body["strategy"] == "als"
-    assert body["model_version"] == published
+    assert body["model_version"] == active
     ids = [i["item_id"] for i in body["items"]]
     seen = {item for (u, item) in dataset.pairs if u == user}
     assert ids and not set(ids) & seen
@@ -73,10 +73,10 @@ def test_user_with_nothing_gets_popular_items_with_filters(client, dataset):
     assert filtered["items"] and {i["category"] for i in filtered["items"]} == {"books"}
 
 
-def test_similar_items_are_closest_by_item_vector(client, dataset, published):
+def test_similar_items_are_closest_by_item_vector(client, dataset, active):
     item = dataset.item_ids[3]
     body = client.get(f"/api/v1/similar/{item}", params={"k": 5}).json()
-    assert body["model_version"] == published
+    assert body["model_version"] == active
     ids = [i["item_id"] for i in body["items"]]
     assert len(ids) == 5 and item not in ids
     scores = [i["score"] for i in body["items"]]
@@ -104,9 +104,9 @@ def test_malformed_user_id_is_422(client):
     assert response.json()["error"]["fields"][0]["field"].endswith("user_id")
 
 
-def test_status_reports_model_and_index(client, published):
+def test_status_reports_model_and_index(client, active):
     body = client.get("/api/v1/status").json()
-    assert body["model_version"] == published == body["active_version"]
+    assert body["model_version"] == active == body["active_version"]
     assert body["item_count"] > 0 and body["factors"] > 0
     assert body["strategies"] == {"als": True, "fold_in": True, "popular": True}
     assert body["status"] == "ok" and body["loaded_at"] and body["index_age_s"] >= 0
