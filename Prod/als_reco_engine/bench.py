@@ -271,6 +271,15 @@ async def _load(port: int, paths: list[str], concurrency: int, max_seconds: floa
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0.0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(port: int, paths: list[str], concurrency: int, max_seconds: float) -> LoadResult:
     """Send ``paths`` over ``concurrency`` keep-alive connections; latencies and errors."""
     try:
@@ -332,7 +341,12 @@ def run_serving_bench(cfg: BenchConfig, progress: Progress = print) -> dict:
             )
             progress(f"concurrency 1: {cfg.requests} requests")
             paths = request_paths(data["user_ids"], cfg.requests, cfg.k, cfg.seed + 1)
+            cpu_before = cpu_seconds(engine_proc.pid)
             serial = run_load(port, paths, 1, cfg.max_seconds)
+            # server CPU per request: a figure the other load on a shared machine disturbs less
+            cpu_ms = (
+                (cpu_seconds(engine_proc.pid) - cpu_before) * 1e3 / max(len(serial.latencies_s), 1)
+            )
             progress(f"concurrency {cfg.concurrency}: {cfg.requests} requests")
             parallel = run_load(port, paths, cfg.concurrency, cfg.max_seconds)
             strategy = httpx.get(f"http://127.0.0.1:{port}{paths[0]}").json()["strategy"]
@@ -382,6 +396,7 @@ def run_serving_bench(cfg: BenchConfig, progress: Progress = print) -> dict:
         "rps_c32": round(parallel.rps, 1),
         "p99_ms_c32": round(parallel.percentile_ms(99), 3),
         "errors": serial.errors + parallel.errors + warm.errors,
+        "server_cpu_ms_per_request": round(cpu_ms, 3),
         "naive_requests": len(naive.latencies_s),
         "naive_p50_ms": round(naive_p50, 3),
         "naive_p99_ms": round(naive.percentile_ms(99), 3),
