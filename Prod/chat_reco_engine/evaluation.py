@@ -5,11 +5,9 @@ built from a dataset's ProductsRAG.json (deleted afterwards)."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import math
 import re
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -20,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from config import ROOT, Settings
+from config import Settings
 from Prod.chat_reco_engine.filters import ProductFilters, parse_text, satisfies
+from Prod.chat_reco_engine.ollama_stub import OllamaStubServer
 from Prod.chat_reco_engine.service import ChatEngine
 from Prod.common.evaluation.metrics import hit_at_k
 from Prod.common.ingest.chroma import COLLECTION_METADATA, embedder_function, sync_products
@@ -125,16 +124,6 @@ def evaluate(engine: ChatEngine, queries: list[EvalQuery], rerank: bool,
     }
 
 
-def load_test_llm_server():
-    """The loopback Ollama-protocol server of the test suite (tests/chat/ollama_server.py)."""
-    path = ROOT / "tests" / "chat" / "ollama_server.py"
-    spec = importlib.util.spec_from_file_location("chat_ollama_test_server", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
 def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
@@ -157,13 +146,12 @@ def bench_ranking(engine: ChatEngine, queries: list[EvalQuery], user_id: str | N
 
 
 def bench_first_token(settings: Settings, queries: list[EvalQuery], repeats: int) -> dict:
-    """Time to the first streamed `token` event of POST /chat/stream, with the test LLM."""
+    """Time to the first streamed `token` event of POST /chat/stream (Ollama stand-in server)."""
     from fastapi.testclient import TestClient
 
     from Prod.chat_reco_engine.main import create_app
 
-    server_module = load_test_llm_server()
-    server = server_module.OllamaTestServer().start()
+    server = OllamaStubServer().start()
     timings = []
     try:
         app = create_app(settings.model_copy(update={"ollama_host": server.url}))
@@ -181,7 +169,7 @@ def bench_first_token(settings: Settings, queries: list[EvalQuery], repeats: int
     finally:
         server.stop()
     return {"p50_ms": percentile(timings, 50), "p99_ms": percentile(timings, 99),
-            "runs": len(timings), "llm": "loopback Ollama-protocol test server"}  # fmt: skip
+            "runs": len(timings), "llm": "loopback Ollama stand-in (ollama_stub)"}  # fmt: skip
 
 
 def temporary_folder() -> tempfile.TemporaryDirectory:

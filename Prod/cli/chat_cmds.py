@@ -148,7 +148,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         as_json: bool = JsonOption,
     ) -> None:
         """Latency of retrieve 50 + rerank + blend (p50/p99, no LLM) and time to first
-        streamed token with the loopback test LLM server."""
+        streamed token with the loopback Ollama stand-in (ollama_stub)."""
         from config import get_settings
 
         folder = dataset_dir or get_settings().dataset_dir

@@ -1,5 +1,5 @@
 """Fixtures for the chat engine: a small real catalogue in Chroma (real MiniLM embeddings), the
-same items in Postgres, a loopback Ollama-protocol server, and a tiny random cross-encoder."""
+same items in Postgres, the loopback Ollama stand-in server, and a tiny random cross-encoder."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from sqlalchemy import insert
 
 from config import Settings
 from Prod.chat_reco_engine.main import create_app
+from Prod.chat_reco_engine.ollama_stub import OllamaBehaviour, OllamaStubServer
 from Prod.chat_reco_engine.rerank import save_tiny_cross_encoder
 from Prod.common.data.canonical import RAG_FILE, products_rag, write_products_rag
 from Prod.common.db import session_scope
 from Prod.common.ingest.chroma import embedder_function, ingest_chroma
 from Prod.common.models import Item
 from Prod.common.stores import chroma_for
-from tests.chat.ollama_server import OllamaBehaviour, OllamaTestServer, closed_port_url
+from Prod.common.supervisor import free_port
 
 # category -> (brands, nouns, feature sentences, base price)
 _SHOP = {
@@ -86,14 +87,14 @@ def catalogue(settings, embedder, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def ollama_server() -> Iterator[OllamaTestServer]:
-    server = OllamaTestServer().start()
+def ollama_server() -> Iterator[OllamaStubServer]:
+    server = OllamaStubServer().start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def llm(ollama_server) -> OllamaTestServer:
+def llm(ollama_server) -> OllamaStubServer:
     """The shared test LLM server, reset to healthy defaults and an empty request log."""
     ollama_server.behaviour = OllamaBehaviour()
     ollama_server.requests.clear()
@@ -141,4 +142,5 @@ def client(make_client) -> TestClient:
 
 @pytest.fixture
 def down_url() -> str:
-    return closed_port_url()
+    """A loopback URL on which nothing listens (the LLM is down)."""
+    return f"http://127.0.0.1:{free_port()}"

@@ -1,4 +1,8 @@
-"""A small Ollama-protocol HTTP server on loopback for tests and `reco bench chat`.
+"""A protocol-compatible stand-in for an Ollama server, on loopback: no model behind it.
+
+Used by the test suite (the real ``ollama`` client talks to it and the tests read the prompts it
+recorded) and by `reco bench chat` (time to first streamed token without a GPU or Mistral
+weights). Not for serving users: it answers every chat with a fixed text.
 
 Implements ``/api/chat`` (streamed NDJSON and non-streamed, with ``format`` = JSON schema),
 ``/api/tags`` and ``/api/version``; records every chat request body it receives. Behaviour is
@@ -25,7 +29,9 @@ class OllamaBehaviour:
     token_delay_s: float = 0.0
 
 
-class OllamaTestServer:
+class OllamaStubServer:
+    """Threaded HTTP server on 127.0.0.1 (free port); ``start()`` / ``stop()``."""
+
     def __init__(self, behaviour: OllamaBehaviour | None = None) -> None:
         self.behaviour = behaviour or OllamaBehaviour()
         self.requests: list[dict[str, Any]] = []
@@ -90,13 +96,14 @@ class OllamaTestServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ollama-stub",
+                                        daemon=True)  # fmt: skip
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> OllamaTestServer:
+    def start(self) -> OllamaStubServer:
         self._thread.start()
         return self
 
@@ -128,9 +135,3 @@ def _message(model: str, content: str, done: bool) -> dict[str, Any]:
         body.update(done_reason="stop", total_duration=1, eval_count=len(content.split()))
     return body
 
-
-def closed_port_url() -> str:
-    """A loopback URL on which nothing listens (the LLM is down)."""
-    from Prod.common.supervisor import free_port
-
-    return f"http://127.0.0.1:{free_port()}"
