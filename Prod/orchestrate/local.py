@@ -357,9 +357,21 @@ def down(settings: Settings, report: Reporter) -> dict[str, object]:
         if stop_process(service.pid_path):
             stopped.append(service.name)
             report(f"{service.name} stopped")
+    _persist_redis(settings, report)
     LocalInfra.from_settings(settings).down()
     report("local servers stopped")
     return {"stopped": stopped, "infra": LocalInfra.from_settings(settings).status()}
+
+
+def _persist_redis(settings: Settings, report: Reporter) -> None:
+    """Snapshot Redis before stopping it, so the published model survives a down/up cycle
+    (the local server does not always write its final snapshot on SIGTERM)."""
+    from Prod.common.stores import redis_for
+
+    try:
+        redis_for(settings).save()
+    except Exception as exc:  # a stopped Redis has nothing to save
+        report(f"redis snapshot skipped: {exc}")
 
 
 def status(settings: Settings) -> dict[str, object]:
