@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -41,6 +44,7 @@ __all__ = [
     "fold_in_user",
     "gramian",
     "cg_sweep",
+    "SweepPlan",
     "reference_solve",
     "objective",
     "regularization_per_row",
@@ -208,6 +212,14 @@ def gramian(item_factors: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------
 # Solvers
+#
+# A half sweep solves eq. 4 for every row with a few warm-started CG steps. Rows are independent,
+# so the rows are cut into contiguous groups of about equal non-zeros, one per thread; each thread
+# runs its group's whole CG with one intra-op torch thread (like implicit's OpenMP loop over
+# users). Fine-grained intra-op parallelism would synchronise the threads after each of the ~20
+# ops of a CG step, which costs more than the ops themselves on small data or a loaded machine.
+
+_MIN_NNZ_PER_THREAD = 32_768  # below this, another thread costs more than it gives
 
 
 def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -215,8 +227,13 @@ def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a, b)
 
 
+def _row_sq_norms(a: torch.Tensor) -> torch.Tensor:
+    """Row-wise squared norms of (n, k) -> (n,), in one pass (no (n, k) temporary)."""
+    return torch.linalg.vector_norm(a, dim=1).square_()
+
+
 class _SweepWorkspace:
-    """The fixed sparse structure of one half sweep plus a reusable buffer.
+    """The fixed sparse structure of one group of rows plus a reusable buffer.
 
     ``cm1_values`` (nnz,) are ``c_ui - 1``; ``work`` is a CSR (n, m) with the same pattern and
     int32 indices (what MKL's sparse kernels take, so nothing is converted per call) whose values
@@ -252,47 +269,189 @@ class _SweepWorkspace:
         return out.addmm_(self.work, other)
 
 
-def cg_sweep(
-    cm1: torch.Tensor | _SweepWorkspace,
+def _conjugate_gradient(
     x: torch.Tensor,
-    other: torch.Tensor,
-    reg: torch.Tensor,
+    residual: torch.Tensor,
+    apply_a: Callable[[torch.Tensor], torch.Tensor],
     cg_steps: int,
 ) -> torch.Tensor:
-    """One half sweep: a few warm-started CG steps on eq. 4 for every row at once.
+    """``cg_steps`` CG steps on the row-wise SPD systems ``A_u x_u = b_u``, warm-started at ``x``.
 
-    ``cm1``: CSR (n, m) float32 with values ``c_ui - 1`` (or its prepared workspace, reused across
-    sweeps); ``x``: (n, k) current factors (the warm start, updated in place and returned);
-    ``other``: (m, k) the fixed side's factors; ``reg``: (n,) ``lambda_u``. Solves
-    ``(Y^T Y + Y^T (C^u - I) Y + lambda_u I) x_u = Y^T C^u p(u)`` where ``p_ui = 1`` at the
-    non-zeros, so ``b_u = sum_i c_ui y_i``.
+    ``x``: (n, k) updated in place and returned; ``residual``: (n, k) ``b - A x`` at the start
+    (updated in place); ``apply_a(v (n, k)) -> (n, k)`` the product ``A_u v_u`` of every row. A
+    row stops once its squared residual is below ``_CG_EPS`` (as ``implicit`` does).
     """
-    ws = cm1 if isinstance(cm1, _SweepWorkspace) else _SweepWorkspace(cm1)
-    yty = gramian(other)  # once per sweep: the dense part of every row's system
-    reg_col = reg.unsqueeze(1)
-
-    def apply_a(v: torch.Tensor, residual: bool = False) -> torch.Tensor:
-        out = torch.mm(v, yty).addcmul_(reg_col, v)  # (Y^T Y + lambda_u I) v
-        return ws.apply_sparse(out, other, v, residual)
-
-    r = apply_a(x, residual=True).neg_()  # r = b - A x
+    r = residual
     p = r.clone()
-    rs_old = _row_dots(r, r)
+    rs_old = _row_sq_norms(r)
     for step_index in range(cg_steps):
         active = rs_old > _CG_EPS
         if not bool(active.any()):
             break
         ap = apply_a(p)
         p_ap = _row_dots(p, ap)
-        step = torch.where(active & (p_ap > 0), rs_old / p_ap.clamp_min(1e-30), 0.0)
-        x.addcmul_(step.unsqueeze(1), p)
+        step = torch.where(active & (p_ap > 0), rs_old / p_ap.clamp_min(1e-30), 0.0).unsqueeze(1)
+        x.addcmul_(step, p)
         if step_index == cg_steps - 1:
             break  # the next direction would not be used
-        r.addcmul_(step.unsqueeze(1), ap, value=-1.0)
-        rs_new = _row_dots(r, r)
-        beta = torch.where(active, rs_new / rs_old.clamp_min(1e-30), 0.0)
-        p = torch.addcmul(r, beta.unsqueeze(1), p)
+        r.addcmul_(step, ap, value=-1.0)
+        rs_new = _row_sq_norms(r)
+        beta = torch.where(active, rs_new / rs_old.clamp_min(1e-30), 0.0).unsqueeze(1)
+        p = p.mul_(beta).add_(r)  # p = r + beta p, in place
         rs_old = rs_new
+    return x
+
+
+class _RowGroup:
+    """Rows ``[start, stop)`` of a half sweep with their own sparse workspace (one per thread)."""
+
+    def __init__(self, cm1: torch.Tensor, reg: torch.Tensor, start: int, stop: int) -> None:
+        crow = cm1.crow_indices()
+        lo, hi = int(crow[start]), int(crow[stop])
+        sub = torch.sparse_csr_tensor(
+            crow[start : stop + 1] - lo,
+            cm1.col_indices()[lo:hi],
+            cm1.values()[lo:hi],
+            (stop - start, cm1.shape[1]),
+            check_invariants=False,
+        )
+        self.start, self.stop, self.nnz = start, stop, hi - lo
+        self.workspace = _SweepWorkspace(sub)
+        group_reg = reg[start:stop]
+        # one lambda for all rows (frequency_exponent = 0) folds into Y^T Y: one op less per step
+        uniform = group_reg.numel() > 0 and bool((group_reg == group_reg[0]).all())
+        self.uniform_reg = float(group_reg[0]) if uniform else None
+        self.reg = group_reg.unsqueeze(1)  # (b, 1)
+
+    def solve(
+        self, x: torch.Tensor, other: torch.Tensor, yty: torch.Tensor, cg_steps: int
+    ) -> torch.Tensor:
+        """CG on eq. 4 for this group's rows of ``x`` (n, k), in place; ``other`` = Y (m, k)."""
+        block = x[self.start : self.stop]  # a view: the CG updates x directly
+        ws = self.workspace
+        if self.uniform_reg is not None:
+            eye = torch.eye(yty.shape[0], dtype=yty.dtype, device=yty.device)
+            dense = yty + self.uniform_reg * eye
+
+            def apply_dense(v: torch.Tensor) -> torch.Tensor:
+                return torch.mm(v, dense)
+        else:
+
+            def apply_dense(v: torch.Tensor) -> torch.Tensor:
+                return torch.mm(v, yty).addcmul_(self.reg, v)  # (Y^T Y + lambda_u I) v
+
+        def apply_a(v: torch.Tensor, residual: bool = False) -> torch.Tensor:
+            return ws.apply_sparse(apply_dense(v), other, v, residual)
+
+        return _conjugate_gradient(block, apply_a(block, residual=True).neg_(), apply_a, cg_steps)
+
+
+class SweepPlan:
+    """One side's half sweep cut into row groups; built once per fit from the CSR ``c_ui - 1``.
+
+    ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. The rows are split into up to
+    ``num_threads`` contiguous groups of about equal non-zeros (fewer when the matrix is small, so
+    small fits do not pay for threads they cannot use).
+    """
+
+    def __init__(
+        self,
+        cm1: torch.Tensor,
+        reg: torch.Tensor,
+        num_threads: int = 1,
+        min_nnz_per_thread: int = _MIN_NNZ_PER_THREAD,
+    ) -> None:
+        nnz = int(cm1._nnz())
+        self.num_threads = max(1, min(num_threads, nnz // max(1, min_nnz_per_thread)))
+        bounds = _balanced_bounds(cm1.crow_indices(), self.num_threads)
+        pairs = zip(bounds, bounds[1:], strict=False)
+        self.groups = [_RowGroup(cm1, reg, a, b) for a, b in pairs if b > a]
+
+
+def _balanced_bounds(crow: torch.Tensor, groups: int) -> list[int]:
+    """Row boundaries ``[0, ..., n]`` cutting a CSR into ``groups`` runs of ~equal non-zeros."""
+    n, total = crow.numel() - 1, int(crow[-1])
+    targets = [total * g // groups for g in range(1, groups)]
+    cuts = torch.searchsorted(crow.cpu(), torch.tensor(targets, dtype=crow.dtype)).tolist()
+    return sorted({0, n, *[min(int(c), n) for c in cuts]})
+
+
+def _run_plan(
+    plan: SweepPlan,
+    x: torch.Tensor,
+    other: torch.Tensor,
+    cg_steps: int,
+    pool: ThreadPoolExecutor | None,
+) -> None:
+    """Solve every group of ``plan`` on ``x`` (n, k) in place, in ``pool`` when given."""
+    yty = gramian(other)  # once per half sweep, shared by the groups
+
+    def run(group: _RowGroup) -> None:
+        group.solve(x, other, yty, cg_steps)  # groups own disjoint rows: threads never collide
+
+    if pool is None or len(plan.groups) == 1:
+        for group in plan.groups:
+            run(group)
+        return
+    for future in [pool.submit(run, group) for group in plan.groups]:
+        future.result()
+
+
+@contextmanager
+def _task_pool(num_threads: int, device: torch.device) -> Iterator[ThreadPoolExecutor | None]:
+    """Threads that each run whole row groups with one intra-op torch thread (CPU only).
+
+    torch's intra-op thread count is process-wide, so it is set to 1 for the fit and restored
+    afterwards (each op is then single-threaded; the parallelism comes from the groups).
+    """
+    if device.type != "cpu":
+        yield None
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if num_threads <= 1:
+            yield None
+        else:
+            with ThreadPoolExecutor(
+                num_threads,
+                thread_name_prefix="als",
+                initializer=torch.set_num_threads,
+                initargs=(1,),
+            ) as pool:
+                yield pool
+    finally:
+        torch.set_num_threads(previous)
+
+
+def default_num_threads(device: torch.device) -> int:
+    """Threads for a fit: torch's intra-op setting on CPU (a GPU fit uses one host thread)."""
+    if device.type != "cpu":
+        return 1
+    return max(1, torch.get_num_threads() or os.cpu_count() or 1)
+
+
+def cg_sweep(
+    cm1: torch.Tensor | SweepPlan,
+    x: torch.Tensor,
+    other: torch.Tensor,
+    reg: torch.Tensor,
+    cg_steps: int,
+    *,
+    num_threads: int = 1,
+) -> torch.Tensor:
+    """One half sweep: a few warm-started CG steps on eq. 4 for every row at once.
+
+    ``cm1``: CSR (n, m) float32 with values ``c_ui - 1`` (or its :class:`SweepPlan`, reused
+    across sweeps; the plan holds the ``reg`` it was built with); ``x``: (n, k) current factors
+    (the warm start, updated in place and returned); ``other``: (m, k) the fixed side's factors;
+    ``reg``: (n,) ``lambda_u``. Solves ``(Y^T Y + Y^T (C^u - I) Y + lambda_u I) x_u =
+    Y^T C^u p(u)`` where ``p_ui = 1`` at the non-zeros, so ``b_u = sum_i c_ui y_i``.
+    ``num_threads`` > 1 solves row groups in parallel threads (CPU).
+    """
+    plan = cm1 if isinstance(cm1, SweepPlan) else SweepPlan(cm1, reg, num_threads)
+    with _task_pool(plan.num_threads, x.device) as pool:
+        _run_plan(plan, x, other, cg_steps, pool)
     return x
 
 
@@ -373,14 +532,18 @@ def fit_als(
     *,
     compute_loss: bool = True,
     item_factors: torch.Tensor | None = None,
+    num_threads: int | None = None,
 ) -> ALSModel:
     """Fit implicit ALS on ``user_items`` (CSR (n_users, n_items) float32 weights).
 
     Each iteration is a users half sweep then an items half sweep (:func:`cg_sweep`). ``device``:
     None = the input's device, "auto" = CUDA when present. ``progress(i, total, loss)`` is called
     after each iteration. ``compute_loss=False`` skips eq. 3 (for timing). ``item_factors`` warm
-    starts the items (n_items, k). Raises :class:`TrainingError` on non-finite factors.
-    Returns factors on ``device``.
+    starts the items (n_items, k). ``num_threads``: CPU threads, each solving a contiguous group
+    of rows with one intra-op torch thread (default: ``torch.get_num_threads()``; small matrices
+    use fewer; torch's setting is restored afterwards). Results agree across thread counts up
+    to float rounding. Raises :class:`TrainingError` on non-finite factors. Returns factors on
+    ``device``.
     """
     if user_items.layout != torch.sparse_csr:
         raise InvalidInput("user_items must be a torch sparse CSR tensor")
@@ -392,7 +555,9 @@ def fit_als(
     cm1_items = _transpose_csr(cm1_users)
     user_reg = regularization_per_row(cm1_users, params)
     item_reg = regularization_per_row(cm1_items, params)
-    users_ws, items_ws = _SweepWorkspace(cm1_users), _SweepWorkspace(cm1_items)
+    threads = default_num_threads(dev) if num_threads is None else max(1, num_threads)
+    users_plan = SweepPlan(cm1_users, user_reg, threads)
+    items_plan = SweepPlan(cm1_items, item_reg, threads)
 
     x = init_factors(n_users, k, params, 0, dev)
     if item_factors is not None:
@@ -401,19 +566,38 @@ def fit_als(
         y = init_factors(n_items, k, params, 1, dev)
 
     losses: list[float] = []
-    for it in range(1, params.iterations + 1):
-        cg_sweep(users_ws, x, y, user_reg, params.cg_steps)
-        cg_sweep(items_ws, y, x, item_reg, params.cg_steps)
-        _check_finite("user factors", x, it)
-        _check_finite("item factors", y, it)
-        loss = objective(cm1_users, x, y, user_reg, item_reg) if compute_loss else None
-        if loss is not None:
-            if not math.isfinite(loss):
-                raise TrainingError(f"ALS loss is not finite at iteration {it}", iteration=it)
-            losses.append(loss)
-        if progress is not None:
-            progress(it, params.iterations, loss)
+    with _task_pool(max(users_plan.num_threads, items_plan.num_threads), dev) as pool:
+        for it in range(1, params.iterations + 1):
+            _run_plan(users_plan, x, y, params.cg_steps, pool)
+            _run_plan(items_plan, y, x, params.cg_steps, pool)
+            losses += _after_iteration(
+                it,
+                params,
+                progress,
+                x,
+                y,
+                (cm1_users, user_reg, item_reg) if compute_loss else None,
+            )
     return ALSModel(user_factors=x, item_factors=y, losses=losses, params=params)
+
+
+def _after_iteration(
+    it: int,
+    params: ALSParams,
+    progress: ProgressFn | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_terms: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+) -> list[float]:
+    """Check the factors, compute eq. 3 when asked, report progress; returns [loss] or []."""
+    _check_finite("user factors", x, it)
+    _check_finite("item factors", y, it)
+    loss = objective(loss_terms[0], x, y, *loss_terms[1:]) if loss_terms is not None else None
+    if loss is not None and not math.isfinite(loss):
+        raise TrainingError(f"ALS loss is not finite at iteration {it}", iteration=it)
+    if progress is not None:
+        progress(it, params.iterations, loss)
+    return [] if loss is None else [loss]
 
 
 def fold_in_user(

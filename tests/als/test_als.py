@@ -8,6 +8,7 @@ import torch
 
 from Prod.common.als import (
     ALSParams,
+    SweepPlan,
     build_user_items,
     cg_sweep,
     confidence_matrix,
@@ -190,3 +191,66 @@ def test_fit_on_cuda_matches_cpu(rng):
     gpu = fit_als(ui, params, device="cuda")
     assert gpu.user_factors.device.type == "cuda"
     torch.testing.assert_close(gpu.user_factors.cpu(), cpu.user_factors, rtol=1e-3, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# Row groups solved in parallel threads
+
+
+def _sweep_inputs(rng, n_users, n_items, density, factors=6):
+    params = ALSParams(factors=factors, alpha=3.0, regularization=0.1, frequency_exponent=0.5)
+    ui = _random_matrix(rng, n_users, n_items, density)
+    cm1 = confidence_matrix(ui, params)
+    reg = regularization_per_row(cm1, params)
+    items = torch.tensor(rng.normal(size=(n_items, factors)), dtype=torch.float32)
+    start = torch.tensor(rng.normal(size=(n_users, factors)), dtype=torch.float32)
+    return ui, params, cm1, reg, items, start
+
+
+def test_sweep_plan_groups_cover_every_row_once_with_balanced_nnz(rng):
+    ui, _, cm1, reg, _, _ = _sweep_inputs(rng, 60, 30, 0.3)
+    plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1)
+    assert plan.num_threads == 3 and len(plan.groups) == 3
+    covered = [row for g in plan.groups for row in range(g.start, g.stop)]
+    assert covered == list(range(60))
+    nnz = [g.nnz for g in plan.groups]
+    assert sum(nnz) == ui._nnz() and max(nnz) - min(nnz) <= 2 * 30  # at most ~one row apart
+    # more threads than rows, and an empty matrix: still every row exactly once
+    tiny = confidence_matrix(_random_matrix(rng, 2, 5, 0.9), ALSParams())
+    tiny = SweepPlan(tiny, regularization_per_row(tiny, ALSParams()), num_threads=8,
+                     min_nnz_per_thread=1)
+    assert [r for g in tiny.groups for r in range(g.start, g.stop)] == [0, 1]
+
+
+def test_small_matrices_do_not_get_threads(rng):
+    _, _, cm1, reg, _, _ = _sweep_inputs(rng, 20, 10, 0.3)
+    assert SweepPlan(cm1, reg, num_threads=4).num_threads == 1
+
+
+def test_threaded_sweep_matches_one_thread_and_the_closed_form(rng):
+    ui, params, cm1, reg, items, start = _sweep_inputs(rng, 80, 25, 0.3)
+    plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1)
+    threaded = cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
+    single = cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
+    torch.testing.assert_close(threaded, single, rtol=1e-5, atol=1e-6)
+    exact = cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
+    conf, pref = _dense_confidence(ui, params)
+    torch.testing.assert_close(exact, reference_solve(conf, pref, items, reg), rtol=1e-3,
+                               atol=1e-4)
+
+
+def test_threaded_fit_matches_one_thread_and_restores_torch_threads(rng):
+    # big enough (> 2 * 32k non-zeros) that the fit really uses two threads
+    ui = _random_matrix(rng, 1200, 150, 0.4)
+    params = ALSParams(factors=8, iterations=2, regularization=0.1, alpha=2.0)
+    cm1 = confidence_matrix(ui, params)
+    assert SweepPlan(cm1, regularization_per_row(cm1, params), num_threads=2).num_threads == 2
+    before = torch.get_num_threads()
+    two = fit_als(ui, params, num_threads=2)
+    assert torch.get_num_threads() == before
+    one = fit_als(ui, params, num_threads=1)
+    assert torch.get_num_threads() == before
+    torch.testing.assert_close(two.user_factors, one.user_factors, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(two.item_factors, one.item_factors, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.tensor(two.losses), torch.tensor(one.losses), rtol=1e-5,
+                               atol=0)
