@@ -1,27 +1,38 @@
-"""Speed and quality of the project's ALS against ``implicit`` on generated data.
+"""Speed and quality of the project's ALS against ``implicit`` on the same data (reco bench als).
 
-``reco bench als``.
+Protocol: both get the same training CSR (a per-user random 80/20 split), factors, iterations,
+CG steps, regularisation and confidences (``implicit`` is fed ``c_ui`` directly). The project's
+ALS runs with ``threads`` row-group threads (one intra-op torch thread each); ``implicit`` with
+``num_threads=threads`` and one BLAS thread (``OPENBLAS_NUM_THREADS=1``, as its docs ask). After a
+one-iteration warm-up of each, the two are timed alternately ``repeats`` times in one process, so
+both see the same machine load; the report gives the medians (and every run), wall and CPU
+seconds per iteration, their ratios, the load average, and nDCG@10 of both on the holdout.
 
-Both get the same CSR, factors, iterations, CG steps and confidences; torch runs with
-``threads`` intra-op threads, implicit with ``num_threads=threads`` and one BLAS thread. Each
-implementation is timed ``repeats`` times, alternating, and the fastest run counts (the machine
-is shared, so the minimum is the least disturbed estimate); nDCG@10 is measured on a per-user
-random 20% holdout of the same data.
+Data: a canonical dataset folder (e.g. ``reco generate --scale 10`` for ~1M events, ``--scale
+100`` for ~10M), or, by default, :func:`synthetic_interactions`, a fast in-memory long-tailed
+matrix of the requested size.
 """
 
 from __future__ import annotations
 
+import os
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from Modeling.RecoSystem.evaluate import evaluate_scorer, prepare
+from Modeling.RecoSystem.evaluate import Prepared, evaluate_scorer, prepare
 from Modeling.RecoSystem.models import als_scorer, fit_implicit
 from Prod.common.als import ALSParams, fit_als
-from Prod.common.evaluation import user_random_split
+from Prod.common.evaluation import load_interactions, user_random_split
+
+BenchProgress = Callable[[str], None]
+"""``progress(label)`` called before each timed fit (and the warm-ups)."""
 
 
 def synthetic_interactions(n_interactions: int, seed: int = 0) -> pd.DataFrame:
@@ -48,10 +59,34 @@ def synthetic_interactions(n_interactions: int, seed: int = 0) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def _timed(fn) -> tuple[float, object]:
-    started = time.perf_counter()
+def bench_data(
+    n_interactions: int, seed: int = 0, dataset_dir: str | Path | None = None
+) -> tuple[Prepared, str]:
+    """The 80/20 per-user split both implementations train and are scored on, and its source."""
+    if dataset_dir is not None:
+        frame, source = load_interactions(dataset_dir), str(Path(dataset_dir).resolve())
+    else:
+        frame, source = synthetic_interactions(n_interactions, seed), "synthetic"
+    parts = user_random_split(frame, 0.2, seed)
+    return prepare(parts.train, parts.test), source
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall seconds, process CPU seconds, result) of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
-    return time.perf_counter() - started, result
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
 
 
 def bench_als(
@@ -59,36 +94,49 @@ def bench_als(
     factors: int = 64,
     iterations: int = 5,
     threads: int = 2,
-    repeats: int = 2,
+    repeats: int = 3,
     seed: int = 0,
     params: ALSParams | None = None,
     device: str | None = None,
+    dataset_dir: str | Path | None = None,
+    progress: BenchProgress | None = None,
 ) -> dict:
-    """Seconds per iteration for both implementations, their ratio and both nDCG@10."""
-    torch.set_num_threads(threads)
+    """Seconds per iteration for both implementations (medians), their ratio and both nDCG@10."""
+    report = progress or (lambda label: None)
+    torch.set_num_threads(threads)  # for the data preparation; fit_als manages its own threads
     params = replace(params or ALSParams(), factors=factors, iterations=iterations)
-    frame = synthetic_interactions(n_interactions, seed)
-    parts = user_random_split(frame, 0.2, seed)
-    data = prepare(parts.train, parts.test)
+    data, source = bench_data(n_interactions, seed, dataset_dir)
 
-    fit_als(data.train, replace(params, iterations=1), device=device, compute_loss=False)  # warm
-    torch_times, implicit_times = [], []
-    torch_model = implicit_scorer = None
-    for _ in range(repeats):
-        seconds, torch_model = _timed(
-            lambda: fit_als(data.train, params, device=device, compute_loss=False)
-        )
-        torch_times.append(seconds / iterations)
-        seconds, (implicit_scorer, _) = _timed(
-            lambda: fit_implicit(data.train, params, num_threads=threads)
-        )
-        implicit_times.append(seconds / iterations)
+    def fit_torch(p: ALSParams):
+        return fit_als(data.train, p, device=device, compute_loss=False, num_threads=threads)
+
+    def fit_other(p: ALSParams):
+        return fit_implicit(data.train, p, num_threads=threads)
+
+    warm = replace(params, iterations=1)
+    report("warm-up")
+    fit_torch(warm)
+    fit_other(warm)
+    load_before = _load_average()
+    runs: dict[str, list[tuple[float, float]]] = {"torch": [], "implicit": []}
+    torch_model, implicit_scorer = None, None
+    for repeat in range(1, repeats + 1):
+        report(f"torch {repeat}/{repeats}")
+        wall, cpu, torch_model = _timed(lambda: fit_torch(params))
+        runs["torch"].append((wall / iterations, cpu / iterations))
+        report(f"implicit {repeat}/{repeats}")
+        wall, cpu, (implicit_scorer, _) = _timed(lambda: fit_other(params))
+        runs["implicit"].append((wall / iterations, cpu / iterations))
+    load_after = _load_average()
 
     k = 10
+    report("nDCG@10")
     torch_ndcg = evaluate_scorer(als_scorer(torch_model), data, k)[f"ndcg@{k}"]
     implicit_ndcg = evaluate_scorer(implicit_scorer, data, k)[f"ndcg@{k}"]
-    torch_s, implicit_s = min(torch_times), min(implicit_times)
+    wall_t, wall_i = (_median([w for w, _ in runs[name]]) for name in ("torch", "implicit"))
+    cpu_t, cpu_i = (_median([c for _, c in runs[name]]) for name in ("torch", "implicit"))
     return {
+        "data": source,
         "interactions": int(data.train._nnz()),
         "users": data.maps.n_users,
         "items": data.maps.n_items,
@@ -96,12 +144,18 @@ def bench_als(
         "iterations": iterations,
         "cg_steps": params.cg_steps,
         "threads": threads,
+        "repeats": repeats,
         "device": str(torch_model.user_factors.device),
-        "torch_s_per_iter": round(torch_s, 4),
-        "implicit_s_per_iter": round(implicit_s, 4),
-        "ratio": round(torch_s / implicit_s, 3),
-        "torch_runs_s_per_iter": [round(t, 4) for t in torch_times],
-        "implicit_runs_s_per_iter": [round(t, 4) for t in implicit_times],
+        "torch_s_per_iter": wall_t,
+        "implicit_s_per_iter": wall_i,
+        "ratio": round(wall_t / wall_i, 3),
+        "torch_cpu_s_per_iter": cpu_t,
+        "implicit_cpu_s_per_iter": cpu_i,
+        "cpu_ratio": round(cpu_t / cpu_i, 3),
+        "torch_runs_s_per_iter": [round(w, 4) for w, _ in runs["torch"]],
+        "implicit_runs_s_per_iter": [round(w, 4) for w, _ in runs["implicit"]],
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "torch_ndcg@10": torch_ndcg,
         "implicit_ndcg@10": implicit_ndcg,
         "ndcg_ratio": round(torch_ndcg / implicit_ndcg, 4) if implicit_ndcg else None,
