@@ -12,6 +12,7 @@ import re
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -148,6 +149,16 @@ class Vocabulary:
         lowered = name.strip().lower()
         return next((b for b in self.brands if b.lower() == lowered), name.strip())
 
+    @cached_property
+    def name_words(self) -> frozenset[str]:
+        """Every (normalised) word of every brand and category name."""
+        names = (*self.brands, *self.categories)
+        return frozenset(word for name in names for word in _normalise(name).split())
+
+    def could_name(self, word: str) -> bool:
+        """Whether ``word`` is part of a brand or category name (text the parser may match)."""
+        return any(w in self.name_words for w in _normalise(word).split())
+
     def canonical_category(self, name: str) -> str:
         wanted = _normalise(name)
         return next((c for c in self.categories if _normalise(c) == wanted), name.strip())
@@ -277,6 +288,15 @@ def _find_categories(text: str, vocabulary: Vocabulary) -> list[str]:
     return found
 
 
+def _only_inside_categories(brand: str, text: str, categories: list[str]) -> bool:
+    """Whether every mention of ``brand`` in ``text`` is part of a category name found there
+    (brand "Gift Card" in "Gift Card Accessories")."""
+    rest = f" {_normalise(text)} "
+    for category in sorted(categories, key=len, reverse=True):
+        rest = rest.replace(f" {_normalise(category)} ", " ")
+    return f" {_normalise(brand)} " not in rest
+
+
 def _take(pattern: re.Pattern, text: str) -> tuple[re.Match | None, str]:
     match = pattern.search(text)
     if match is None:
@@ -334,11 +354,12 @@ def parse_text(text: str, vocabulary: Vocabulary) -> ParsedText:
     remainder = _parse_rating(text, found)
     remainder = _parse_price(remainder, found)
     brands, excluded, remainder = _find_brands(remainder, vocabulary)
+    categories = _find_categories(remainder, vocabulary)
+    brands = [b for b in brands if not _only_inside_categories(b, remainder, categories)]
     if brands:
         found["brands"] = brands
     if excluded:
         found["exclude_brands"] = excluded
-    categories = _find_categories(remainder, vocabulary)
     if categories:
         found["categories"] = categories
     if (

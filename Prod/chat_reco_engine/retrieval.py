@@ -24,20 +24,28 @@ class Candidate:
     score: float = 0.0  # final blended score
 
 
-def retrieve(
-    collection, query_vector: np.ndarray, where: dict[str, Any] | None, n_results: int
-) -> list[Candidate]:
-    """The ``n_results`` products nearest to ``query_vector`` (dim,) that satisfy ``where``."""
+def retrieve_many(
+    collection, query_vectors: np.ndarray, where: dict[str, Any] | None, n_results: int
+) -> list[list[Candidate]]:
+    """For each row of ``query_vectors`` (n, dim), the ``n_results`` products nearest to it that
+    satisfy ``where``, nearest first (one Chroma request for all rows)."""
+    vectors = np.asarray(query_vectors, dtype=np.float32).reshape(-1, np.shape(query_vectors)[-1])
+    if len(vectors) == 0:
+        return []
     result = collection.query(
-        query_embeddings=[np.asarray(query_vector, dtype=np.float32).tolist()],
+        query_embeddings=vectors.tolist(),
         n_results=n_results,
         where=where,
         include=["documents", "metadatas", "distances"],
     )
-    ids = result["ids"][0] if result["ids"] else []
-    documents = result["documents"][0] if result.get("documents") else [""] * len(ids)
-    metadatas = result["metadatas"][0] if result.get("metadatas") else [{}] * len(ids)
-    distances = result["distances"][0] if result.get("distances") else [1.0] * len(ids)
+    return [_candidates(result, row) for row in range(len(vectors))]
+
+
+def _candidates(result: dict[str, Any], row: int) -> list[Candidate]:
+    ids = result["ids"][row] if result["ids"] else []
+    documents = result["documents"][row] if result.get("documents") else [""] * len(ids)
+    metadatas = result["metadatas"][row] if result.get("metadatas") else [{}] * len(ids)
+    distances = result["distances"][row] if result.get("distances") else [1.0] * len(ids)
     return [
         Candidate(item_id=i, document=d or "", metadata=dict(m or {}), similarity=1.0 - float(dist))
         for i, d, m, dist in zip(ids, documents, metadatas, distances, strict=True)
@@ -74,17 +82,25 @@ _STOP = frozenset(
 )
 
 
+def _sentences(document: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(document) if s.strip()]
+
+
+def description_sentences(document: str) -> list[str]:
+    """The free-text description of a product text (``product_text`` layout): its sentences
+    without the title (first) and the "Brand: / Category: / Price: / Rated" fact sentences."""
+    return [s for s in _sentences(document)[1:] if not _FACT_SENTENCE.match(s)]
+
+
 def best_sentence(document: str, query: str, max_chars: int = 200) -> str:
     """The sentence of ``document`` sharing most words with ``query`` (ties: the earlier one).
 
     Used as the product's short, grounded reason: it is copied from the catalogue text.
     """
-    sentences = [s.strip() for s in _SENTENCE_END.split(document) if s.strip()]
+    # prefer the free-text description over the title and the "Brand: / Price:" fact sentences
+    sentences = description_sentences(document) or _sentences(document)
     if not sentences:
         return ""
-    # prefer the free-text description over the title and the "Brand: / Price:" fact sentences
-    described = [s for s in sentences[1:] if not _FACT_SENTENCE.match(s)]
-    sentences = described or sentences
     wanted = {w for w in _WORD.findall(query.lower()) if w not in _STOP}
     stems = {w.rstrip("s") for w in wanted}
 

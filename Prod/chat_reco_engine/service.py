@@ -38,7 +38,7 @@ from Prod.chat_reco_engine.retrieval import (
     best_sentence,
     fetch_metadatas,
     load_vocabulary,
-    retrieve,
+    retrieve_many,
 )
 from Prod.chat_reco_engine.schemas import (
     ChatRequest,
@@ -121,6 +121,16 @@ class ChatEngine:
         self._embedder_lock = threading.Lock()
         self._vocabulary: tuple[float, str, Vocabulary] | None = None
 
+    def with_settings(self, settings: Settings) -> ChatEngine:
+        """An engine for other settings (e.g. another collection) that shares this one's loaded
+        cross-encoder; the embedding model is shared through ``load_embedder``'s cache."""
+        engine = ChatEngine(settings)
+        if settings.reranker_model == self.settings.reranker_model:
+            engine.reranker = self.reranker
+        else:
+            engine.reranker.start()
+        return engine
+
     # -- start-up ------------------------------------------------------------------------
     def start(self) -> None:
         """Load the embedding model and the cross-encoder in the background."""
@@ -171,10 +181,22 @@ class ChatEngine:
         rerank: bool = True,
     ) -> Ranking:  # fmt: skip
         """Retrieve ``retrieval_candidates`` with the filters, rerank, blend, keep the top ``k``."""
-        vector = embed_texts(self.embedder(), [query])[0]
-        candidates = retrieve(
-            self.collection(), vector, to_chroma_where(filters), self.settings.retrieval_candidates
-        )
+        vectors = embed_texts(self.embedder(), [query])
+        return self.rank_candidates(query, self.retrieve(vectors, filters)[0], k, user_id, rerank)
+
+    def retrieve(self, query_vectors: np.ndarray, filters: ProductFilters) -> list[list[Candidate]]:
+        """``retrieval_candidates`` products per query vector ((n, dim) float32) meeting the
+        filters, nearest first, in one Chroma request."""
+        return retrieve_many(self.collection(), query_vectors, to_chroma_where(filters),
+                             self.settings.retrieval_candidates)  # fmt: skip
+
+    def rank_candidates(
+        self, query: str, candidates: list[Candidate], k: int, user_id: str | None,
+        rerank: bool = True,
+    ) -> Ranking:  # fmt: skip
+        """Rerank (cross-encoder, or bi-encoder similarity when ``rerank`` is off or it is not
+        loaded), blend with the user's ALS affinity, keep the top ``k``. Sets the candidates'
+        ``relevance``, ``affinity`` and ``score``."""
         if not candidates:
             return Ranking([], "bi-encoder", "none", 0)
         if rerank:

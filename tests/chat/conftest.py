@@ -82,7 +82,8 @@ def catalogue(settings, embedder, tmp_path_factory) -> dict:
     ingest_chroma(chroma_for(settings), folder, embedder_function(embedder), collection_name=name)
     with session_scope(settings.database_url) as db:
         db.execute(insert(Item), items)
-    yield {"collection": name, "items": {it["item_id"]: it for it in items}, "prefix": prefix}
+    yield {"collection": name, "items": {it["item_id"]: it for it in items}, "prefix": prefix,
+           "folder": folder}  # fmt: skip
     chroma_for(settings).delete_collection(name)
 
 
