@@ -1,11 +1,12 @@
-"""Recommendation history: responses are queued on the hot path and inserted in batches by a
-background thread, so serving never waits on Postgres for logging."""
+"""Recommendation history: responses are queued on the hot path (one deque append, no lock, no
+thread wake-up) and inserted in batches by a background thread, so serving never waits on Postgres
+for logging."""
 
 from __future__ import annotations
 
-import queue
 import threading
-from dataclasses import dataclass
+import time
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,25 +25,29 @@ _COPY_SQL = (
 )
 
 
-@dataclass
-class _Flush:
-    done: threading.Event
-
-
 class HistoryWriter:
-    """Queue + writer thread; ``flush()`` waits until everything queued so far is committed."""
+    """Deque + writer thread; ``flush()`` waits until everything queued so far is committed.
+
+    The writer wakes every ``linger_s`` (or on ``flush``/``stop``) and drains the deque: waking it
+    per response would cost the request loop a GIL hand-off each time.
+    """
 
     def __init__(
         self,
         engine: Engine,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         max_queued: int = 100_000,
         linger_s: float = 0.2,
     ) -> None:
         self._engine = engine
         self._batch_size = batch_size
+        self._max_queued = max_queued
         self._linger_s = linger_s
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._rows: deque[tuple] = deque()
+        self._wake = threading.Event()
+        self._waiters: list[threading.Event] = []
+        self._waiters_lock = threading.Lock()
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self.dropped = 0  # rows lost because the queue was full or Postgres refused them
         self.written = 0
@@ -57,83 +62,74 @@ class HistoryWriter:
         scores: list[float],
         request: dict[str, Any],
     ) -> None:
-        row = {
-            "user_id": user_id,
-            "served_at": datetime.now(timezone.utc),
-            "strategy": strategy,
-            "model_version": model_version,
-            "item_ids": item_ids,
-            "scores": scores,
-            "request": request,
-        }
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
+        """Queue one served response (a tuple append; the writer thread converts it)."""
+        if len(self._rows) >= self._max_queued:
             self.dropped += 1
+            return
+        self._rows.append(
+            (user_id, time.time(), strategy, model_version, item_ids, scores, request)
+        )
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         if self._thread is None:
             return False
-        marker = _Flush(threading.Event())
-        self._queue.put(marker)
-        return marker.done.wait(timeout_s)
+        done = threading.Event()
+        with self._waiters_lock:
+            self._waiters.append(done)
+        self._wake.set()
+        return done.wait(timeout_s)
 
     def start(self) -> None:
         if self._thread is None:
+            self._stopping = False
             self._thread = threading.Thread(target=self._run, name="history-writer", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
         if self._thread is not None:
-            self._queue.put(None)
+            self._stopping = True
+            self._wake.set()
             self._thread.join(timeout=10)
             self._thread = None
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            batch, markers, stopping = [], [], item is None
-            if isinstance(item, _Flush):
-                markers.append(item)
-            elif item is not None:
-                batch.append(item)
-            while not stopping and len(batch) < self._batch_size:
-                try:  # gather what arrives within linger_s into the same insert
-                    item = self._queue.get(timeout=self._linger_s if batch else 0.001)
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                elif isinstance(item, _Flush):
-                    markers.append(item)
-                    break
-                else:
-                    batch.append(item)
-            self._write(batch)
-            for marker in markers:
-                marker.done.set()
+            self._wake.wait(self._linger_s)
+            self._wake.clear()
+            stopping = self._stopping
+            with self._waiters_lock:  # taken before draining: their rows are already queued
+                waiters, self._waiters = self._waiters, []
+            self._drain()
+            for done in waiters:
+                done.set()
             if stopping:
                 return
 
-    def _write(self, batch: list[dict]) -> None:
+    def _drain(self) -> None:
+        rows = self._rows
+        while rows:
+            batch = []
+            while rows and len(batch) < self._batch_size:
+                batch.append(rows.popleft())
+            self._write(batch)
+
+    def _write(self, batch: list[tuple]) -> None:
         """COPY the batch (JSON pre-encoded with orjson): a few microseconds a row, so the writer
         thread takes little GIL time from the request loop."""
-        if not batch:
-            return
         try:
             with self._engine.begin() as conn:
                 cursor = conn.connection.driver_connection.cursor()
                 with cursor.copy(_COPY_SQL) as copy:
-                    for r in batch:
+                    for user_id, served_at, strategy, version, item_ids, scores, request in batch:
                         copy.write_row(
                             (
-                                r["user_id"],
-                                r["served_at"],
-                                r["strategy"],
-                                r["model_version"],
-                                orjson.dumps(r["item_ids"]).decode(),
-                                orjson.dumps(r["scores"]).decode(),
-                                orjson.dumps(r["request"]).decode(),
+                                user_id,
+                                datetime.fromtimestamp(served_at, timezone.utc),
+                                strategy,
+                                version,
+                                orjson.dumps(item_ids).decode(),
+                                orjson.dumps(scores).decode(),
+                                orjson.dumps(request).decode(),
                             )
                         )
             self.written += len(batch)

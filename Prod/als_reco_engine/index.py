@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
+import orjson
 
 from Prod.common.logs import get_logger
 from Prod.common.model_store import ModelMeta
@@ -28,7 +29,9 @@ class Catalogue:
     """Item ids and metadata as arrays aligned by row, for vectorised filters.
 
     ``price``/``rating``: (n,) float32, NaN when unknown; ``category_code``/``brand_code``: (n,)
-    int32 codes into the case-folded value dictionaries, -1 when unknown.
+    int32 codes into the case-folded value dictionaries, -1 when unknown. ``item_json``: per row,
+    the JSON of :meth:`describe` without its closing brace, so a response appends the score and
+    joins bytes instead of building and encoding dicts per item.
     """
 
     item_ids: list[str]
@@ -42,6 +45,7 @@ class Catalogue:
     brand_code: np.ndarray
     category_codes: dict[str, int]
     brand_codes: dict[str, int]
+    item_json: list[bytes]
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -65,6 +69,33 @@ class Catalogue:
         }
 
 
+def describe_items(catalogue: Catalogue, rows: np.ndarray, scores: list[float]) -> list[dict]:
+    """Public fields of the given rows with their (already rounded) scores, as dicts."""
+    return [
+        {**catalogue.describe(row), "score": score}
+        for row, score in zip(rows.tolist(), scores, strict=True)
+    ]
+
+
+def items_json(catalogue: Catalogue, rows: np.ndarray, scores: list[float]) -> orjson.Fragment:
+    """The JSON array :func:`describe_items` would encode to, from the precomputed row JSON."""
+    item_json = catalogue.item_json
+    parts = [
+        item_json[row] + b',"score":' + orjson.dumps(score) + b"}"
+        for row, score in zip(rows.tolist(), scores, strict=True)
+    ]
+    return orjson.Fragment(b"[" + b",".join(parts) + b"]")
+
+
+def round_scores(scores: np.ndarray) -> list[float]:
+    """Scores as response floats (6 decimals, as served and logged)."""
+    return [round(score, 6) for score in scores.tolist()]
+
+
+def _item_json(catalogue: Catalogue) -> list[bytes]:
+    return [orjson.dumps(catalogue.describe(row))[:-1] for row in range(len(catalogue))]
+
+
 def _codes(values: list[str | None]) -> tuple[np.ndarray, dict[str, int]]:
     dictionary: dict[str, int] = {}
     codes = np.full(len(values), UNKNOWN_CODE, dtype=np.int32)
@@ -85,7 +116,7 @@ def build_catalogue(item_ids: list[str], metadatas: list[dict]) -> Catalogue:
     categories = [m.get("category") for m in metadatas]
     category_code, category_codes = _codes(categories)
     brand_code, brand_codes = _codes(brands)
-    return Catalogue(
+    catalogue = Catalogue(
         item_ids=list(item_ids),
         row_of={item_id: row for row, item_id in enumerate(item_ids)},
         titles=titles,
@@ -97,7 +128,10 @@ def build_catalogue(item_ids: list[str], metadatas: list[dict]) -> Catalogue:
         brand_code=brand_code,
         category_codes=category_codes,
         brand_codes=brand_codes,
+        item_json=[],
     )
+    catalogue.item_json.extend(_item_json(catalogue))
+    return catalogue
 
 
 @dataclass(frozen=True)

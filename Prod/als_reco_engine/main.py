@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from config import Settings
-from Prod.als_reco_engine.routes import health_router, router
+from Prod.als_reco_engine.fast_path import RecommendFastPath
+from Prod.als_reco_engine.routes import RECOMMEND_ROUTE, health_router, router
 from Prod.als_reco_engine.service import RecoEngine
 from Prod.common.api import attach_settings, install_error_handlers, install_metrics
 from Prod.common.logs import configure_logging
@@ -46,6 +47,8 @@ def create_app(
     )
     attach_settings(app, settings)
     install_error_handlers(app)
+    # added before the metrics middleware, so metrics (outermost) count fast responses too
+    app.add_middleware(RecommendFastPath, route=RECOMMEND_ROUTE)
     install_metrics(app, "als_reco_engine")
     app.include_router(health_router)
     app.include_router(router)

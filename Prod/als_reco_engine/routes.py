@@ -2,7 +2,8 @@
 
 The two hot routes (``/recommend``, ``/similar``) are ``async`` (no thread-pool hop) and return
 orjson-encoded bytes directly: their ``response_model`` documents the shape without paying
-pydantic's response validation on every request.
+pydantic's response validation on every request. ``/recommend`` also has a fast path for
+canonical requests (:mod:`Prod.als_reco_engine.fast_path`), installed by ``main.create_app``.
 """
 
 from __future__ import annotations
@@ -103,9 +104,14 @@ async def read_recommendations(
     max_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
     min_rating: Annotated[float | None, Query(ge=0, le=5, allow_inf_nan=False)] = None,
 ) -> Response:
+    """The documented, validating route; canonical requests are answered before routing by
+    :class:`Prod.als_reco_engine.fast_path.RecommendFastPath` with the same service call."""
     filters = _filters(category, brand, max_price, min_rating)
     result = await engine.recommend(user_id, k=k, exclude_seen=exclude_seen, filters=filters)
-    return _json(result)
+    return Response(result.to_json(), media_type="application/json")
+
+
+RECOMMEND_ROUTE = router.routes[-1]
 
 
 @router.get(

@@ -1,0 +1,89 @@
+"""The /recommend fast path: which queries it answers itself, and that its responses are the
+documented route's, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from Prod.als_reco_engine.fast_path import api_key_ok, parse_recommend_query
+from Prod.als_reco_engine.index import ItemFilters
+
+
+def test_canonical_queries_are_parsed():
+    assert parse_recommend_query(b"") is not None
+    default = parse_recommend_query(b"")
+    assert (default.k, default.exclude_seen, default.filters) == (10, True, ItemFilters())
+    query = parse_recommend_query(
+        b"k=25&exclude_seen=false&category=Home%20%26%20Garden&brand=Acme&max_price=30.5"
+        b"&min_rating=4&utm_source=ignored"
+    )
+    assert query.k == 25 and query.exclude_seen is False
+    assert query.filters == ItemFilters("Home & Garden", "Acme", 30.5, 4.0)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"k=0",
+        b"k=101",
+        b"k=010",
+        b"k=ten",
+        b"k=5&k=6",  # repeated
+        b"category=",  # empty
+        b"exclude_seen=True",  # valid for FastAPI, not canonical here
+        b"max_price=3e1",
+        b"max_price=-1",
+        b"max_price=nan",
+        b"min_rating=5.5",
+        b"brand=" + b"x" * 201,
+    ],
+)
+def test_anything_unusual_is_left_to_the_documented_route(raw):
+    assert parse_recommend_query(raw) is None
+
+
+def test_api_key_rule_on_raw_headers():
+    assert api_key_ok([], None)
+    assert api_key_ok([(b"x-api-key", b"k1")], "k1")
+    assert not api_key_ok([(b"x-api-key", b"k2")], "k1")
+    assert not api_key_ok([(b"host", b"x")], "k1")
+
+
+@pytest.mark.parametrize(
+    ("fast", "standard"),
+    [
+        ({"k": 7}, {"k": 7, "exclude_seen": "True"}),
+        ({"k": 30, "exclude_seen": "false"}, {"k": 30, "exclude_seen": "off"}),
+        (
+            {"k": 50, "category": "GARDEN", "max_price": "30", "min_rating": "2"},
+            {"k": 50, "category": "GARDEN", "max_price": "3e1", "min_rating": "2"},
+        ),
+    ],
+)
+def test_fast_and_documented_route_answer_the_same(client, dataset, fast, standard):
+    user = dataset.user_ids[5]
+    assert parse_recommend_query(_query(fast)) is not None
+    assert parse_recommend_query(_query(standard)) is None
+    a = client.get(f"/api/v1/recommend/{user}", params=fast)
+    b = client.get(f"/api/v1/recommend/{user}", params=standard)
+    assert a.status_code == b.status_code == 200
+    assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
+    assert a.json()["items"] and a.content == b.content
+
+
+def test_fast_responses_are_counted_in_metrics(client, dataset):
+    def served() -> float:
+        for line in client.get("/metrics").text.splitlines():
+            if line.startswith("http_requests_total{") and 'route="/api/v1/recommend/' in line:
+                if 'status="200"' in line:
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = served()
+    for _ in range(3):
+        client.get(f"/api/v1/recommend/{dataset.user_ids[6]}", params={"k": 3})
+    assert served() == before + 3
+
+
+def _query(params: dict) -> bytes:
+    return "&".join(f"{k}={v}" for k, v in params.items()).encode()
