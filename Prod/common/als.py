@@ -220,6 +220,11 @@ def gramian(item_factors: torch.Tensor) -> torch.Tensor:
 # ops of a CG step, which costs more than the ops themselves on small data or a loaded machine.
 
 _MIN_NNZ_PER_THREAD = 32_768  # below this, another thread costs more than it gives
+# Several groups per thread, handed out as threads free up: a thread the OS deschedules on a busy
+# machine then delays only its current group, not half of the sweep (like OpenMP's dynamic
+# schedule in implicit). Each group costs ~0.5 ms of Python per sweep, so they stay large.
+_GROUPS_PER_THREAD = 4
+_MIN_NNZ_PER_GROUP = 16_384
 
 
 def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -349,9 +354,10 @@ class _RowGroup:
 class SweepPlan:
     """One side's half sweep cut into row groups; built once per fit from the CSR ``c_ui - 1``.
 
-    ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. The rows are split into up to
-    ``num_threads`` contiguous groups of about equal non-zeros (fewer when the matrix is small, so
-    small fits do not pay for threads they cannot use).
+    ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. With one thread the rows are one group;
+    with ``num_threads`` > 1 (fewer when the matrix is small, so small fits do not pay for threads
+    they cannot use) they are cut into up to ``groups_per_thread`` contiguous groups per thread of
+    about equal non-zeros, which the threads take one at a time.
     """
 
     def __init__(
@@ -360,10 +366,16 @@ class SweepPlan:
         reg: torch.Tensor,
         num_threads: int = 1,
         min_nnz_per_thread: int = _MIN_NNZ_PER_THREAD,
+        groups_per_thread: int = _GROUPS_PER_THREAD,
+        min_nnz_per_group: int = _MIN_NNZ_PER_GROUP,
     ) -> None:
         nnz = int(cm1._nnz())
         self.num_threads = max(1, min(num_threads, nnz // max(1, min_nnz_per_thread)))
-        bounds = _balanced_bounds(cm1.crow_indices(), self.num_threads)
+        n_groups = 1
+        if self.num_threads > 1:
+            most = max(self.num_threads, nnz // max(1, min_nnz_per_group))
+            n_groups = min(self.num_threads * max(1, groups_per_thread), most)
+        bounds = _balanced_bounds(cm1.crow_indices(), n_groups)
         pairs = zip(bounds, bounds[1:], strict=False)
         self.groups = [_RowGroup(cm1, reg, a, b) for a, b in pairs if b > a]
 
@@ -389,12 +401,24 @@ def _run_plan(
     def run(group: _RowGroup) -> None:
         group.solve(x, other, yty, cg_steps)  # groups own disjoint rows: threads never collide
 
-    if pool is None or len(plan.groups) == 1:
+    if pool is None:
         for group in plan.groups:
             run(group)
         return
     for future in [pool.submit(run, group) for group in plan.groups]:
         future.result()
+
+
+def _init_worker() -> None:
+    """Per worker thread: single-threaded ops, and denormals flushed to zero.
+
+    Converged rows drive CG residuals and directions towards zero; products of such values are
+    denormal floats, which x86 CPUs process ~100x slower (measured: a fit twice as slow). The
+    flag is per thread, which is why the math runs in the pool's threads and never changes the
+    caller's thread.
+    """
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
 
 
 @contextmanager
@@ -410,18 +434,16 @@ def _task_pool(num_threads: int, device: torch.device) -> Iterator[ThreadPoolExe
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if num_threads <= 1:
-            yield None
-        else:
-            with ThreadPoolExecutor(
-                num_threads,
-                thread_name_prefix="als",
-                initializer=torch.set_num_threads,
-                initargs=(1,),
-            ) as pool:
-                yield pool
+        with ThreadPoolExecutor(
+            max(1, num_threads), thread_name_prefix="als", initializer=_init_worker
+        ) as pool:
+            yield pool
     finally:
         torch.set_num_threads(previous)
+
+
+def _in_pool(pool: ThreadPoolExecutor | None, fn: Callable[[], float]) -> float:
+    return fn() if pool is None else pool.submit(fn).result()
 
 
 def default_num_threads(device: torch.device) -> int:
@@ -570,14 +592,10 @@ def fit_als(
         for it in range(1, params.iterations + 1):
             _run_plan(users_plan, x, y, params.cg_steps, pool)
             _run_plan(items_plan, y, x, params.cg_steps, pool)
-            losses += _after_iteration(
-                it,
-                params,
-                progress,
-                x,
-                y,
-                (cm1_users, user_reg, item_reg) if compute_loss else None,
-            )
+            loss = None
+            if compute_loss:  # in a worker too: factors near zero make denormals in eq. 3
+                loss = _in_pool(pool, lambda: objective(cm1_users, x, y, user_reg, item_reg))
+            losses += _after_iteration(it, params, progress, x, y, loss)
     return ALSModel(user_factors=x, item_factors=y, losses=losses, params=params)
 
 
@@ -587,12 +605,11 @@ def _after_iteration(
     progress: ProgressFn | None,
     x: torch.Tensor,
     y: torch.Tensor,
-    loss_terms: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+    loss: float | None,
 ) -> list[float]:
-    """Check the factors, compute eq. 3 when asked, report progress; returns [loss] or []."""
+    """Check the factors and the loss (eq. 3, when computed), report progress; [loss] or []."""
     _check_finite("user factors", x, it)
     _check_finite("item factors", y, it)
-    loss = objective(loss_terms[0], x, y, *loss_terms[1:]) if loss_terms is not None else None
     if loss is not None and not math.isfinite(loss):
         raise TrainingError(f"ALS loss is not finite at iteration {it}", iteration=it)
     if progress is not None:

@@ -227,9 +227,19 @@ def test_small_matrices_do_not_get_threads(rng):
     assert SweepPlan(cm1, reg, num_threads=4).num_threads == 1
 
 
+def test_threads_get_several_groups_each_when_the_matrix_is_large_enough(rng):
+    _, _, cm1, reg, _, _ = _sweep_inputs(rng, 80, 25, 0.3)
+    plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, groups_per_thread=4,
+                     min_nnz_per_group=1)
+    assert plan.num_threads == 2 and len(plan.groups) == 8
+    assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))
+    one = SweepPlan(cm1, reg, num_threads=1, groups_per_thread=4, min_nnz_per_group=1)
+    assert len(one.groups) == 1
+
+
 def test_threaded_sweep_matches_one_thread_and_the_closed_form(rng):
     ui, params, cm1, reg, items, start = _sweep_inputs(rng, 80, 25, 0.3)
-    plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1)
+    plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1, min_nnz_per_group=1)
     threaded = cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
     single = cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
     torch.testing.assert_close(threaded, single, rtol=1e-5, atol=1e-6)
@@ -254,3 +264,11 @@ def test_threaded_fit_matches_one_thread_and_restores_torch_threads(rng):
     torch.testing.assert_close(two.item_factors, one.item_factors, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.tensor(two.losses), torch.tensor(one.losses), rtol=1e-5,
                                atol=0)
+
+
+def test_denormal_flushing_stays_inside_the_fit(rng):
+    # the solver flushes denormals in its own worker threads; the caller's thread keeps IEEE
+    # semantics (a denormal times one is still a denormal, not zero)
+    fit_als(_random_matrix(rng, 30, 20, 0.3), ALSParams(factors=4, iterations=2), num_threads=1)
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    assert float(tiny * 1.0) > 0.0
