@@ -1,0 +1,49 @@
+"""``reco bench als`` on a tiny matrix: the report's shape and consistency (never its timings)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from Modeling.RecoSystem.bench import bench_als, bench_data, synthetic_interactions
+from Prod.cli.main import app
+
+
+def test_synthetic_interactions_are_long_tailed_and_seeded():
+    frame = synthetic_interactions(20_000, seed=3)
+    assert len(frame) == 20_000
+    assert frame.equals(synthetic_interactions(20_000, seed=3))
+    per_item = frame["item_id"].value_counts()
+    # Zipf-like popularity: the top 1% of items get far more than 1% of the events
+    top = per_item.iloc[: max(1, len(per_item) // 100)].sum()
+    assert top / len(frame) > 0.05
+
+
+def test_bench_report_is_consistent():
+    before = torch.get_num_threads()
+    result = bench_als(n_interactions=8_000, factors=8, iterations=2, threads=1, repeats=2)
+    data, source = bench_data(8_000)
+    assert source == "synthetic" and result["data"] == "synthetic"
+    assert result["interactions"] == data.train._nnz()
+    assert len(result["torch_runs_s_per_iter"]) == len(result["implicit_runs_s_per_iter"]) == 2
+    assert min(result["torch_runs_s_per_iter"]) <= result["torch_s_per_iter"]
+    assert result["torch_s_per_iter"] <= max(result["torch_runs_s_per_iter"])
+    assert result["ratio"] == round(result["torch_s_per_iter"] / result["implicit_s_per_iter"], 3)
+    for name in ("torch", "implicit"):
+        assert 0.0 < result[f"{name}_ndcg@10"] <= 1.0
+    assert torch.get_num_threads() == 1  # the bench sets the threads it was asked for
+    torch.set_num_threads(before)
+
+
+def test_bench_command_prints_one_json_object_last():
+    before = torch.get_num_threads()
+    out = CliRunner().invoke(app, ["bench", "als", "--interactions", "5000", "--factors", "4",
+                                   "--iterations", "1", "--threads", "1", "--repeats", "1",
+                                   "--json"])  # fmt: skip
+    torch.set_num_threads(before)
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output.strip().splitlines()[-1])
+    assert result["factors"] == 4 and result["repeats"] == 1 and result["threads"] == 1
+    assert result["ratio"] > 0 and result["cpu_ratio"] > 0
