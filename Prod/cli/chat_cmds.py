@@ -132,7 +132,7 @@ def _run_bench(dataset_dir: Path, repeats: int, max_products: int | None,
         temporary_catalogue,
         temporary_folder,
     )
-    from Prod.chat_reco_engine.rerank import save_tiny_cross_encoder
+    from Prod.chat_reco_engine.rerank import save_minilm_cross_encoder
 
     _limit_threads(threads)
     settings = get_settings()
@@ -140,10 +140,12 @@ def _run_bench(dataset_dir: Path, repeats: int, max_products: int | None,
     reranker_note = f"configured {settings.reranker_model}"
     with temporary_folder() as folder:
         if not engine.reranker.ready:
-            reranker_note = (f"tiny random cross-encoder (configured {settings.reranker_model!r} "
-                             f"not loadable: {engine.reranker.status()['error']})")  # fmt: skip
+            # same architecture and cost as ms-marco-MiniLM-L-6-v2, untrained head
+            reranker_note = (f"MiniLM-L6-sized cross-encoder, untrained head (configured "
+                             f"{settings.reranker_model!r} not loadable: "
+                             f"{engine.reranker.status()['error']})")  # fmt: skip
             settings = settings.model_copy(
-                update={"reranker_model": save_tiny_cross_encoder(Path(folder))})
+                update={"reranker_model": save_minilm_cross_encoder(Path(folder))})
             engine = _engine(settings)
         with temporary_catalogue(settings, dataset_dir, engine.embedder(),
                                  max_products) as (temp, products):  # fmt: skip
