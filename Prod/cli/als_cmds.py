@@ -172,6 +172,9 @@ def bench_als(
     repeats: int = typer.Option(3, "--repeats", min=1, help="Timed runs each; medians reported."),
     seed: int = typer.Option(0, "--seed", help="Split (and synthetic data) seed."),
     device: str | None = typer.Option(None, "--device", help="torch device (cpu, cuda)."),
+    eval_users: int = typer.Option(
+        50_000, "--eval-users", min=1, help="nDCG@10 on at most this many sampled users."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Seconds per iteration of this ALS vs implicit's (medians), their ratio and both nDCG@10."""
@@ -187,7 +190,8 @@ def bench_als(
                 status.update(f"benchmarking ALS on {what}: {label}")
 
             return bench(interactions, factors, iterations, threads, repeats, seed,
-                         device=device, dataset_dir=dataset, progress=progress)  # fmt: skip
+                         device=device, dataset_dir=dataset, progress=progress,
+                         max_eval_users=eval_users)  # fmt: skip
 
     emit(run_reporting_errors(run), as_json, lambda r: console.print(_bench_table(r)))
 

@@ -7,7 +7,12 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from Modeling.RecoSystem.bench import bench_als, bench_data, synthetic_interactions
+from Modeling.RecoSystem.bench import (
+    bench_als,
+    bench_data,
+    sample_eval_users,
+    synthetic_interactions,
+)
 from Prod.cli.main import app
 
 
@@ -47,3 +52,13 @@ def test_bench_command_prints_one_json_object_last():
     result = json.loads(out.output.strip().splitlines()[-1])
     assert result["factors"] == 4 and result["repeats"] == 1 and result["threads"] == 1
     assert result["ratio"] > 0 and result["cpu_ratio"] > 0
+
+
+def test_eval_user_sample_keeps_users_and_their_relevant_items_aligned():
+    data, _ = bench_data(8_000)
+    sample = sample_eval_users(data, 25, seed=1)
+    assert sample.users.numel() == len(sample.relevant) == 25
+    position = {int(u): i for i, u in enumerate(data.users)}
+    for user, relevant in zip(sample.users.tolist(), sample.relevant, strict=True):
+        assert relevant == data.relevant[position[user]]
+    assert sample_eval_users(data, 10**9) is data
