@@ -95,6 +95,12 @@ def validated_filters(raw: dict[str, Any]) -> ProductFilters:
         raise InvalidInput(f"invalid filters: {problems}") from None
 
 
+def _refuse_nul(value: str | None, name: str) -> None:
+    # PostgreSQL text cannot hold NUL: refuse it here with a 422 rather than fail in the database
+    if value is not None and "\x00" in value:
+        raise InvalidInput(f"{name} must not contain NUL (\\x00) characters", field=name)
+
+
 def _product(candidate: Candidate, query: str) -> ProductOut:
     meta = candidate.metadata
     return ProductOut(
@@ -219,10 +225,11 @@ class ChatEngine:
         return Ranking([candidates[i] for i in order[:k]], scorer, source, len(candidates))
 
     # -- chat ----------------------------------------------------------------------------
-    def _check_message(self, message: str) -> str:
+    def _check_message(self, message: str, name: str = "message") -> str:
         limit = self.settings.chat_max_message_chars
         if not message.strip():
-            raise InvalidInput("message must not be empty", field="message")
+            raise InvalidInput(f"{name} must not be empty", field=name)
+        _refuse_nul(message, name)
         if len(message) > limit:
             raise InvalidInput(
                 f"message is {len(message)} characters; the limit is {limit}", field="message"
@@ -252,6 +259,7 @@ class ChatEngine:
         """Context, filters and ranked products for one message (no LLM answer yet)."""
         started = time.perf_counter()
         message = self._check_message(request.message)
+        _refuse_nul(request.user_id, "user_id")
         state = conversation.load_state(
             self.settings.database_url,
             session_id=str(request.session_id) if request.session_id else None,
@@ -342,7 +350,8 @@ class ChatEngine:
     def search(
         self, q: str, filters: ProductFilters, k: int, user_id: str | None = None
     ) -> SearchResponse:
-        query = self._check_message(q)
+        query = self._check_message(q, "q")
+        _refuse_nul(user_id, "user_id")
         vocabulary = self.vocabulary()
         filters = canonicalise(filters, vocabulary)
         ranking = self.rank(query, filters, k, user_id)

@@ -179,6 +179,19 @@ def test_bad_input_gives_clear_422_and_404(client):
     assert bad.status_code == 422 and "min_price" in bad.json()["error"]["message"]
 
 
+def test_nul_characters_are_a_422_not_a_database_error(client):
+    # regression: the schema fuzzer sent "\x00", which PostgreSQL text cannot hold
+    for body in ({"message": "tv\x00"}, {"message": "tv", "user_id": "u\x00"},
+                 {"message": "tv", "filters": {"brand": "So\x00ny"}}):
+        response = client.post("/api/v1/chat", json=body)
+        assert response.status_code == 422, body
+        assert "NUL" in response.json()["error"]["message"]
+    for params in ({"q": "tv\x00"}, {"q": "tv", "user_id": "u\x00"}):
+        response = client.get("/api/v1/search", params=params)
+        assert response.status_code == 422, params
+        assert "NUL" in response.json()["error"]["message"]
+
+
 def test_prompt_injection_changes_no_filter_and_reveals_no_other_session(client, llm):
     secret = f"my address is {uuid.uuid4().hex}"
     other = _chat(client, message=f"laptop for travel, {secret}")
