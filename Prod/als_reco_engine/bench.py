@@ -44,6 +44,7 @@ class BenchConfig:
     k: int = 10
     max_seconds: float = 60.0  # per load phase
     seed: int = 0
+    workers: int = 1  # engine worker processes (settings.reco_workers)
 
 
 @dataclass
@@ -183,7 +184,7 @@ def store_naive_users(settings, data: dict) -> None:
 # --- servers --------------------------------------------------------------------------------
 
 
-def _env(settings, port: int) -> dict[str, str]:
+def _env(settings, port: int, workers: int = 1) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -193,6 +194,7 @@ def _env(settings, port: int) -> dict[str, str]:
             "CHROMA_HOST": settings.chroma_host,
             "CHROMA_PORT": str(settings.chroma_port),
             "RECO_PORT": str(port),
+            "RECO_WORKERS": str(workers),
             "HOST": "127.0.0.1",
             "LOG_LEVEL": "WARNING",
             "HF_HUB_OFFLINE": "1",
@@ -272,12 +274,15 @@ async def _load(port: int, paths: list[str], concurrency: int, max_seconds: floa
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), 0.0 where unavailable."""
+    """User + system CPU time so far of a process and its live children, e.g. uvicorn's workers
+    (Linux /proc), 0.0 where unavailable."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def run_load(port: int, paths: list[str], concurrency: int, max_seconds: float) -> LoadResult:
@@ -304,6 +309,7 @@ def run_serving_bench(cfg: BenchConfig, progress: Progress = print) -> dict:
     from Prod.common.db import migrate
     from Prod.common.supervisor import LocalInfra, free_port
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="reco-bench-") as tmp:
         root = Path(tmp)
         infra = LocalInfra(root / "infra", free_port(), free_port(), free_port())
@@ -327,7 +333,7 @@ def run_serving_bench(cfg: BenchConfig, progress: Progress = print) -> dict:
             progress("starting the engine (uvicorn subprocess)")
             engine_proc = start_server(
                 [sys.executable, "-m", "Prod.als_reco_engine.main"],
-                _env(settings, port),
+                _env(settings, port, cfg.workers),
                 f"http://127.0.0.1:{port}/api/v1/status",
                 lambda body: body.get("model_version") == version,
                 root / "engine.log",
@@ -402,4 +408,8 @@ def run_serving_bench(cfg: BenchConfig, progress: Progress = print) -> dict:
         "naive_p99_ms": round(naive.percentile_ms(99), 3),
         "naive_errors": naive.errors,
         "speedup": round(naive_p50 / p50, 2) if p50 else None,
+        "workers": cfg.workers,
+        # other work on the machine shifts every latency: the 1-minute load around the run
+        "load_avg_before": round(load_before, 2),
+        "load_avg_after": round(os.getloadavg()[0], 2),
     }

@@ -55,10 +55,11 @@ def create_app(
     return app
 
 
-def main() -> None:
+def serving_app() -> FastAPI:
+    """The app as a server process runs it (also each uvicorn worker's factory): settings from
+    the environment, one BLAS/torch thread."""
     import threadpoolctl
     import torch
-    import uvicorn
 
     from config import get_settings
 
@@ -68,14 +69,35 @@ def main() -> None:
     # spin against the request loop on a small machine (measured: 8 ms vs 1 ms CPU a request)
     torch.set_num_threads(1)
     threadpoolctl.threadpool_limits(1)
-    uvicorn.run(
-        create_app(settings),
+    return create_app(settings)
+
+
+def main() -> None:
+    import uvicorn
+
+    from config import get_settings
+
+    settings = get_settings()
+    options = dict(
         host=settings.host,
         port=settings.reco_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        server_header=False,  # fewer bytes to build and send per response
         **_fast_server_options(),
     )
+    if settings.reco_workers > 1:
+        uvicorn.run(
+            "Prod.als_reco_engine.main:serving_app",
+            factory=True,
+            workers=settings.reco_workers,
+            # a worker imports torch before it answers the supervisor's first ping: seconds on
+            # a busy machine, and uvicorn's default 5 s restarts it over and over
+            timeout_worker_healthcheck=60,
+            **options,
+        )
+    else:
+        uvicorn.run(serving_app(), **options)
 
 
 def _fast_server_options() -> dict:

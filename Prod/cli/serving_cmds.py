@@ -32,6 +32,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         concurrency: int = typer.Option(32, min=1, help="Connections in the throughput phase."),
         naive_requests: int = typer.Option(500, min=10, help="Requests to the naive design."),
         max_seconds: float = typer.Option(60.0, min=1, help="Time limit of each load phase."),
+        workers: int = typer.Option(1, min=1, max=8, help="Engine worker processes."),
         as_json: bool = JsonOption,
     ) -> None:
         """Start temporary stores, publish a synthetic model, load-test engine and naive design."""
@@ -46,6 +47,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
             concurrency=concurrency,
             naive_requests=naive_requests,
             max_seconds=max_seconds,
+            workers=workers,
         )
 
         def progress(message: str) -> None:
