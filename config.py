@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     # --- services ---------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Interface the APIs bind to.")
     reco_port: PositiveInt = Field(8000, description="als_reco_engine port.")
+    reco_workers: PositiveInt = Field(
+        1,
+        description="als_reco_engine worker processes, each holding its own index and caches; "
+        "with more than one, a user's new events reach the other workers' fold-in only when "
+        "their profile cache entry expires (60 s).",
+    )
     chat_port: PositiveInt = Field(8001, description="chat_reco_engine port.")
     trainer_port: PositiveInt = Field(8002, description="als_trainer API port.")
     api_key: str | None = Field(
