@@ -4,6 +4,10 @@ Each product's content hash (sha256 of its text and metadata) is stored in its m
 ``content_hash``; a re-run embeds only new or changed products, leaves unchanged ones alone and
 deletes products no longer in the catalogue. Writes go in batches no larger than the server's
 maximum batch size.
+
+The collection's metadata records which embedder wrote its vectors (``embedder``: model, backend,
+sequence length, see :mod:`Prod.common.embeddings`). When the embedder in use differs, every
+product is re-embedded: the content hash alone cannot see that vectors came from another model.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from Prod.common.logs import get_logger
 log = get_logger(__name__)
 
 HASH_KEY = "content_hash"
+EMBEDDER_KEY = "embedder"
 COLLECTION_METADATA = {"hnsw:space": "cosine"}
 _READ_PAGE = 5_000
 
@@ -40,6 +45,8 @@ class ChromaIngestReport:
     unchanged: int = 0
     deleted: int = 0
     embedded: int = 0
+    embedder: str | None = None
+    reembedded_all: bool = False
     bad_rows: list[BadRow] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -57,6 +64,8 @@ class ChromaIngestReport:
             "unchanged": self.unchanged,
             "deleted": self.deleted,
             "embedded": self.embedded,
+            "embedder": self.embedder,
+            "reembedded_all": self.reembedded_all,
             "products_per_s": round(self.products_per_s, 1),
             "skipped_rows": len(self.bad_rows),
             "bad_rows": [str(bad) for bad in self.bad_rows[:max_bad_rows]],
@@ -103,15 +112,17 @@ def sync_products(
     max_batch_size: int,
     embed_batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    reembed_all: bool = False,
 ) -> dict[str, int]:
-    """Make ``collection`` hold exactly ``products``; embeds only new or changed ones.
+    """Make ``collection`` hold exactly ``products``; embeds only new or changed ones
+    (all of them with ``reembed_all``, e.g. after an embedder change).
 
     Returns counts: added, updated, unchanged, deleted, embedded. ``progress(done, total)``
     follows the products to embed (called once with done=0 before the first batch).
     """
     stored = stored_hashes(collection)
     digests = {p.item_id: content_hash(p) for p in products}
-    todo = [p for p in products if stored.get(p.item_id) != digests[p.item_id]]
+    todo = [p for p in products if reembed_all or stored.get(p.item_id) != digests[p.item_id]]
     gone = sorted(set(stored) - set(digests))
     if progress is not None:
         progress(0, len(todo))
@@ -150,11 +161,14 @@ def ingest_chroma(
     skip_bad_rows: bool = False,
     embed_batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    embedder_id: str | None = None,
 ) -> ChromaIngestReport:
     """Validate ProductsRAG.json of ``dataset_dir`` and sync it into ``collection_name``.
 
     Bad entries raise :class:`IngestError` (nothing written) unless ``skip_bad_rows``.
-    ``progress(done, total)`` follows the products being embedded.
+    ``progress(done, total)`` follows the products being embedded. ``embedder_id`` (default:
+    ``embed.embedder_id`` when present, as set by :func:`embedder_function`) is stored in the
+    collection's metadata; a collection written by another embedder is re-embedded entirely.
     """
     started = time.perf_counter()
     dataset_dir = Path(dataset_dir)
@@ -165,7 +179,15 @@ def ingest_chroma(
             f"(--skip-bad-rows loads the good ones):\n{describe_bad_rows(catalogue.bad_rows)}",
             bad_rows=[str(bad) for bad in catalogue.bad_rows],
         )
-    collection = client.get_or_create_collection(collection_name, metadata=COLLECTION_METADATA)
+    embedder_id = embedder_id or getattr(embed, "embedder_id", None)
+    collection = client.get_or_create_collection(
+        collection_name, metadata=collection_metadata(embedder_id)
+    )
+    recorded = (collection.metadata or {}).get(EMBEDDER_KEY)
+    stale = embedder_changed(collection, embedder_id)
+    if stale:
+        log.info("collection %s was embedded by %s, now %s: re-embedding every product",
+                 collection_name, recorded, embedder_id)  # fmt: skip
     prepared = time.perf_counter()
     counts = sync_products(
         collection,
@@ -174,12 +196,18 @@ def ingest_chroma(
         max_batch_size=int(client.get_max_batch_size()),
         embed_batch_size=embed_batch_size,
         progress=progress,
+        reembed_all=stale,
     )
+    if embedder_id is not None and recorded != embedder_id:
+        # only once every vector is the new embedder's: a failed run re-embeds again
+        record_embedder(collection, embedder_id)
     finished = time.perf_counter()
     report = ChromaIngestReport(
         dataset=str(dataset_dir),
         collection=collection_name,
         bad_rows=catalogue.bad_rows,
+        embedder=embedder_id,
+        reembedded_all=stale,
         seconds={
             "read": prepared - started,
             "embed_and_write": finished - prepared,
@@ -191,8 +219,51 @@ def ingest_chroma(
     return report
 
 
-def embedder_function(model, batch_size: int = 256) -> Embed:
-    """Wrap a SentenceTransformer as an :data:`Embed` (normalised float32)."""
-    from Prod.common.embeddings import embed_texts
+def collection_metadata(embedder_id: str | None) -> dict:
+    """Metadata a new ``products`` collection is created with."""
+    if embedder_id is None:
+        return dict(COLLECTION_METADATA)
+    return {**COLLECTION_METADATA, EMBEDDER_KEY: embedder_id}
 
-    return lambda texts: embed_texts(model, texts, batch_size=batch_size)
+
+def embedder_changed(collection, embedder_id: str | None) -> bool:
+    """True when the collection holds vectors of another (or an unrecorded) embedder.
+
+    An unknown ``embedder_id`` (a bare callable) never forces re-embedding; an empty collection
+    has nothing to re-embed.
+    """
+    if embedder_id is None:
+        return False
+    recorded = (collection.metadata or {}).get(EMBEDDER_KEY)
+    return recorded != embedder_id and collection.count() > 0
+
+
+def record_embedder(collection, embedder_id: str | None) -> None:
+    """Store ``embedder_id`` in the collection's metadata, keeping its other keys.
+
+    Chroma refuses ``hnsw:*`` keys in ``modify`` (the distance function is fixed at creation and
+    kept in the collection's configuration), so those are left out of the update.
+    """
+    if embedder_id is None:
+        return
+    kept = {k: v for k, v in (collection.metadata or {}).items() if not k.startswith("hnsw:")}
+    collection.modify(metadata={**kept, EMBEDDER_KEY: embedder_id})
+
+
+class ModelEmbed:
+    """An :data:`Embed` over a loaded embedder (normalised float32) with its ``embedder_id``."""
+
+    def __init__(self, model, batch_size: int = 256) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.embedder_id: str | None = getattr(model, "embedder_id", None)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        from Prod.common.embeddings import embed_texts
+
+        return embed_texts(self.model, texts, batch_size=self.batch_size)
+
+
+def embedder_function(model, batch_size: int = 256) -> Embed:
+    """Wrap an embedder from ``load_embedder`` as an :data:`Embed` with its ``embedder_id``."""
+    return ModelEmbed(model, batch_size)
