@@ -66,6 +66,18 @@ class Settings(BaseSettings):
         "cross-encoder/ms-marco-MiniLM-L-6-v2",
         description="Cross-encoder name or path; falls back to bi-encoder scores when unavailable.",
     )
+    rerank_top_n: PositiveInt = Field(
+        20,
+        description="Chat: the cross-encoder rescores only this many best bi-encoder candidates; "
+        "the rest follow them in bi-encoder order (latency grows linearly with it).",
+    )
+    rerank_max_tokens: PositiveInt = Field(
+        48,
+        ge=16,
+        le=512,
+        description="Chat: tokens of one cross-encoder input (query + compact passage of title, "
+        "brand, category and first description sentence), truncated beyond it.",
+    )
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
     ollama_model: str = Field("mistral:7b", description="Ollama model that writes chat answers.")
     ollama_timeout_s: float = Field(60.0, gt=0, description="Timeout for one LLM call.")

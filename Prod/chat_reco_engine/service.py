@@ -113,12 +113,18 @@ def _product(candidate: Candidate, query: str) -> ProductOut:
     )  # fmt: skip
 
 
+def _reranking(settings: Settings) -> tuple[str, int, int]:
+    """The settings a loaded :class:`Reranker` depends on."""
+    return settings.reranker_model, settings.rerank_max_tokens, settings.rerank_top_n
+
+
 class ChatEngine:
     """Long-lived models and caches of one chat service (one per app)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.reranker = Reranker(settings.reranker_model)
+        self.reranker = Reranker(settings.reranker_model, max_length=settings.rerank_max_tokens,
+                                 top_n=settings.rerank_top_n)  # fmt: skip
         self.llm = LLMClient(settings.ollama_host, settings.ollama_model, settings.ollama_timeout_s)
         self.personaliser = Personaliser(settings)
         self._embedder = None
@@ -131,7 +137,7 @@ class ChatEngine:
         """An engine for other settings (e.g. another collection) that shares this one's loaded
         cross-encoder; the embedding model is shared through ``load_embedder``'s cache."""
         engine = ChatEngine(settings)
-        if settings.reranker_model == self.settings.reranker_model:
+        if _reranking(settings) == _reranking(self.settings):
             engine.reranker = self.reranker
         else:
             engine.reranker.start()
