@@ -45,7 +45,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie awaiting its parent does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -91,7 +92,7 @@ class _Server:
             pid = int(self.pid_path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def healthy(self) -> bool:
         return port_open(self.port)
@@ -118,9 +119,9 @@ class _Server:
             return
         self._terminate(pid)
         deadline = time.monotonic() + timeout_s
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         self.pid_path.unlink(missing_ok=True)
         log.info("%s stopped", self.name)
@@ -157,7 +158,7 @@ class PostgresServer(_Server):
             pid = int(pidfile.read_text().splitlines()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def _run_as(self) -> str | None:
         return _PG_SYSTEM_USER if os.geteuid() == 0 else None

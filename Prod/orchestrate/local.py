@@ -22,7 +22,7 @@ import httpx
 
 from config import Settings
 from Prod.common.errors import InfraError
-from Prod.common.supervisor import LocalInfra, port_open
+from Prod.common.supervisor import LocalInfra, pid_alive, port_open
 
 # Start order matters: the trainer publishes the first model the engines then load.
 SERVICE_NAMES = ("als_trainer", "als_reco_engine", "chat_reco_engine")
@@ -81,19 +81,6 @@ def _start_ticks(pid: int) -> str | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still "exists" until reaped
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def read_pid(pid_path: Path) -> int | None:
     """The pid recorded in ``pid_path`` when that very process still runs; else None."""
     try:
@@ -101,7 +88,7 @@ def read_pid(pid_path: Path) -> int | None:
         pid = int(record["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not _alive(pid):
+    if not pid_alive(pid):
         return None
     started = record.get("start_ticks")
     if started is not None and _start_ticks(pid) not in (None, started):
@@ -136,9 +123,9 @@ def stop_process(pid_path: Path, timeout_s: float = 20) -> bool:
         return False
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if pid_alive(pid):
         _signal_group(pid, signal.SIGKILL)
     pid_path.unlink(missing_ok=True)
     return True

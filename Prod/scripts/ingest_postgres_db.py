@@ -12,10 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from config import Settings, get_settings
-from Prod.common.errors import RecoError
+from config import Settings
 from Prod.common.ingest.postgres import PostgresIngestReport, ingest_postgres
-from Prod.common.logs import configure_logging
+from Prod.scripts._job import dataset_parser, run_job
 
 
 def run(
@@ -51,38 +50,21 @@ def summary_lines(report: PostgresIngestReport) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m Prod.scripts.ingest_postgres_db", description=__doc__.splitlines()[0]
+    parser = dataset_parser(
+        "Prod.scripts.ingest_postgres_db",
+        __doc__.splitlines()[0],
+        "load the good rows and report how many bad ones were skipped",
     )
-    parser.add_argument(
-        "--dataset",
-        type=Path,
-        default=None,
-        help="canonical dataset folder (default: DATASET_DIR setting)",
-    )
-    parser.add_argument(
-        "--skip-bad-rows",
-        action="store_true",
-        help="load the good rows and report how many bad ones were skipped",
-    )
-    return parser  # fmt: skip
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
-    configure_logging("ingest_postgres_db", settings.log_level)
-    try:
-        report = run(settings, args.dataset, skip_bad_rows=args.skip_bad_rows)
-    except RecoError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # unreachable server and the like: one line, not a traceback
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"error: {type(exc).__name__}: {first_line}", file=sys.stderr)
-        return 1
-    print("\n".join(summary_lines(report)))
-    return 0
+    return run_job(
+        "ingest_postgres_db",
+        lambda settings: run(settings, args.dataset, skip_bad_rows=args.skip_bad_rows),
+        summary_lines,
+    )
 
 
 if __name__ == "__main__":
