@@ -29,7 +29,7 @@ TEXTS = [
     "High-end running shoes with a breathable mesh upper and responsive foam.",
     "PlayNest Plush Teddy Bear. Brand: PlayNest. Category: Toys & Games. Ultra-soft fabric.",
     "wireless noise cancelling headphones",
-    "a gift for a runner",
+    "trainers for road running",
     "cheap coffee maker",
 ]
 
@@ -64,17 +64,18 @@ def test_int8_keeps_the_nearest_product_for_queries(embedder, torch_model) -> No
     products, queries = TEXTS[:3], TEXTS[3:]
     for model in (embedder, torch_model):
         scores = embed_texts(model, queries) @ embed_texts(model, products).T
-        # "a gift for a runner" -> running shoes, "cheap coffee maker" -> espresso machine
+        # "trainers for road running" -> running shoes, "cheap coffee maker" -> espresso machine
         assert scores[1].argmax() == 1 and scores[2].argmax() == 0
 
 
 def test_batching_and_order_do_not_change_vectors(embedder) -> None:
     whole = embed_texts(embedder, TEXTS, batch_size=64)
     in_pairs = embed_texts(embedder, TEXTS[::-1], batch_size=2)[::-1]
-    # int8 activations are scaled per batch, so batch-mates move a vector slightly, never far
-    assert (whole * in_pairs).sum(axis=1).min() >= 0.99
+    # int8 activations are quantised per run, so each text runs alone: batch-mates and padding
+    # never move a vector (the chat engine embeds queries alone, the ingest in batches)
+    np.testing.assert_allclose(whole, in_pairs, atol=1e-6)
     single = embed_texts(embedder, [TEXTS[0]], batch_size=1)
-    assert float(single[0] @ whole[0]) >= 0.995
+    np.testing.assert_allclose(single[0], whole[0], atol=1e-6)
 
 
 def test_torch_is_truncated_at_the_trained_length(torch_model) -> None:
