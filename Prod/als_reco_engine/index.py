@@ -6,7 +6,6 @@ snapshot to the end, so a swap (one reference assignment) never mixes two versio
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from datetime import datetime, timezone
 import numpy as np
 import orjson
 
+from Prod.als_reco_engine.ticker import Ticker
 from Prod.common.logs import get_logger
 from Prod.common.model_store import ModelMeta
 
@@ -262,8 +262,7 @@ class IndexHolder:
     last_check_at: datetime | None = None
     last_error: str | None = None
     on_swap: Callable[[ItemIndex], None] | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _ticker: Ticker | None = None
     _failed: dict[str, float] = field(default_factory=dict)
 
     def refresh(self) -> bool:
@@ -305,18 +304,11 @@ class IndexHolder:
         self.last_error = message
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="index-watcher", daemon=True)
-        self._thread.start()
+        if self._ticker is None:
+            self._ticker = Ticker("index-watcher", self.refresh, self.interval_s)
+            self._ticker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.refresh()
+        if self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None

@@ -7,7 +7,6 @@ average rating, so even an empty platform recommends something.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -15,6 +14,7 @@ import numpy as np
 from sqlalchemy import Engine, text
 
 from Prod.als_reco_engine.index import Catalogue, build_catalogue
+from Prod.als_reco_engine.ticker import Ticker
 from Prod.common.logs import get_logger
 
 log = get_logger(__name__)
@@ -79,12 +79,10 @@ class PopularityRefresher:
 
     def __init__(self, engine: Engine, interval_s: float = 60.0, window_days: float = 30.0):
         self._engine = engine
-        self._interval_s = interval_s
         self._window_days = window_days
         self.current: PopularityTable | None = None
         self.last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker = Ticker("popularity", self.refresh, interval_s)
 
     def refresh(self) -> bool:
         try:
@@ -97,17 +95,7 @@ class PopularityRefresher:
         return True
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="popularity", daemon=True)
-            self._thread.start()
+        self._ticker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.refresh()
+        self._ticker.stop()
