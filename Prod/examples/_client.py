@@ -39,3 +39,25 @@ def money(value: float | None) -> str:
 
 def stars(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def run_example(
+    base_url: str, api_key: str | None, timeout_s: float, as_json: bool, work
+) -> int:
+    """Run ``work(client)`` against ``base_url``; an API error is one red line and exit code 1.
+
+    With ``as_json`` the summary ``work`` returns is printed as one JSON line.
+    """
+    import json
+
+    from rich.console import Console
+
+    with make_client(base_url, api_key, timeout_s) as client:
+        try:
+            summary = work(client)
+        except ApiError as exc:
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+            return 1
+    if as_json and summary is not None:
+        print(json.dumps(summary))
+    return 0

@@ -15,7 +15,6 @@ Exits 1 with one clear message when a call fails. ``--json``: one JSON summary a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import uuid
@@ -24,7 +23,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from Prod.examples._client import ApiError, call, make_client, money, stars
+from Prod.examples._client import ApiError, call, money, run_example, stars
 
 console = Console()
 
@@ -126,15 +125,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    with make_client(args.reco_url, args.api_key, args.timeout) as client:
-        try:
-            summary = run(client, args.user_id, args.k, quiet=args.json)
-        except ApiError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}")
-            return 1
-    if args.json:
-        print(json.dumps(summary))
-    return 0
+    return run_example(
+        args.reco_url, args.api_key, args.timeout, args.json,
+        lambda client: run(client, args.user_id, args.k, quiet=args.json),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

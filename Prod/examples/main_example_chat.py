@@ -22,7 +22,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from Prod.examples._client import ApiError, call, make_client, money, stars
+from Prod.examples._client import ApiError, call, money, run_example, stars
 
 console = Console()
 PRICE_LIMIT = 100.0
@@ -160,18 +160,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    with make_client(args.chat_url, args.api_key, args.timeout) as client:
-        try:
-            if args.interactive:
-                interactive(client, args.user_id, args.k)
-                return 0
-            summary = scripted(client, args.user_id, args.k, quiet=args.json)
-        except ApiError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}")
-            return 1
-    if args.json:
-        print(json.dumps(summary))
-    return 0
+    def work(client):
+        if args.interactive:
+            return interactive(client, args.user_id, args.k)
+        return scripted(client, args.user_id, args.k, quiet=args.json)
+
+    return run_example(args.chat_url, args.api_key, args.timeout, args.json, work)
 
 
 if __name__ == "__main__":
