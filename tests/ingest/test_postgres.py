@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import struct
 import uuid
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 from Prod.common.db import migrate
 from Prod.common.errors import IngestError
-from Prod.common.ingest.postgres import ingest_postgres, psycopg_conninfo
+from Prod.common.ingest.postgres import (
+    CopyField,
+    binary_copy_tuples,
+    ingest_postgres,
+    psycopg_conninfo,
+)
 from tests.ingest.conftest import edit, snapshot
 
 
@@ -156,3 +163,96 @@ def test_bulk_path_rebuilds_constraints_and_stays_idempotent(scratch_database, d
                 "insert into interaction (user_id, item_id, event, weight, occurred_at) "
                 "values ('nobody', 'nothing', 'view', 1, now())"
             )
+
+
+def _reference_tuples(rows: list[tuple[bytes | float | int | None, ...]], formats: str) -> bytes:
+    """Binary COPY tuples one row and one field at a time with struct (slow, obviously right):
+    ``formats`` has one struct code per field, ``s`` for UTF-8 bytes; None is NULL."""
+    out = b""
+    for row in rows:
+        out += struct.pack(">h", len(row))
+        for code, value in zip(formats, row, strict=True):
+            if value is None:
+                out += struct.pack(">i", -1)
+            elif code == "s":
+                out += struct.pack(">i", len(value)) + value
+            else:
+                out += struct.pack(">i", struct.calcsize(code)) + struct.pack(">" + code, value)
+    return out
+
+
+def test_binary_copy_tuples_match_a_row_by_row_reference() -> None:
+    names = ["a", "", "größer", "x" * 20]
+    rows = [
+        (names[i % 4].encode(), float(i) if i % 3 else None, 10**12 - i, i % 5 or None)
+        for i in range(50)
+    ]
+    encoded = [r[0] for r in rows]
+    width = max(len(b) for b in encoded)
+    rating = np.array([np.nan if r[1] is None else r[1] for r in rows])
+    count = np.array([r[3] or 0 for r in rows])
+    fields = [
+        CopyField(np.array(encoded, dtype=f"S{width}"), np.array([len(b) for b in encoded])),
+        CopyField(rating.astype(">f8"), np.where(np.isnan(rating), -1, 8)),
+        CopyField(np.array([r[2] for r in rows], dtype=">i8"), np.full(len(rows), 8)),
+        CopyField(count.astype(">i4"), np.where(count == 0, -1, 4)),
+    ]
+    assert binary_copy_tuples(fields) == _reference_tuples(rows, "sdqi")
+    fixed = [fields[2], CopyField(np.arange(50, dtype=">i4"), np.full(50, 4))]  # no padding
+    assert binary_copy_tuples(fixed) == _reference_tuples(
+        [(r[2], i) for i, r in enumerate(rows)], "qi"
+    )
+
+
+def _write_varied_dataset(folder: Path, prefix: str) -> None:
+    """Ids of many lengths and scripts, every event kind, ratings, NULL names and prices."""
+    folder.mkdir()
+    users = [f"{prefix}{'u' * n}{i}" for i, n in enumerate((1, 5, 30))] + [f"{prefix}ünï"]
+    items = [f"{prefix}p", f"{prefix}Ωmega-item", f"{prefix}{'i' * 90}"]
+    (folder / "users.csv").write_text(
+        "user_id,name\n" + "".join(f"{u},{'Name' if i % 2 else ''}\n" for i, u in enumerate(users))
+    )
+    (folder / "items.csv").write_text(
+        "item_id,title,price\n"
+        + "".join(f"{p},Title {p[-3:]},{i or ''}\n" for i, p in enumerate(items))
+    )
+    events = ["view,,", "click,,2.5", "add_to_cart,,", "purchase,,8", "rating,3,", "rating,5,1"]
+    lines = [
+        f"{users[(i * 7) % 4]},{items[(i * 5) % 3]},{events[i % 6]},{1714557600 + 3600 * (i % 11)}"
+        for i in range(120)
+    ]
+    (folder / "interactions.csv").write_text(
+        "user_id,item_id,event,rating,weight,timestamp\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _interaction_rows(url: str, prefix: str) -> list[tuple]:
+    """Stored interactions without the server-assigned id and created_at, sorted."""
+    with psycopg.connect(psycopg_conninfo(url)) as conn:
+        return conn.execute(
+            "select user_id, item_id, event, rating, weight, occurred_at from interaction "
+            "where user_id like %s order by 1, 2, 3, 6",
+            (prefix + "%",),
+        ).fetchall()
+
+
+def test_fresh_bulk_copy_stores_the_same_rows_as_the_incremental_path(
+    scratch_database, tmp_path, prefix
+) -> None:
+    folder = tmp_path / "varied"
+    _write_varied_dataset(folder, prefix)
+    incremental = ingest_postgres(scratch_database, folder, bulk_min_rows=10**9)
+    assert incremental.interaction_mode == "incremental"
+    expected = _interaction_rows(scratch_database, prefix)
+    assert len(expected) == incremental.interactions.inserted > 50
+    assert any(row[3] is not None for row in expected) and any(row[3] is None for row in expected)
+    with psycopg.connect(psycopg_conninfo(scratch_database), autocommit=True) as conn:
+        conn.execute("truncate interaction")
+
+    fresh = ingest_postgres(scratch_database, folder, bulk_min_rows=1)  # empty table: direct COPY
+    assert fresh.interaction_mode == "bulk"
+    assert fresh.interactions.inserted == incremental.interactions.inserted
+    assert _interaction_rows(scratch_database, prefix) == expected
+    rerun = ingest_postgres(scratch_database, folder, bulk_min_rows=1)
+    assert rerun.interactions.inserted == 0 and rerun.users.unchanged == 4
+    assert _interaction_rows(scratch_database, prefix) == expected
