@@ -89,6 +89,28 @@ def test_duplicate_ids_and_ragged_rows(dataset: Path, prefix: str) -> None:
     assert found[("users.csv", 7)] == "expected 2 fields, found 3"  # blank line 6 is skipped
 
 
+def test_many_unknown_events_do_not_make_distinct_events_look_duplicated(
+    dataset: Path, prefix: str
+) -> None:
+    """Regression: the duplicate key folded event codes as if there were at most 6, but codes
+    count every spelling seen; 11 unknown ones pushed 'purchase' to code 12, so (i1, purchase)
+    and (i3, view) at the same time shared a key and one was dropped as a duplicate."""
+    at = "2024-05-01T10:00:00"
+    lines = [f"{prefix}u1,{prefix}i1,view,,,{at}"]
+    lines += [f"{prefix}u1,{prefix}i2,bad{k},,,{at}" for k in range(11)]
+    lines += [f"{prefix}u1,{prefix}i3,view,,,{at}", f"{prefix}u1,{prefix}i1,purchase,,,{at}"]
+    (dataset / "interactions.csv").write_text(
+        "user_id,item_id,event,rating,weight,timestamp\n" + "\n".join(lines) + "\n"
+    )
+    tables = read_tables(dataset)
+    assert len(tables.bad_rows) == 11
+    assert tables.duplicate_interactions == 0
+    stored = tables.interactions[["item_id", "event"]].astype(str)
+    assert sorted(map(tuple, stored.to_numpy())) == [
+        (f"{prefix}i1", "purchase"), (f"{prefix}i1", "view"), (f"{prefix}i3", "view")
+    ]  # fmt: skip
+
+
 def test_interactions_may_refer_to_ids_known_to_the_database(dataset: Path, prefix: str) -> None:
     (dataset / "users.csv").write_text("user_id,name\n")
     known = {f"{prefix}u1", f"{prefix}u2", f"{prefix}u3"}

@@ -283,7 +283,7 @@ def _timestamps_us(flags: _RowFlags, values: pd.Series) -> np.ndarray:
     raw = values.to_numpy()
     out = np.zeros(len(values), dtype=np.int64)
     # str.isdigit is a C call per value, far cheaper than a regex over millions of rows
-    is_int = values.str.isdigit().to_numpy(dtype=bool)
+    is_int = np.fromiter(map(str.isdigit, raw), dtype=bool, count=len(raw))
     if is_int.any():
         seconds = pd.to_numeric(values[is_int]).to_numpy(dtype=np.float64)
         # out-of-range seconds are flagged below; clip so the multiplication cannot overflow
@@ -371,12 +371,18 @@ def _first_occurrences(
     user_codes: np.ndarray, item_codes: np.ndarray, event_codes: np.ndarray, at: np.ndarray
 ) -> np.ndarray:
     """Bool mask: True for the first row (file order) of each (user, item, event, time) key."""
-    # fold the three small codes into one int64 so pandas hashes two integer columns, not four
+    # fold the key into one int64 so pandas hashes one integer column, not four
     n_items = int(item_codes.max()) + 1 if len(item_codes) else 1
-    n_events = len(EVENTS) + 1
+    # codes index every distinct spelling seen, unknown events included: use the real range
+    n_events = int(event_codes.max()) + 1 if len(event_codes) else 1
     who_what = (user_codes.astype(np.int64) * n_items + item_codes) * n_events + event_codes
-    key = pd.DataFrame({"who_what": who_what, "at": at})
-    return ~key.duplicated(keep="first").to_numpy()
+    at_codes, distinct_at = pd.factorize(at)
+    n_who_what = int(who_what.max()) + 1 if len(who_what) else 1
+    if n_who_what * max(len(distinct_at), 1) < 2**63:
+        key = pd.Series(who_what * len(distinct_at) + at_codes)
+        return ~key.duplicated(keep="first").to_numpy()
+    pairs = pd.DataFrame({"who_what": who_what, "at": at})  # too many distinct keys for int64
+    return ~pairs.duplicated(keep="first").to_numpy()
 
 
 @dataclass(frozen=True)
@@ -428,8 +434,7 @@ def _check_interactions(
     user_codes, user_ids = _check_reference(flags, frame["user_id"], references[0], known_ids)
     item_codes, item_ids = _check_reference(flags, frame["item_id"], references[1], known_ids)
     event_codes, event_names = _events(flags, frame["event"])
-    events = event_names[event_codes] if len(event_codes) else np.zeros(0, dtype=object)
-    is_rating = events == "rating"
+    is_rating = (event_names == "rating")[event_codes]
     rating = _numbers(flags, frame["rating"], "rating", 1, 5)
     has_rating = ~np.isnan(rating)
     flags.flag(
@@ -438,11 +443,11 @@ def _check_interactions(
     )
     flags.flag(
         ~is_rating & has_rating,
-        lambda p: f"rating is only allowed when event=rating (event={events[p]})",
+        lambda p: f"rating is only allowed when event=rating (event={event_names[event_codes[p]]})",
     )
     weight = _numbers(flags, frame["weight"], "weight", 0, None, low_inclusive=False)
-    default_weight = pd.Series(events).map(EVENT_WEIGHTS).to_numpy(dtype=np.float64)
-    default_weight = np.where(is_rating, rating, default_weight)
+    weight_by_event = np.array([EVENT_WEIGHTS.get(name, np.nan) for name in event_names])
+    default_weight = np.where(is_rating, rating, weight_by_event[event_codes])
     weight = np.where(np.isnan(weight), default_weight, weight)
     occurred_us = _timestamps_us(flags, frame["timestamp"])
 
