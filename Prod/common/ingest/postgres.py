@@ -231,8 +231,9 @@ class _EncodedText:
         sizes = np.array([len(b) for b in encoded], dtype=np.int32)
         width = max(int(sizes.max()), 1) if len(sizes) else 1
         codes = values.cat.codes.to_numpy()
-        # Python orders str by code point, as PostgreSQL's C and C.UTF-8 collations do; ranks
-        # keep the codes' small int type, which numpy sorts by radix, 10x faster than int64
+        # Python orders str by code point, as PostgreSQL's C and C.UTF-8 collations do (under
+        # another collation the order only helps less); ranks keep the codes' small int type,
+        # which numpy sorts by radix, 10x faster than int64
         ranks = np.argsort(np.argsort(names, kind="stable"), kind="stable").astype(codes.dtype)
         return cls(
             codes=codes, values=np.array(encoded, dtype=f"S{width}"), sizes=sizes, ranks=ranks
@@ -314,9 +315,8 @@ def _table_rows(cur: psycopg.Cursor) -> int:
 
 
 def _insert_in_bulk(cur: psycopg.Cursor, insert: Callable[[], int]) -> int:
-    """Drop FKs, unique constraint and secondary indexes, ``insert()``, rebuild them (same names
-    and definitions). Rebuilding re-checks every row, so a violation still fails the
-    transaction."""
+    """Drop FKs, keys and indexes, ``insert()``, rebuild them (same names and definitions).
+    Rebuilding re-checks every row, so a violation still fails the transaction."""
     structures = _rebuildable_structures(cur)
     for drop, _ in structures:
         cur.execute(drop)
