@@ -89,7 +89,11 @@ class Settings(BaseSettings):
         description="Hyperparameters file written by `reco tune`.",
     )
     train_interval_minutes: PositiveInt = Field(30, description="Retraining interval.")
-    train_lock_ttl_s: PositiveInt = Field(3600, description="Expiry of the trainer's Redis lock.")
+    train_lock_ttl_s: PositiveInt = Field(
+        120,
+        description="Expiry of the trainer's Redis lock; renewed while a run is alive, so it "
+        "only bounds how long a crashed trainer blocks the next run.",
+    )
     keep_model_versions: PositiveInt = Field(
         2, description="Published versions kept (active + previous for rollback)."
     )

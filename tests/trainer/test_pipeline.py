@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -172,6 +173,26 @@ def test_lock_release_is_token_checked_and_expires(settings):
     assert expiring.acquire()
     assert 0 < client.pttl(key) <= 30_000  # a crashed trainer cannot block training forever
     expiring.release()
+
+
+def test_lock_heartbeat_keeps_a_long_run_locked_and_a_dead_one_expires(settings):
+    client = redis_for(settings)
+    key = f"test:lock:{publisher.new_version_id()}"
+    alive = TrainerLock(client, "alive", ttl_s=0.6, key=key)
+    assert alive.acquire()
+    time.sleep(2.0)  # > 3 TTLs: only the heartbeat keeps it
+    assert client.get(key) == b"alive" and 0 < client.pttl(key) <= 600
+    assert alive.release() is True and client.get(key) is None
+    # a trainer that dies holding the lock (no heartbeat any more) frees it one TTL later
+    dead = TrainerLock(client, "dead", ttl_s=0.3, key=key, heartbeat=False)
+    assert dead.acquire()
+    assert TrainerLock(client, "next", ttl_s=30, key=key).acquire() is False
+    time.sleep(0.5)
+    late = TrainerLock(client, "next", ttl_s=30, key=key)
+    assert late.acquire() is True
+    # the dead one's heartbeat-less renew fails, and it cannot release the new holder's lock
+    assert dead.renew() is False and dead.release() is False and client.get(key) == b"next"
+    late.release()
 
 
 def test_cleanup_keeps_active_and_previous_and_rollback_is_mirrored(settings, dataset):
