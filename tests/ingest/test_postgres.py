@@ -193,12 +193,12 @@ def test_binary_copy_tuples_match_a_row_by_row_reference() -> None:
     count = np.array([r[3] or 0 for r in rows])
     fields = [
         CopyField(np.array(encoded, dtype=f"S{width}"), np.array([len(b) for b in encoded])),
-        CopyField(rating.astype(">f8"), np.where(np.isnan(rating), -1, 8)),
+        CopyField(rating, np.where(np.isnan(rating), -1, 8)),  # native order: converted
         CopyField(np.array([r[2] for r in rows], dtype=">i8"), np.full(len(rows), 8)),
-        CopyField(count.astype(">i4"), np.where(count == 0, -1, 4)),
+        CopyField(count.astype("<i4"), np.where(count == 0, -1, 4)),
     ]
     assert binary_copy_tuples(fields) == _reference_tuples(rows, "sdqi")
-    fixed = [fields[2], CopyField(np.arange(50, dtype=">i4"), np.full(50, 4))]  # no padding
+    fixed = [fields[2], CopyField(np.arange(50, dtype=np.int32), np.full(50, 4))]  # no padding
     assert binary_copy_tuples(fixed) == _reference_tuples(
         [(r[2], i) for i, r in enumerate(rows)], "qi"
     )
@@ -256,3 +256,11 @@ def test_fresh_bulk_copy_stores_the_same_rows_as_the_incremental_path(
     rerun = ingest_postgres(scratch_database, folder, bulk_min_rows=1)
     assert rerun.interactions.inserted == 0 and rerun.users.unchanged == 4
     assert _interaction_rows(scratch_database, prefix) == expected
+
+    # the fast path reserved one block of ids from the sequence: later inserts follow it
+    with (folder / "interactions.csv").open("a") as handle:
+        handle.write(f"{prefix}u0,{prefix}p,view,,,2030-01-01T00:00:00\n")
+    assert ingest_postgres(scratch_database, folder).interactions.inserted == 1
+    with psycopg.connect(psycopg_conninfo(scratch_database)) as conn:
+        ids = [row[0] for row in conn.execute("select id from interaction order by id")]
+    assert ids == list(range(ids[0], ids[0] + len(expected))) + [ids[0] + len(expected)]

@@ -177,8 +177,9 @@ _PG_EPOCH_UNIX_US = 946_684_800_000_000
 class CopyField:
     """One column of a binary COPY: per-row values and how many bytes of each to send.
 
-    ``values``: (n,) array of the wire type (big-endian numbers, or ``S<k>`` UTF-8 bytes padded
-    to the longest value); ``sizes``: (n,) int bytes sent per row, -1 for NULL (nothing sent).
+    ``values``: (n,) numbers of the wire width (float64 for float8, int64 for int8/timestamptz,
+    any byte order) or ``S<k>`` UTF-8 bytes padded to the longest value; ``sizes``: (n,) int
+    bytes sent per row, -1 for NULL (nothing sent).
     """
 
     values: np.ndarray
@@ -195,7 +196,9 @@ def binary_copy_tuples(fields: list[CopyField]) -> bytes:
     """
     layout = [("n_fields", ">i2")]
     for number, column in enumerate(fields):
-        layout += [(f"len{number}", ">i4"), (f"value{number}", column.values.dtype)]
+        wire = column.values.dtype  # numbers travel big-endian: assignment below converts
+        wire = wire if wire.kind == "S" else wire.newbyteorder(">")
+        layout += [(f"len{number}", ">i4"), (f"value{number}", wire)]
     n_rows = len(fields[0].values) if fields else 0
     rows = np.empty(n_rows, dtype=np.dtype(layout))
     rows["n_fields"] = len(fields)
@@ -244,8 +247,11 @@ class _EncodedText:
         return CopyField(self.values[codes], self.sizes[codes])
 
 
-def interaction_copy_chunks(interactions: pd.DataFrame) -> Iterator[bytes]:
-    """Binary COPY data for ``_INTERACTION_COLUMNS``, header to trailer, in chunks.
+def interaction_copy_chunks(
+    interactions: pd.DataFrame, first_id: int | None = None
+) -> Iterator[bytes]:
+    """Binary COPY data for ``_INTERACTION_COLUMNS`` (preceded by ``id`` = ``first_id``,
+    ``first_id + 1``, ... when given), header to trailer, in chunks.
 
     Rows go in unique-key order (user_id, item_id, event, occurred_at): PostgreSQL's sort checks
     for presorted input first, so after a bulk load the unique index and the (user_id, ...)
@@ -261,24 +267,47 @@ def interaction_copy_chunks(interactions: pd.DataFrame) -> Iterator[bytes]:
         rows = order[start : start + _COPY_CHUNK_ROWS]
         has_rating = ~np.isnan(rating[rows])
         eight = np.full(len(rows), 8, dtype=np.int32)
+        ids = []
+        if first_id is not None:
+            ids = [CopyField(np.arange(len(rows)) + (first_id + start), eight)]
         yield binary_copy_tuples(
-            [t.field(rows) for t in texts]
+            ids
+            + [t.field(rows) for t in texts]
             + [
-                CopyField(rating[rows].astype(">f8"), np.where(has_rating, eight, -1)),
-                CopyField(weight[rows].astype(">f8"), eight),
-                CopyField(occurred_at[rows].astype(">i8"), eight),
+                CopyField(rating[rows], np.where(has_rating, eight, -1)),
+                CopyField(weight[rows], eight),
+                CopyField(occurred_at[rows], eight),
             ]
         )
     yield _BINARY_TRAILER
 
 
 def _copy_interactions(
-    cur: psycopg.Cursor, table: str, interactions: pd.DataFrame, freeze: bool = False
+    cur: psycopg.Cursor,
+    table: str,
+    interactions: pd.DataFrame,
+    *,
+    first_id: int | None = None,
+    freeze: bool = False,
 ) -> None:
+    """COPY into ``table``, with the ids from ``first_id`` on when given. ``freeze`` is only
+    allowed on a table created or truncated in this transaction."""
+    columns = _INTERACTION_COLUMNS if first_id is None else f"(id, {_INTERACTION_COLUMNS[1:]}"
     options = "format binary, freeze" if freeze else "format binary"
-    with cur.copy(f"copy {table} {_INTERACTION_COLUMNS} from stdin ({options})") as copy:
-        for chunk in interaction_copy_chunks(interactions):
+    with cur.copy(f"copy {table} {columns} from stdin ({options})") as copy:
+        for chunk in interaction_copy_chunks(interactions, first_id):
             copy.write(chunk)
+
+
+def _reserve_ids(cur: psycopg.Cursor, n: int) -> int:
+    """First of ``n`` consecutive new interaction ids, taken from the id sequence in one call
+    rather than a nextval() per row. The caller's table lock keeps every other writer out."""
+    last = cur.execute(
+        "select setval(seq::regclass, nextval(seq::regclass) + %s - 1) "
+        "from pg_get_serial_sequence('interaction', 'id') as seq",
+        (n,),
+    ).fetchone()[0]
+    return last - n + 1
 
 
 def _stage_interactions(cur: psycopg.Cursor, interactions: pd.DataFrame) -> None:
@@ -339,6 +368,7 @@ def _insert_interactions(
     Either way re-runs add nothing, and any failure rolls the whole transaction back.
     """
     staged = len(interactions)
+    bulk_min_rows = max(bulk_min_rows, 1)
     if staged >= bulk_min_rows:
         # nobody may add an event between the emptiness check or anti-join and the insert
         cur.execute("lock table interaction in share row exclusive mode")
@@ -351,7 +381,8 @@ def _insert_interactions(
             # frozen and all-visible: the first reader does not rewrite every page to set hint
             # bits, and autovacuum finds nothing to freeze
             cur.execute("truncate interaction")
-            _copy_interactions(cur, "interaction", interactions, freeze=True)
+            first_id = _reserve_ids(cur, staged)
+            _copy_interactions(cur, "interaction", interactions, first_id=first_id, freeze=True)
             return staged
 
         return _insert_in_bulk(cur, copy_into_table), "bulk"
