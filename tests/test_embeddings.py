@@ -11,15 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from Prod.common.embeddings import (
-    embed_texts,
-    load_embedder,
-    mean_pool,
-    pad_batch,
-    resolve_model_path,
-)
+from Prod.common.embeddings import embed_texts, load_embedder, resolve_model_path
 from Prod.common.errors import InvalidInput
-from Prod.common.ingest.chroma import EMBEDDER_KEY, embedder_function, ingest_chroma
+from Prod.common.ingest.chroma import EMBEDDER_KEY, embedder_function, ingest_chroma, vectors_id
 from Prod.common.stores import chroma_for
 
 TEXTS = [
@@ -45,7 +39,7 @@ def reference(torch_model) -> np.ndarray:
 
 
 def test_default_backend_is_int8_onnx_and_agrees_with_fp32_torch(embedder, reference) -> None:
-    assert embedder.embedder_id == "all-MiniLM-L6-v2|onnx-int8-v1|seq128"
+    assert embedder.embedder_id == "all-MiniLM-L6-v2|onnx-int8-v2|seq128"
     vectors = embed_texts(embedder, TEXTS)
     assert vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
@@ -55,7 +49,7 @@ def test_default_backend_is_int8_onnx_and_agrees_with_fp32_torch(embedder, refer
 
 def test_onnx_fp32_reproduces_torch(reference) -> None:
     onnx = load_embedder("", None, "onnx")
-    assert onnx.embedder_id == "all-MiniLM-L6-v2|onnx-v1|seq128"
+    assert onnx.embedder_id == "all-MiniLM-L6-v2|onnx-v2|seq128"
     cosine = (embed_texts(onnx, TEXTS) * reference).sum(axis=1)
     assert cosine.min() >= 0.9999
 
@@ -71,8 +65,9 @@ def test_int8_keeps_the_nearest_product_for_queries(embedder, torch_model) -> No
 def test_batching_and_order_do_not_change_vectors(embedder) -> None:
     whole = embed_texts(embedder, TEXTS, batch_size=64)
     in_pairs = embed_texts(embedder, TEXTS[::-1], batch_size=2)[::-1]
-    # int8 activations are quantised per run, so each text runs alone: batch-mates and padding
-    # never move a vector (the chat engine embeds queries alone, the ingest in batches)
+    # int8 activations are quantised per run, so each text runs alone (two workers side by side):
+    # other texts never move a vector (the chat engine embeds queries alone, the ingest in batches)
+    assert embedder.workers >= 1
     np.testing.assert_allclose(whole, in_pairs, atol=1e-6)
     single = embed_texts(embedder, [TEXTS[0]], batch_size=1)
     np.testing.assert_allclose(single[0], whole[0], atol=1e-6)
@@ -104,13 +99,14 @@ def test_model_the_export_cannot_reproduce_falls_back_to_torch(tmp_path, monkeyp
     assert not list((tmp_path / "cache").glob("*/meta.json"))  # nothing half-exported kept
 
 
-def test_pad_batch_and_mean_pool() -> None:
-    input_ids, mask = pad_batch([[5, 6, 7], [8]])
-    assert input_ids.tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-    states = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)
-    pooled = mean_pool(states, mask)
-    np.testing.assert_allclose(pooled, [[2.0, 3.0], [6.0, 7.0]])  # padding ignored
+def test_int8_graph_runs_fused_attention_on_int8_products(embedder) -> None:
+    import onnx
+
+    graph = onnx.load(embedder.model_path).graph
+    ops = {node.op_type for node in graph.node}
+    # the transformer optimiser fused each layer's attention, the quantiser made it int8
+    assert {"QAttention", "EmbedLayerNormalization", "MatMulInteger"} <= ops, ops
+    assert "Softmax" not in ops and "SkipLayerNormalization" not in ops
 
 
 @pytest.fixture
@@ -133,9 +129,10 @@ def test_changing_the_embedder_re_embeds_the_whole_catalogue(
     client = chroma_for(settings)
     try:
         first = ingest_chroma(client, folder, embedder_function(torch_model), collection_name=name)
-        assert (first.added, first.embedder, first.reembedded_all) == (
-            3, torch_model.embedder_id, False)  # fmt: skip
-        assert client.get_collection(name).metadata[EMBEDDER_KEY] == torch_model.embedder_id
+        recorded = vectors_id(torch_model.embedder_id)
+        assert recorded == "all-MiniLM-L6-v2|torch|seq128|text-without-price-rating"
+        assert (first.added, first.embedder, first.reembedded_all) == (3, recorded, False)
+        assert client.get_collection(name).metadata[EMBEDDER_KEY] == recorded
 
         same = ingest_chroma(client, folder, embedder_function(torch_model), collection_name=name)
         assert (same.embedded, same.unchanged, same.reembedded_all) == (0, 3, False)
@@ -143,7 +140,7 @@ def test_changing_the_embedder_re_embeds_the_whole_catalogue(
         switched = ingest_chroma(client, folder, embedder_function(embedder), collection_name=name)
         assert (switched.embedded, switched.updated, switched.reembedded_all) == (3, 3, True)
         collection = client.get_collection(name)
-        assert collection.metadata[EMBEDDER_KEY] == embedder.embedder_id
+        assert collection.metadata[EMBEDDER_KEY] == vectors_id(embedder.embedder_id)
         stored = collection.get(include=["embeddings"])
         by_id = dict(zip(stored["ids"], stored["embeddings"], strict=True))
         expected = embed_texts(embedder, TEXTS[:3])

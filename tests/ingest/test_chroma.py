@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from Prod.common.data.canonical import embedding_text, product_text
 from Prod.common.embeddings import embed_texts
 from Prod.common.errors import IngestError
 from Prod.common.ingest.chroma import HASH_KEY, ingest_chroma, sync_products
@@ -123,3 +124,27 @@ def test_bad_product_writes_nothing(client, collection_name, dataset, prefix, em
         ingest_chroma(client, dataset, CountingEmbedder(embedder), collection_name=collection_name)
     assert collection_name not in [c.name for c in client.list_collections()]
     client.get_or_create_collection(collection_name)  # so the fixture's cleanup finds it
+
+
+def test_vectors_are_of_the_text_without_price_and_rating(
+    client, collection_name, tmp_path: Path, embedder
+) -> None:
+    text = product_text({"title": "Trail Boots", "brand": "Trailforge", "category": "Sports",
+                         "price": 1289.5, "avg_rating": 4.5, "rating_count": 1200,
+                         "description": "Waterproof boots for long hikes."})  # fmt: skip
+    assert "Price: $1,289.50." in text and "Rated 4.5 out of 5 from 1,200 ratings." in text
+    semantic = "Trail Boots. Brand: Trailforge. Category: Sports. Waterproof boots for long hikes."
+    assert embedding_text(text) == semantic
+    assert embedding_text("Price $89.99 and nothing else.") == "Price $89.99 and nothing else."
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    record = {"item_id": "boots", "text": text, "metadata": {"title": "Trail Boots"}}
+    (folder / "ProductsRAG.json").write_text(json.dumps([record]))
+
+    embed = CountingEmbedder(embedder)
+    ingest_chroma(client, folder, embed, collection_name=collection_name)
+    assert embed.texts == [semantic]  # price and rating stay exact metadata filters
+    stored = client.get_collection(collection_name).get(include=["documents", "embeddings"])
+    assert stored["documents"] == [text]  # the chat engine still quotes the whole text
+    np.testing.assert_allclose(stored["embeddings"][0], embed_texts(embedder, [semantic])[0],
+                               atol=1e-5)  # fmt: skip

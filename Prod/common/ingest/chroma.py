@@ -5,9 +5,14 @@ Each product's content hash (sha256 of its text and metadata) is stored in its m
 deletes products no longer in the catalogue. Writes go in batches no larger than the server's
 maximum batch size.
 
-The collection's metadata records which embedder wrote its vectors (``embedder``: model, backend,
-sequence length, see :mod:`Prod.common.embeddings`). When the embedder in use differs, every
-product is re-embedded: the content hash alone cannot see that vectors came from another model.
+Each product's vector is of :func:`~Prod.common.data.canonical.embedding_text`, its text without
+the price and rating sentences (exact metadata filters, little use to a semantic match); the
+stored document is the whole text.
+
+The collection's metadata records what wrote its vectors (``embedder``: model, backend, sequence
+length, see :mod:`Prod.common.embeddings`, and which text was embedded, :data:`EMBEDDED_TEXT`).
+When that differs, every product is re-embedded: the content hash alone cannot see that vectors
+came from another model or another part of the text.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from Prod.common.data.canonical import embedding_text
 from Prod.common.errors import IngestError
 from Prod.common.ingest.validate import BadRow, Product, describe_bad_rows, read_products
 from Prod.common.logs import get_logger
@@ -29,6 +35,8 @@ log = get_logger(__name__)
 
 HASH_KEY = "content_hash"
 EMBEDDER_KEY = "embedder"
+# which part of a product text the vectors are of; part of the recorded embedder id
+EMBEDDED_TEXT = "text-without-price-rating"
 COLLECTION_METADATA = {"hnsw:space": "cosine"}
 _READ_PAGE = 5_000
 
@@ -130,7 +138,7 @@ def sync_products(
     chunk = max(1, min(max_batch_size, max(embed_batch_size, 1) * 4))
     done = 0
     for batch in _batches(todo, chunk):
-        vectors = embed([p.text for p in batch])
+        vectors = embed([embedding_text(p.text) for p in batch])
         collection.upsert(
             ids=[p.item_id for p in batch],
             embeddings=np.asarray(vectors, dtype=np.float32),
@@ -168,7 +176,8 @@ def ingest_chroma(
     Bad entries raise :class:`IngestError` (nothing written) unless ``skip_bad_rows``.
     ``progress(done, total)`` follows the products being embedded. ``embedder_id`` (default:
     ``embed.embedder_id`` when present, as set by :func:`embedder_function`) is stored in the
-    collection's metadata; a collection written by another embedder is re-embedded entirely.
+    collection's metadata, as :func:`vectors_id`; a collection written by another embedder is
+    re-embedded entirely.
     """
     started = time.perf_counter()
     dataset_dir = Path(dataset_dir)
@@ -179,7 +188,7 @@ def ingest_chroma(
             f"(--skip-bad-rows loads the good ones):\n{describe_bad_rows(catalogue.bad_rows)}",
             bad_rows=[str(bad) for bad in catalogue.bad_rows],
         )
-    embedder_id = embedder_id or getattr(embed, "embedder_id", None)
+    embedder_id = vectors_id(embedder_id or getattr(embed, "embedder_id", None))
     collection = client.get_or_create_collection(
         collection_name, metadata=collection_metadata(embedder_id)
     )
@@ -189,10 +198,11 @@ def ingest_chroma(
         log.info("collection %s was embedded by %s, now %s: re-embedding every product",
                  collection_name, recorded, embedder_id)  # fmt: skip
     prepared = time.perf_counter()
+    timed = _TimedEmbed(embed)
     counts = sync_products(
         collection,
         catalogue.products,
-        embed,
+        timed,
         max_batch_size=int(client.get_max_batch_size()),
         embed_batch_size=embed_batch_size,
         progress=progress,
@@ -211,12 +221,18 @@ def ingest_chroma(
         seconds={
             "read": prepared - started,
             "embed_and_write": finished - prepared,
+            "embed": timed.seconds,
             "total": finished - started,
         },
         **counts,
     )
     log.info("chroma ingest done: %s", report.to_dict(max_bad_rows=0))
     return report
+
+
+def vectors_id(embedder_id: str | None) -> str | None:
+    """What the collection records as its vectors' origin: the embedder and the embedded text."""
+    return None if embedder_id is None else f"{embedder_id}|{EMBEDDED_TEXT}"
 
 
 def collection_metadata(embedder_id: str | None) -> dict:
@@ -248,6 +264,21 @@ def record_embedder(collection, embedder_id: str | None) -> None:
         return
     kept = {k: v for k, v in (collection.metadata or {}).items() if not k.startswith("hnsw:")}
     collection.modify(metadata={**kept, EMBEDDER_KEY: embedder_id})
+
+
+class _TimedEmbed:
+    """An :data:`Embed` that adds up the seconds spent in ``embed`` (the rest is Chroma's)."""
+
+    def __init__(self, embed: Embed) -> None:
+        self.embed = embed
+        self.seconds = 0.0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return self.embed(texts)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 class ModelEmbed:
