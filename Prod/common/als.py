@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -192,8 +193,30 @@ def confidence_matrix(user_items: torch.Tensor, params: ALSParams) -> torch.Tens
 
 
 def _transpose_csr(csr: torch.Tensor) -> torch.Tensor:
-    """The CSR of ``csr.T`` (built once per fit: items' rows for the item half sweep)."""
-    return csr.t().to_sparse_csr()
+    """The CSR of ``csr.T`` (built once per fit: items' rows for the item half sweep).
+
+    A stable sort of the column indices puts each column's entries in row order. Sorting them as
+    int32 is ~3x faster than torch's own ``t().to_sparse_csr()`` (which sorts int64 pairs); on
+    10M interactions that conversion took longer than an iteration.
+    """
+    n, m = csr.shape
+    crow, col = csr.crow_indices(), csr.col_indices()
+    keys = col.to(torch.int32) if m < 2**31 else col
+    order = torch.sort(keys, stable=True).indices
+    rows = torch.repeat_interleave(
+        torch.arange(n, dtype=crow.dtype, device=crow.device),
+        crow[1:] - crow[:-1],
+        output_size=col.numel(),
+    )
+    counts = torch.bincount(col, minlength=m)
+    t_crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(crow.dtype)
+    return torch.sparse_csr_tensor(
+        t_crow,
+        rows.index_select(0, order),
+        csr.values().index_select(0, order),
+        (m, n),
+        check_invariants=False,
+    )
 
 
 def regularization_per_row(csr: torch.Tensor, params: ALSParams) -> torch.Tensor:
@@ -238,41 +261,82 @@ def _row_sq_norms(a: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(a, dim=1).square_()
 
 
+# Streaming. On ~10M non-zeros the fixed side's factors (tens of MB) no longer fit in the CPU
+# caches, so each random row read of the two sparse products in every CG step (the dots, then
+# the weighted sum) is a DRAM miss. A streamed group instead copies the distinct factor rows its
+# non-zeros use, in index order (so the reads are ordered and each row is read once), into a
+# small buffer once per half sweep, and the products read that copy from cache. Measured on 5.2M
+# non-zeros, one thread, per non-zero and half sweep: the 4 CG products took 770 ns reading at
+# random, against 116 ns for the copy + 358 ns for the products on it. When the factors fit in
+# cache (~1M non-zeros) the random reads are cheaper than the copy, so small fits do not stream.
+_STREAM_MIN_BYTES = 16 * 2**20
+_STREAM_GROUP_NNZ = 16_384
+_thread_state = threading.local()  # per worker thread: the reusable gather buffer
+
+
+def should_stream(n_other: int, factors: int, device: torch.device) -> bool:
+    """Whether half sweeps against ``n_other`` factor rows of size ``factors`` should stream."""
+    return device.type == "cpu" and n_other * factors * 4 >= _STREAM_MIN_BYTES
+
+
+def _gather_buffer(rows: int, k: int, like: torch.Tensor) -> torch.Tensor:
+    """A (rows, k) scratch tensor owned by the calling thread, grown as needed, never shrunk."""
+    buffer = getattr(_thread_state, "buffer", None)
+    if buffer is None or buffer.numel() < rows * k or buffer.dtype != like.dtype:
+        buffer = torch.empty(rows * k, dtype=like.dtype, device=like.device)
+        _thread_state.buffer = buffer
+    return buffer[: rows * k].view(rows, k)
+
+
 class _SweepWorkspace:
     """The fixed sparse structure of one group of rows plus a reusable buffer.
 
-    ``cm1_values`` (nnz,) are ``c_ui - 1``; ``work`` is a CSR (n, m) with the same pattern and
+    ``cm1_values`` (nnz,) are ``c_ui - 1``; ``work`` is a CSR with the group's row pattern and
     int32 indices (what MKL's sparse kernels take, so nothing is converted per call) whose values
     are rewritten in place on every CG step: first the dots at the non-zeros, then the
-    coefficients of the sparse product. Built once per fit, so no step allocates nnz-sized memory.
+    coefficients of the sparse product. Its columns are the other side's rows (n, m), or, when
+    ``streamed``, positions 0..nnz-1 in a per-sweep copy of the rows the non-zeros point at
+    (n, nnz). Built once per fit, so no step allocates nnz-sized memory.
     """
 
-    def __init__(self, cm1: torch.Tensor) -> None:
+    def __init__(self, cm1: torch.Tensor, streamed: bool = False) -> None:
         self.cm1_values = cm1.values().contiguous()
         self.confidence = self.cm1_values + 1.0  # c_ui at the non-zeros
+        crow = cm1.crow_indices().to(torch.int32)
+        if streamed:
+            used, cols = torch.unique(cm1.col_indices(), sorted=True, return_inverse=True)
+            self.gather_index: torch.Tensor | None = used
+            cols, shape = cols.to(torch.int32), (cm1.shape[0], used.numel())
+        else:
+            self.gather_index = None
+            cols, shape = cm1.col_indices().to(torch.int32), cm1.shape
         # zeros, not empty: sampled_addmm computes beta * input even for beta = 0 (NaN * 0 = NaN)
         self.work = torch.sparse_csr_tensor(
-            cm1.crow_indices().to(torch.int32),
-            cm1.col_indices().to(torch.int32),
-            torch.zeros_like(self.cm1_values),
-            cm1.shape,
-            check_invariants=False,
+            crow, cols, torch.zeros_like(self.cm1_values), shape, check_invariants=False
         )
 
+    def source(self, other: torch.Tensor) -> torch.Tensor:
+        """What the products read: ``other`` (m, k), or the copy of its rows in use (nnz, k)."""
+        if self.gather_index is None:
+            return other
+        out = _gather_buffer(self.gather_index.numel(), other.shape[1], other)
+        return torch.index_select(other, 0, self.gather_index, out=out)
+
     def apply_sparse(
-        self, out: torch.Tensor, other: torch.Tensor, x: torch.Tensor, residual: bool = False
+        self, out: torch.Tensor, source: torch.Tensor, x: torch.Tensor, residual: bool = False
     ) -> torch.Tensor:
         """``out += sum_i s_ui y_i`` per row, ``s_ui = (c_ui - 1) x_u^T y_i`` (eq. 4's sparse part).
 
         With ``residual`` the coefficients are ``-(c_ui - (c_ui - 1) x_u^T y_i)`` instead, so
-        ``out`` accumulates ``-b_u + Y^T (C^u - I) Y x_u``. ``other`` = Y (m, k), ``x``, ``out``
-        (n, k). The dots at the non-zeros come from one ``sampled_addmm`` over the pattern.
+        ``out`` accumulates ``-b_u + Y^T (C^u - I) Y x_u``. ``source`` = :meth:`source` of Y,
+        ``x``, ``out`` (n, k). The dots at the non-zeros come from one ``sampled_addmm`` over the
+        pattern.
         """
-        torch.sparse.sampled_addmm(self.work, x, other.T, beta=0.0, out=self.work)
+        torch.sparse.sampled_addmm(self.work, x, source.T, beta=0.0, out=self.work)
         coef = self.work.values().mul_(self.cm1_values)
         if residual:
             coef.sub_(self.confidence)
-        return out.addmm_(self.work, other)
+        return out.addmm_(self.work, source)
 
 
 def _conjugate_gradient(
@@ -311,7 +375,9 @@ def _conjugate_gradient(
 class _RowGroup:
     """Rows ``[start, stop)`` of a half sweep with their own sparse workspace (one per thread)."""
 
-    def __init__(self, cm1: torch.Tensor, reg: torch.Tensor, start: int, stop: int) -> None:
+    def __init__(
+        self, cm1: torch.Tensor, reg: torch.Tensor, start: int, stop: int, streamed: bool = False
+    ) -> None:
         crow = cm1.crow_indices()
         lo, hi = int(crow[start]), int(crow[stop])
         sub = torch.sparse_csr_tensor(
@@ -322,7 +388,7 @@ class _RowGroup:
             check_invariants=False,
         )
         self.start, self.stop, self.nnz = start, stop, hi - lo
-        self.workspace = _SweepWorkspace(sub)
+        self.workspace = _SweepWorkspace(sub, streamed)
         group_reg = reg[start:stop]
         # one lambda for all rows (frequency_exponent = 0) folds into Y^T Y: one op less per step
         uniform = group_reg.numel() > 0 and bool((group_reg == group_reg[0]).all())
@@ -346,8 +412,10 @@ class _RowGroup:
             def apply_dense(v: torch.Tensor) -> torch.Tensor:
                 return torch.mm(v, yty).addcmul_(self.reg, v)  # (Y^T Y + lambda_u I) v
 
+        source = ws.source(other)
+
         def apply_a(v: torch.Tensor, residual: bool = False) -> torch.Tensor:
-            return ws.apply_sparse(apply_dense(v), other, v, residual)
+            return ws.apply_sparse(apply_dense(v), source, v, residual)
 
         return _conjugate_gradient(block, apply_a(block, residual=True).neg_(), apply_a, cg_steps)
 
@@ -358,7 +426,8 @@ class SweepPlan:
     ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. With one thread the rows are one group;
     with ``num_threads`` > 1 (fewer when the matrix is small, so small fits do not pay for threads
     they cannot use) they are cut into up to ``groups_per_thread`` contiguous groups per thread of
-    about equal non-zeros, which the threads take one at a time.
+    about equal non-zeros, which the threads take one at a time. ``streamed`` groups (see
+    :func:`should_stream`) are also cut to at most ``stream_group_nnz`` non-zeros each.
     """
 
     def __init__(
@@ -369,16 +438,28 @@ class SweepPlan:
         min_nnz_per_thread: int = _MIN_NNZ_PER_THREAD,
         groups_per_thread: int = _GROUPS_PER_THREAD,
         min_nnz_per_group: int = _MIN_NNZ_PER_GROUP,
+        *,
+        streamed: bool = False,
+        stream_group_nnz: int = _STREAM_GROUP_NNZ,
+        pool: ThreadPoolExecutor | None = None,
     ) -> None:
         nnz = int(cm1._nnz())
         self.num_threads = max(1, min(num_threads, nnz // max(1, min_nnz_per_thread)))
+        self.streamed = streamed
         n_groups = 1
         if self.num_threads > 1:
             most = max(self.num_threads, nnz // max(1, min_nnz_per_group))
             n_groups = min(self.num_threads * max(1, groups_per_thread), most)
+        if streamed:
+            n_groups = max(n_groups, -(-nnz // max(1, stream_group_nnz)))
         bounds = _balanced_bounds(cm1.crow_indices(), n_groups)
-        pairs = zip(bounds, bounds[1:], strict=False)
-        self.groups = [_RowGroup(cm1, reg, a, b) for a, b in pairs if b > a]
+        pairs = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+        def group(bounds: tuple[int, int]) -> _RowGroup:
+            return _RowGroup(cm1, reg, *bounds, streamed)
+
+        # streamed groups sort their columns (~0.7 s per side at 10M): built in ``pool`` if given
+        self.groups = list((pool.map if pool is not None else map)(group, pairs))
 
 
 def _balanced_bounds(crow: torch.Tensor, groups: int) -> list[int]:
@@ -556,6 +637,7 @@ def fit_als(
     compute_loss: bool = True,
     item_factors: torch.Tensor | None = None,
     num_threads: int | None = None,
+    streamed: bool | None = None,
 ) -> ALSModel:
     """Fit implicit ALS on ``user_items`` (CSR (n_users, n_items) float32 weights).
 
@@ -565,8 +647,9 @@ def fit_als(
     starts the items (n_items, k). ``num_threads``: CPU threads, each solving a contiguous group
     of rows with one intra-op torch thread (default: ``torch.get_num_threads()``; small matrices
     use fewer; torch's setting is restored afterwards). Results agree across thread counts up
-    to float rounding. Raises :class:`TrainingError` on non-finite factors. Returns factors on
-    ``device``.
+    to float rounding. ``streamed``: copy the other side's rows per group before the CG (see
+    :func:`should_stream`; None decides by size). Raises :class:`TrainingError` on non-finite
+    factors. Returns factors on ``device``.
     """
     if user_items.layout != torch.sparse_csr:
         raise InvalidInput("user_items must be a torch sparse CSR tensor")
@@ -579,8 +662,9 @@ def fit_als(
     user_reg = regularization_per_row(cm1_users, params)
     item_reg = regularization_per_row(cm1_items, params)
     threads = default_num_threads(dev) if num_threads is None else max(1, num_threads)
-    users_plan = SweepPlan(cm1_users, user_reg, threads)
-    items_plan = SweepPlan(cm1_items, item_reg, threads)
+
+    def stream(n_other: int) -> bool:
+        return should_stream(n_other, k, dev) if streamed is None else streamed
 
     x = init_factors(n_users, k, params, 0, dev)
     if item_factors is not None:
@@ -589,7 +673,9 @@ def fit_als(
         y = init_factors(n_items, k, params, 1, dev)
 
     losses: list[float] = []
-    with _task_pool(max(users_plan.num_threads, items_plan.num_threads), dev) as pool:
+    with _task_pool(threads, dev) as pool:
+        users_plan = SweepPlan(cm1_users, user_reg, threads, streamed=stream(n_items), pool=pool)
+        items_plan = SweepPlan(cm1_items, item_reg, threads, streamed=stream(n_users), pool=pool)
         for it in range(1, params.iterations + 1):
             _run_plan(users_plan, x, y, params.cg_steps, pool)
             _run_plan(items_plan, y, x, params.cg_steps, pool)

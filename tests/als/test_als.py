@@ -18,6 +18,7 @@ from Prod.common.als import (
     objective,
     reference_solve,
     regularization_per_row,
+    should_stream,
 )
 from Prod.common.errors import InvalidInput, TrainingError
 
@@ -38,8 +39,11 @@ def _dense_confidence(user_items: torch.Tensor, params: ALSParams):
 
 def test_build_user_items_sums_duplicates():
     ui = build_user_items(
-        torch.tensor([0, 0, 1, 0]), torch.tensor([2, 2, 0, 1]), torch.tensor([1.0, 3.0, 2.0, 5.0]),
-        2, 3,
+        torch.tensor([0, 0, 1, 0]),
+        torch.tensor([2, 2, 0, 1]),
+        torch.tensor([1.0, 3.0, 2.0, 5.0]),
+        2,
+        3,
     )
     assert ui.layout == torch.sparse_csr
     assert ui.to_dense().tolist() == [[0.0, 5.0, 4.0], [2.0, 0.0, 0.0]]
@@ -55,8 +59,13 @@ def test_build_user_items_rejects_bad_input():
 @pytest.mark.parametrize("confidence", ["linear", "log"])
 @pytest.mark.parametrize("frequency_exponent", [0.0, 1.0])
 def test_cg_sweep_converges_to_dense_closed_form(rng, confidence, frequency_exponent):
-    params = ALSParams(factors=4, alpha=3.0, regularization=0.1, confidence=confidence,
-                       frequency_exponent=frequency_exponent)
+    params = ALSParams(
+        factors=4,
+        alpha=3.0,
+        regularization=0.1,
+        confidence=confidence,
+        frequency_exponent=frequency_exponent,
+    )
     ui = _random_matrix(rng)
     cm1 = confidence_matrix(ui, params)
     reg = regularization_per_row(cm1, params)
@@ -92,9 +101,11 @@ def test_objective_matches_dense_eq3(rng):
     x = torch.tensor(rng.normal(size=(ui.shape[0], 3)), dtype=torch.float32)
     y = torch.tensor(rng.normal(size=(ui.shape[1], 3)), dtype=torch.float32)
     conf, pref = _dense_confidence(ui, params)
-    dense = (conf * (pref - x @ y.T) ** 2).sum() + (user_reg * (x**2).sum(1)).sum() + (
-        item_reg * (y**2).sum(1)
-    ).sum()
+    dense = (
+        (conf * (pref - x @ y.T) ** 2).sum()
+        + (user_reg * (x**2).sum(1)).sum()
+        + (item_reg * (y**2).sum(1)).sum()
+    )
     assert objective(cm1, x, y, user_reg, item_reg) == pytest.approx(float(dense), rel=1e-4)
 
 
@@ -125,9 +136,10 @@ def test_fitted_model_ranks_held_interactions_above_random(rng):
     ui = build_user_items(torch.tensor(users), torch.tensor(items), torch.ones(len(users)), 40, 20)
     model = fit_als(ui, ALSParams(factors=4, iterations=8, regularization=0.1, alpha=5.0))
     scores = model.user_factors @ model.item_factors.T
-    own = torch.stack([scores[u, 10 * (u % 2): 10 * (u % 2) + 10].mean() for u in range(40)])
-    other = torch.stack([scores[u, 10 * (1 - u % 2): 10 * (1 - u % 2) + 10].mean()
-                         for u in range(40)])
+    own = torch.stack([scores[u, 10 * (u % 2) : 10 * (u % 2) + 10].mean() for u in range(40)])
+    other = torch.stack(
+        [scores[u, 10 * (1 - u % 2) : 10 * (1 - u % 2) + 10].mean() for u in range(40)]
+    )
     assert bool((own > other).all())
 
 
@@ -142,8 +154,14 @@ def test_fold_in_reproduces_a_trained_user(rng):
     ui = _random_matrix(rng, 30, 25, 0.3)
     # many CG steps make each half sweep exact, so the user sweep after the last item sweep is
     # eq. 4 given the final items, exactly what fold-in computes
-    params = ALSParams(factors=5, iterations=100, regularization=0.1, alpha=3.0, cg_steps=10,
-                       frequency_exponent=0.5)
+    params = ALSParams(
+        factors=5,
+        iterations=100,
+        regularization=0.1,
+        alpha=3.0,
+        cg_steps=10,
+        frequency_exponent=0.5,
+    )
     model = fit_als(ui, params, compute_loss=False)
     yty = gramian(model.item_factors)
     for u in (0, 7, 19):
@@ -152,21 +170,25 @@ def test_fold_in_reproduces_a_trained_user(rng):
         folded = fold_in_user(model.item_factors, idx, row[idx], params, yty=yty)
         trained = model.user_factors[u]
         assert float((folded - trained).norm() / trained.norm()) < 1e-2
-        assert torch.allclose(folded, fold_in_user(model.item_factors, idx, row[idx], params),
-                              atol=1e-5)
+        assert torch.allclose(
+            folded, fold_in_user(model.item_factors, idx, row[idx], params), atol=1e-5
+        )
 
 
 def test_fold_in_matches_reference_and_sums_duplicates(rng):
     params = ALSParams(factors=4, alpha=2.0, regularization=0.2, confidence="log")
     items = torch.tensor(rng.normal(size=(10, 4)), dtype=torch.float32)
     folded = fold_in_user(items, torch.tensor([3, 1, 3]), torch.tensor([1.0, 2.0, 2.0]), params)
-    ui = build_user_items(torch.tensor([0, 0]), torch.tensor([1, 3]), torch.tensor([2.0, 3.0]),
-                          1, 10)
+    ui = build_user_items(
+        torch.tensor([0, 0]), torch.tensor([1, 3]), torch.tensor([2.0, 3.0]), 1, 10
+    )
     conf, pref = _dense_confidence(ui, params)
     expected = reference_solve(conf, pref, items, torch.tensor([0.2]))[0]
     torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-5)
-    assert torch.equal(fold_in_user(items, torch.tensor([], dtype=torch.long), torch.tensor([]),
-                                    params), torch.zeros(4))
+    assert torch.equal(
+        fold_in_user(items, torch.tensor([], dtype=torch.long), torch.tensor([]), params),
+        torch.zeros(4),
+    )
 
 
 def test_params_round_trip_and_validation(tmp_path):
@@ -217,8 +239,9 @@ def test_sweep_plan_groups_cover_every_row_once_with_balanced_nnz(rng):
     assert sum(nnz) == ui._nnz() and max(nnz) - min(nnz) <= 2 * 30  # at most ~one row apart
     # more threads than rows, and an empty matrix: still every row exactly once
     tiny = confidence_matrix(_random_matrix(rng, 2, 5, 0.9), ALSParams())
-    tiny = SweepPlan(tiny, regularization_per_row(tiny, ALSParams()), num_threads=8,
-                     min_nnz_per_thread=1)
+    tiny = SweepPlan(
+        tiny, regularization_per_row(tiny, ALSParams()), num_threads=8, min_nnz_per_thread=1
+    )
     assert [r for g in tiny.groups for r in range(g.start, g.stop)] == [0, 1]
 
 
@@ -229,8 +252,9 @@ def test_small_matrices_do_not_get_threads(rng):
 
 def test_threads_get_several_groups_each_when_the_matrix_is_large_enough(rng):
     _, _, cm1, reg, _, _ = _sweep_inputs(rng, 80, 25, 0.3)
-    plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, groups_per_thread=4,
-                     min_nnz_per_group=1)
+    plan = SweepPlan(
+        cm1, reg, num_threads=2, min_nnz_per_thread=1, groups_per_thread=4, min_nnz_per_group=1
+    )
     assert plan.num_threads == 2 and len(plan.groups) == 8
     assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))
     one = SweepPlan(cm1, reg, num_threads=1, groups_per_thread=4, min_nnz_per_group=1)
@@ -245,8 +269,42 @@ def test_threaded_sweep_matches_one_thread_and_the_closed_form(rng):
     torch.testing.assert_close(threaded, single, rtol=1e-5, atol=1e-6)
     exact = cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
     conf, pref = _dense_confidence(ui, params)
+    torch.testing.assert_close(exact, reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4)
+
+
+def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
+    ui, params, cm1, reg, items, start = _sweep_inputs(rng, 80, 25, 0.3)
+    plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, streamed=True,
+                     stream_group_nnz=60)  # fmt: skip
+    assert len(plan.groups) >= ui._nnz() // 60
+    assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))
+    for group in plan.groups:  # each group copies only the distinct item rows it uses
+        used = group.workspace.gather_index
+        assert torch.equal(used, torch.unique(cm1.col_indices()[_nnz_range(cm1, group)]))
+    streamed = cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
+    direct = cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
+    torch.testing.assert_close(streamed, direct, rtol=1e-5, atol=1e-6)
+    exact = cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
+    conf, pref = _dense_confidence(ui, params)
     torch.testing.assert_close(exact, reference_solve(conf, pref, items, reg), rtol=1e-3,
-                               atol=1e-4)
+                               atol=1e-4)  # fmt: skip
+
+
+def _nnz_range(cm1, group):
+    crow = cm1.crow_indices()
+    return slice(int(crow[group.start]), int(crow[group.stop]))
+
+
+def test_streaming_is_chosen_by_the_size_of_the_other_sides_factors(rng):
+    cpu = torch.device("cpu")
+    assert should_stream(200_000, 64, cpu) and not should_stream(20_000, 64, cpu)
+    assert not should_stream(200_000, 64, torch.device("cuda"))
+    ui = _random_matrix(rng, 300, 40, 0.4)
+    params = ALSParams(factors=8, iterations=3, regularization=0.1, alpha=2.0)
+    streamed = fit_als(ui, params, num_threads=2, streamed=True)
+    direct = fit_als(ui, params, num_threads=2, streamed=False)
+    torch.testing.assert_close(streamed.user_factors, direct.user_factors, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(streamed.item_factors, direct.item_factors, rtol=1e-4, atol=1e-5)
 
 
 def test_threaded_fit_matches_one_thread_and_restores_torch_threads(rng):
@@ -262,8 +320,9 @@ def test_threaded_fit_matches_one_thread_and_restores_torch_threads(rng):
     assert torch.get_num_threads() == before
     torch.testing.assert_close(two.user_factors, one.user_factors, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(two.item_factors, one.item_factors, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.tensor(two.losses), torch.tensor(one.losses), rtol=1e-5,
-                               atol=0)
+    torch.testing.assert_close(
+        torch.tensor(two.losses), torch.tensor(one.losses), rtol=1e-5, atol=0
+    )
 
 
 def test_denormal_flushing_stays_inside_the_fit(rng):
