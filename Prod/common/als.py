@@ -480,8 +480,10 @@ def _run_plan(
     pool: ThreadPoolExecutor | None,
 ) -> None:
     """Solve every group of ``plan`` on ``x`` (n, k) in place, in ``pool`` when given."""
-    # once per half sweep, shared by the groups; in the threads too (~3% of an iteration at 10M)
-    yty = sum(_over_row_chunks(pool, gramian, other, plan.num_threads))
+    # once per half sweep, shared by the groups; computed whole (not split over the threads) so
+    # that fits agree bit for bit across thread counts: early sweeps are ill-conditioned, and a
+    # rounding difference in Y^T Y gives different (equally good) factors
+    yty = gramian(other)
 
     def run(group: _RowGroup) -> None:
         group.solve(x, other, yty, cg_steps)  # groups own disjoint rows: threads never collide
