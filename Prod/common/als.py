@@ -49,6 +49,7 @@ __all__ = [
     "reference_solve",
     "objective",
     "regularization_per_row",
+    "should_stream",
 ]
 
 # torch warns once per process that CSR support is "beta"; the ops used here are stable since 2.0
@@ -297,8 +298,8 @@ class _SweepWorkspace:
     int32 indices (what MKL's sparse kernels take, so nothing is converted per call) whose values
     are rewritten in place on every CG step: first the dots at the non-zeros, then the
     coefficients of the sparse product. Its columns are the other side's rows (n, m), or, when
-    ``streamed``, positions 0..nnz-1 in a per-sweep copy of the rows the non-zeros point at
-    (n, nnz). Built once per fit, so no step allocates nnz-sized memory.
+    ``streamed``, positions in a per-sweep copy of the distinct rows the group's non-zeros use
+    (n, d), in index order. Built once per fit, so no step allocates nnz-sized memory.
     """
 
     def __init__(self, cm1: torch.Tensor, streamed: bool = False) -> None:
@@ -318,7 +319,7 @@ class _SweepWorkspace:
         )
 
     def source(self, other: torch.Tensor) -> torch.Tensor:
-        """What the products read: ``other`` (m, k), or the copy of its rows in use (nnz, k)."""
+        """What the products read: ``other`` (m, k), or the copy of its rows in use (d, k)."""
         if self.gather_index is None:
             return other
         out = _gather_buffer(self.gather_index.numel(), other.shape[1], other)
