@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         description="Hyperparameters file written by `reco tune`.",
     )
     train_interval_minutes: PositiveInt = Field(30, description="Retraining interval.")
+    train_refit_iterations: PositiveInt = Field(
+        3,
+        description="After the holdout evaluation, the published model is that fit finished on "
+        "all the data with this many warm-started iterations (not a second full fit).",
+    )
     train_lock_ttl_s: PositiveInt = Field(
         120,
         description="Expiry of the trainer's Redis lock; renewed while a run is alive, so it "

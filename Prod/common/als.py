@@ -664,6 +664,16 @@ def init_factors(n: int, k: int, params: ALSParams, offset: int, device: torch.d
     return (torch.randn(n, k, generator=gen) * params.init_scale).to(device)
 
 
+def _start(given: torch.Tensor | None, shape: tuple[int, int], params: ALSParams, offset: int,
+           device: torch.device) -> torch.Tensor:
+    """A copy of the warm-start factors ``given`` (checked against ``shape``), else seeded ones."""
+    if given is None:
+        return init_factors(*shape, params, offset, device)
+    if tuple(given.shape) != shape:
+        raise InvalidInput(f"warm-start factors have shape {tuple(given.shape)}, expected {shape}")
+    return given.to(device=device, dtype=torch.float32).clone()
+
+
 def fit_als(
     user_items: torch.Tensor,
     params: ALSParams,
@@ -672,6 +682,7 @@ def fit_als(
     *,
     compute_loss: bool = True,
     item_factors: torch.Tensor | None = None,
+    user_factors: torch.Tensor | None = None,
     num_threads: int | None = None,
     streamed: bool | None = None,
 ) -> ALSModel:
@@ -679,8 +690,8 @@ def fit_als(
 
     Each iteration is a users half sweep then an items half sweep (:func:`cg_sweep`). ``device``:
     None = the input's device, "auto" = CUDA when present. ``progress(i, total, loss)`` is called
-    after each iteration. ``compute_loss=False`` skips eq. 3 (for timing). ``item_factors`` warm
-    starts the items (n_items, k). ``num_threads``: CPU threads, each solving a contiguous group
+    after each iteration. ``compute_loss=False`` skips eq. 3 (for timing). ``item_factors`` (n_items, k)
+    and ``user_factors`` (n_users, k) warm start the fit (e.g. from a fit on almost the same data). ``num_threads``: CPU threads, each solving a contiguous group
     of rows with one intra-op torch thread (default: ``torch.get_num_threads()``; small matrices
     use fewer; torch's setting is restored afterwards). Results agree across thread counts up
     to float rounding. ``streamed``: copy the other side's rows per group before the CG (see
@@ -702,11 +713,8 @@ def fit_als(
     def stream(n_other: int) -> bool:
         return should_stream(n_other, k, dev) if streamed is None else streamed
 
-    x = init_factors(n_users, k, params, 0, dev)
-    if item_factors is not None:
-        y = item_factors.to(device=dev, dtype=torch.float32).clone()
-    else:
-        y = init_factors(n_items, k, params, 1, dev)
+    x = _start(user_factors, (n_users, k), params, 0, dev)
+    y = _start(item_factors, (n_items, k), params, 1, dev)
 
     losses: list[float] = []
     with _task_pool(threads, dev) as pool:

@@ -143,6 +143,27 @@ def test_fitted_model_ranks_held_interactions_above_random(rng):
     assert bool((own > other).all())
 
 
+def test_warm_start_continues_a_fit_exactly(rng):
+    # a fit's whole state is its two factor tables: 2 iterations, then 2 more from there, are the
+    # same computation as 4 iterations (the trainer finishes its holdout fit this way)
+    ui = _random_matrix(rng, 30, 20, 0.3)
+    params = ALSParams(factors=6, iterations=4, regularization=0.1, alpha=2.0, seed=5)
+    whole = fit_als(ui, params)
+    half = ALSParams(factors=6, iterations=2, regularization=0.1, alpha=2.0, seed=5)
+    first = fit_als(ui, half)
+    second = fit_als(ui, half, user_factors=first.user_factors, item_factors=first.item_factors)
+    torch.testing.assert_close(second.user_factors, whole.user_factors, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(second.item_factors, whole.item_factors, rtol=1e-5, atol=1e-6)
+    assert first.losses + second.losses == pytest.approx(whole.losses, rel=1e-6)
+    assert not torch.equal(first.user_factors, second.user_factors)  # the start was copied
+
+
+def test_warm_start_factors_of_the_wrong_shape_are_refused(rng):
+    ui = _random_matrix(rng)
+    with pytest.raises(InvalidInput, match="shape"):
+        fit_als(ui, ALSParams(factors=4, iterations=1), user_factors=torch.zeros(3, 4))
+
+
 def test_non_finite_factors_raise_training_error(rng):
     ui = _random_matrix(rng)
     bad_items = torch.full((ui.shape[1], 4), float("nan"))

@@ -87,6 +87,16 @@ def test_run_publishes_a_model_that_readers_decode_consistently(settings, datase
     assert np.mean(in_taste) > 0.7
 
 
+def test_finishing_the_holdout_fit_reaches_the_loss_of_a_cold_fit(settings, dataset):
+    # with evaluation, the published model is the holdout fit plus a few warm iterations on all
+    # the data; it must fit the data as well as a cold fit of the full length (eq. 3 loss)
+    cold = run_training(settings, force=True, evaluate=False)
+    warm = run_training(settings, force=True, evaluate=True)
+    assert cold.status == warm.status == "active", (cold.error, warm.error)
+    assert "evaluate" not in cold.durations and "evaluate" in warm.durations
+    assert warm.metrics["final_loss"] <= cold.metrics["final_loss"] * 1.01
+
+
 def test_failure_mid_publish_keeps_the_old_version_and_records_it(settings, dataset):
     old = train_and_publish(settings)
     client, chroma = redis_for(settings), chroma_for(settings)
