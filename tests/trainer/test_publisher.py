@@ -71,6 +71,35 @@ def test_publish_then_switch_is_read_back_exactly_by_model_store(settings, rng):
     assert collection.metadata["hnsw:space"] == "ip"
 
 
+def test_items_written_in_concurrent_batches_arrive_complete(settings, rng, monkeypatch):
+    chroma = chroma_for(settings)
+    monkeypatch.setattr(chroma, "get_max_batch_size", lambda: 4)  # 40 items -> 10 batches
+    meta, factors = random_model(rng, n_items=40, tag="b")
+    written = []
+    collection = publisher.write_item_factors(
+        chroma, meta.version, factors.item_ids, factors.item_factors, factors.item_metadata,
+        progress=written.append,
+    )  # fmt: skip
+    try:
+        assert written == [4] * 10
+        publisher.verify_item_factors(collection, factors.item_ids, factors.item_factors, 40)
+    finally:
+        chroma.delete_collection(collection.name)
+
+
+def test_a_failed_item_batch_fails_the_write(settings, rng, monkeypatch):
+    chroma = chroma_for(settings)
+    monkeypatch.setattr(chroma, "get_max_batch_size", lambda: 4)
+    meta, factors = random_model(rng, n_items=20, tag="f")
+    bad = factors.item_factors.copy()
+    bad[13] = np.nan  # Chroma refuses the batch holding it
+    with pytest.raises(Exception):
+        publisher.write_item_factors(
+            chroma, meta.version, factors.item_ids, bad, factors.item_metadata
+        )
+    chroma.delete_collection(model_store.item_collection_name(meta.version))
+
+
 def test_rollback_swaps_pointers_and_refuses_without_previous(settings, rng):
     client = redis_for(settings)
     first, f1 = random_model(rng)
