@@ -299,9 +299,11 @@ def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
                      stream_group_nnz=60)  # fmt: skip
     assert len(plan.groups) >= ui._nnz() // 60
     assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))
-    for group in plan.groups:  # each group copies only the distinct item rows it uses
-        used = group.workspace.gather_index
-        assert torch.equal(used, torch.unique(cm1.col_indices()[_nnz_range(cm1, group)]))
+    for group in plan.groups:  # each group copies the item row of each of its non-zeros, in order
+        copied = group.workspace.gather_index
+        assert torch.equal(copied, cm1.col_indices()[_nnz_range(cm1, group)])
+        copy = group.workspace.source(items)
+        assert torch.equal(copy, items[copied])
     streamed = cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
     direct = cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
     torch.testing.assert_close(streamed, direct, rtol=1e-5, atol=1e-6)
