@@ -2,8 +2,9 @@
 
 A run: take the Redis lock -> decide whether there is new data -> read interactions from Postgres ->
 index maps -> holdout evaluation (a fit on the data minus held-out pairs) -> that fit finished
-on all data by a few warm-started iterations (a full cold fit with ``--no-eval``) -> register in ``model_version`` -> publish (Redis user factors, Chroma item factors, verify,
-meta) -> atomic switch (Redis, mirrored in Postgres) -> delete versions beyond
+on all data by a few warm-started iterations (a full cold fit with ``--no-eval``) -> register in
+``model_version`` -> publish (Redis user factors, Chroma item factors, verify, meta) -> atomic
+switch (Redis, mirrored in Postgres) -> delete versions beyond
 ``settings.keep_model_versions``. The HTTP service, the scheduler and ``reco train`` all call
 :func:`run_training`.
 

@@ -267,7 +267,7 @@ def _row_sq_norms(a: torch.Tensor) -> torch.Tensor:
 # Streaming. On ~10M non-zeros the fixed side's factors (tens of MB) no longer fit in the CPU
 # caches, so each random row read of the two sparse products in every CG step (the dots, then
 # the weighted sum) is a DRAM miss. A streamed group instead copies, once per half sweep, the
-# factor row of each of its non-zeros in non-zero order into a small buffer, and the products
+# factor row of each of its non-zeros in non-zero order into a buffer, and the products
 # read that buffer front to back (the hardware prefetcher follows; nothing is read at random).
 # Measured on 5.2M non-zeros, one thread, per non-zero: the two products of one CG step take
 # 30 + 29 ns on the ordered copy, against 62 + 47 ns on a copy of the distinct rows in index order
@@ -325,7 +325,7 @@ class _SweepWorkspace:
         )
 
     def source(self, other: torch.Tensor) -> torch.Tensor:
-        """What the products read: ``other`` (m, k), or the copy of its rows per non-zero (nnz, k)."""
+        """What the products read: ``other`` (m, k), or its row of every non-zero (nnz, k)."""
         if self.gather_index is None:
             return other
         out = _gather_buffer(self.gather_index.numel(), other.shape[1], other)
@@ -696,9 +696,10 @@ def fit_als(
 
     Each iteration is a users half sweep then an items half sweep (:func:`cg_sweep`). ``device``:
     None = the input's device, "auto" = CUDA when present. ``progress(i, total, loss)`` is called
-    after each iteration. ``compute_loss=False`` skips eq. 3 (for timing). ``item_factors`` (n_items, k)
-    and ``user_factors`` (n_users, k) warm start the fit (e.g. from a fit on almost the same data). ``num_threads``: CPU threads, each solving a contiguous group
-    of rows with one intra-op torch thread (default: ``torch.get_num_threads()``; small matrices
+    after each iteration. ``compute_loss=False`` skips eq. 3 (for timing). ``item_factors``
+    (n_items, k) and ``user_factors`` (n_users, k) warm start the fit (e.g. from a fit on almost
+    the same data). ``num_threads``: CPU threads, each solving a contiguous group of rows with
+    one intra-op torch thread (default: ``torch.get_num_threads()``; small matrices
     use fewer; torch's setting is restored afterwards). Results agree across thread counts up
     to float rounding. ``streamed``: copy the other side's rows per group before the CG (see
     :func:`should_stream`; None decides by size). Raises :class:`TrainingError` on non-finite

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from chromadb.errors import ChromaError
 
 from Prod.als_trainer import publisher
 from Prod.als_trainer.service import publish_and_activate, rollback
@@ -93,7 +94,7 @@ def test_a_failed_item_batch_fails_the_write(settings, rng, monkeypatch):
     meta, factors = random_model(rng, n_items=20, tag="f")
     bad = factors.item_factors.copy()
     bad[13] = np.nan  # Chroma refuses the batch holding it
-    with pytest.raises(Exception):
+    with pytest.raises(ChromaError, match="Non-finite"):
         publisher.write_item_factors(
             chroma, meta.version, factors.item_ids, bad, factors.item_metadata
         )
