@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import torch
 
@@ -57,8 +57,6 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 
 ProgressFn = Callable[[int, int, float | None], None]
 """``progress(iteration_done, iterations_total, loss_or_None)`` called after each sweep."""
-
-T = TypeVar("T")
 
 _CG_EPS = 1e-10  # squared-residual floor below which a row's CG is considered converged
 
@@ -454,7 +452,6 @@ class SweepPlan:
     ) -> None:
         nnz = int(cm1._nnz())
         self.num_threads = max(1, min(num_threads, nnz // max(1, min_nnz_per_thread)))
-        self.streamed = streamed
         n_groups = 1
         if self.num_threads > 1:
             most = max(self.num_threads, nnz // max(1, min_nnz_per_group))
@@ -501,19 +498,6 @@ def _run_plan(
         return
     for future in [pool.submit(run, group) for group in plan.groups]:
         future.result()
-
-
-def _over_row_chunks(
-    pool: ThreadPoolExecutor | None,
-    fn: Callable[[torch.Tensor], T],
-    rows: torch.Tensor,
-    parts: int,
-) -> list[T]:
-    """``fn`` of ``parts`` contiguous row chunks of ``rows``, in ``pool`` when given."""
-    chunks = rows.chunk(parts) if parts > 1 else (rows,)
-    if pool is None:
-        return [fn(chunk) for chunk in chunks]
-    return [future.result() for future in [pool.submit(fn, chunk) for chunk in chunks]]
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -641,7 +625,12 @@ def _check_finite(
     pool: ThreadPoolExecutor | None = None,
     parts: int = 1,
 ) -> None:
-    if not all(_over_row_chunks(pool, _all_finite, factors, parts)):
+    chunks = factors.chunk(parts) if parts > 1 else (factors,)  # row chunks, one per thread
+    if pool is None:
+        finite = [_all_finite(chunk) for chunk in chunks]
+    else:
+        finite = [f.result() for f in [pool.submit(_all_finite, chunk) for chunk in chunks]]
+    if not all(finite):
         raise TrainingError(
             f"ALS produced non-finite {name} at iteration {iteration}; "
             "lower alpha or raise regularization",
@@ -670,8 +659,13 @@ def init_factors(n: int, k: int, params: ALSParams, offset: int, device: torch.d
     return (torch.randn(n, k, generator=gen) * params.init_scale).to(device)
 
 
-def _start(given: torch.Tensor | None, shape: tuple[int, int], params: ALSParams, offset: int,
-           device: torch.device) -> torch.Tensor:
+def _start(
+    given: torch.Tensor | None,
+    shape: tuple[int, int],
+    params: ALSParams,
+    offset: int,
+    device: torch.device,
+) -> torch.Tensor:
     """A copy of the warm-start factors ``given`` (checked against ``shape``), else seeded ones."""
     if given is None:
         return init_factors(*shape, params, offset, device)
