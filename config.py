@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         "onnx-int8 (int8 weights, fused attention: ~3x torch per CPU-second); falls back to torch if ONNX can't load. "
         "Changing it re-embeds the catalogue on the next Chroma ingest.",
     )
+    embedding_device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where MiniLM runs: auto (CUDA when torch sees a GPU, else CPU), cpu, cuda or "
+        "cuda:N. On a GPU it runs torch fp32 in batches (EMBEDDING_BACKEND is the CPU choice); an "
+        "unusable GPU falls back to the CPU.",
+    )
     reranker_model: str = Field(
         "cross-encoder/ms-marco-MiniLM-L-6-v2",
         description="Cross-encoder name or path; falls back to bi-encoder scores when unavailable.",

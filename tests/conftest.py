@@ -11,6 +11,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the suite checks the CPU backends everywhere; the GPU embedding test asks for CUDA itself
+os.environ["EMBEDDING_DEVICE"] = "cpu"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from Prod.common.embeddings import embed_texts, load_embedder, resolve_model_path
+from Prod.common.embeddings import embed_texts, load_embedder, resolve_device, resolve_model_path
 from Prod.common.errors import InvalidInput
 from Prod.common.ingest.chroma import EMBEDDER_KEY, embedder_function, ingest_chroma, vectors_id
 from Prod.common.stores import chroma_for
@@ -82,6 +83,38 @@ def test_torch_is_truncated_at_the_trained_length(torch_model) -> None:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(InvalidInput, match="not one of torch, onnx, onnx-int8"):
         load_embedder("", None, "tensorrt")
+
+
+def test_auto_device_is_the_gpu_only_where_torch_sees_one() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == resolve_device(None) == expected
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_a_gpu_that_is_not_there_falls_back_to_the_cpu_backend(embedder) -> None:
+    # no machine has 100 GPUs: the configured CPU backend serves, with its own vectors
+    assert resolve_device("cuda:99") == "cpu"
+    model = load_embedder("", "cuda:99", "onnx-int8")
+    assert model.device == "cpu" and model.embedder_id == embedder.embedder_id
+    assert np.allclose(embed_texts(model, TEXTS), embed_texts(embedder, TEXTS), atol=1e-6)
+
+
+def test_an_unknown_device_is_refused_by_the_settings() -> None:
+    from pydantic import ValidationError
+
+    from config import Settings
+
+    with pytest.raises(ValidationError, match="embedding_device"):
+        Settings(embedding_device="gpu")
+    assert Settings(embedding_device="cuda:1").embedding_device == "cuda:1"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none in CI)")
+def test_on_the_gpu_torch_computes_the_reference_vectors(reference) -> None:
+    model = load_embedder("", "cuda", "onnx-int8")  # the ONNX backends are CPU-only
+    assert model.device.type == "cuda" and model.embedder_id == "all-MiniLM-L6-v2|torch|seq128"
+    cosine = (embed_texts(model, TEXTS) * reference).sum(axis=1)
+    assert cosine.min() > 0.9999, cosine
 
 
 def test_model_the_export_cannot_reproduce_falls_back_to_torch(tmp_path, monkeypatch) -> None:

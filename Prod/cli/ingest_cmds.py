@@ -1,4 +1,5 @@
-"""``reco ingest postgres|chroma`` and ``reco bench ingest``: thin wrappers over Prod/scripts."""
+"""``reco ingest postgres|chroma``, ``reco bench ingest`` and ``reco bench embed``: thin wrappers
+over Prod/scripts and the embedding loader."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from Prod.cli.output import JsonOption, console, dict_table, emit, run_reporting_errors
@@ -187,6 +189,7 @@ def _bench_chroma(settings, dataset: Path, batch_size: int) -> dict:
         "products_per_cpu_s": round(first.embedded / cpu_s, 1) if cpu_s > 0 else None,
         "embedder": first.embedder,
         "embed_workers": getattr(model, "workers", None),
+        "embed_device": str(model.device),
         "rerun_s": round(again.seconds["total"], 3),
         "rerun_embedded": again.embedded,
         "batch_size": batch_size,
@@ -225,6 +228,101 @@ def run_bench(n_interactions: int, n_products: int, repeats: int, batch_size: in
             return result
 
 
+def _product_texts(dataset: Path | None, n_products: int) -> list[str]:
+    """What the Chroma ingest embeds of the first ``n_products`` products of ``dataset``'s
+    ProductsRAG.json, or of a freshly generated catalogue."""
+    from Prod.common.data.canonical import embedding_text
+    from Prod.common.ingest.validate import read_products
+
+    if dataset is None:
+        with tempfile.TemporaryDirectory(prefix="reco-bench-embed-") as tmp:
+            _generate(Path(tmp), 1_000, n_products)
+            return _product_texts(Path(tmp), n_products)
+    products = read_products(Path(dataset)).products[:n_products]
+    return [embedding_text(product.text) for product in products]
+
+
+def _time_embedding(model, texts: list[str], repeats: int) -> tuple[np.ndarray, float, float]:
+    """Vectors, median wall seconds and median process CPU seconds of embedding ``texts``."""
+    from Prod.common.embeddings import embed_texts
+
+    embed_texts(model, ["warm-up", "lazy initialisation"])  # the first calls pay for it
+    runs = []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        vectors = embed_texts(model, texts)
+        runs.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return vectors, statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def run_embed_bench(n_products: int, backends: list[str], repeats: int,
+                    dataset: Path | None) -> dict:  # fmt: skip
+    """Embed the same product texts with each CPU backend (and on the GPU when torch sees one):
+    products/s, products per CPU-second and cosine to torch fp32 on the CPU (the reference)."""
+    import os
+
+    import torch
+
+    from config import get_settings
+    from Prod.common.embeddings import BACKENDS, embed_texts, load_embedder, resolve_device
+    from Prod.common.errors import InvalidInput
+
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise InvalidInput(f"unknown embedding backend(s) {', '.join(unknown)}; "
+                           f"choose from {', '.join(BACKENDS)}")  # fmt: skip
+    configured = get_settings().embedding_model
+    texts = _product_texts(dataset, n_products)
+    reference_model = load_embedder(configured, "cpu", "torch")
+    reference = embed_texts(reference_model, texts)
+    tokens = reference_model.tokenizer(texts, truncation=True,
+                                       max_length=reference_model.max_seq_length)["input_ids"]  # fmt: skip
+    targets = [("cpu", backend) for backend in backends]
+    if resolve_device("auto") != "cpu":
+        targets.append((resolve_device("auto"), "torch"))
+    rows = []
+    load_before = os.getloadavg()[0]
+    for device, backend in targets:
+        model = load_embedder(configured, device, backend)
+        vectors, wall_s, cpu_s = _time_embedding(model, texts, repeats)
+        cosine = (vectors * reference).sum(axis=1)
+        rows.append({
+            "backend": backend, "device": device, "embedder": model.embedder_id,
+            # ONNX: texts side by side, one thread each; torch: one batch over all threads
+            "threads": getattr(model, "workers", None) or torch.get_num_threads(),
+            "products_per_s": round(len(texts) / wall_s, 1),
+            "products_per_cpu_s": round(len(texts) / cpu_s, 1) if cpu_s > 0 else None,
+            "seconds": round(wall_s, 3),
+            "cosine_to_fp32_mean": round(float(cosine.mean()), 4),
+            "cosine_to_fp32_min": round(float(cosine.min()), 4),
+        })  # fmt: skip
+    return {
+        "products": len(texts),
+        "mean_tokens": round(float(np.mean([len(ids) for ids in tokens])), 1),
+        "repeats": repeats,
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(load_before, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "backends": rows,
+    }
+
+
+def _render_embed_bench(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"embedding {result['products']} products "
+                        f"({result['mean_tokens']} tokens on average)")  # fmt: skip
+    columns = ("backend", "device", "threads", "products_per_s", "products_per_cpu_s",
+               "cosine_to_fp32_mean", "cosine_to_fp32_min")  # fmt: skip
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in result["backends"]:
+        table.add_row(*(str(row[column]) for column in columns))
+    console.print(table)
+    console.print(f"median of {result['repeats']} run(s); {result['cpus']} CPUs, load "
+                  f"{result['load_avg_1m']} -> {result['load_avg_1m_after']}", style="dim")  # fmt: skip
+
+
 def _render_bench(result: dict) -> None:
     console.print(dict_table({k: v for k, v in result.items() if k not in ("postgres", "chroma")},
                              title="bench ingest"))  # fmt: skip
@@ -233,7 +331,7 @@ def _render_bench(result: dict) -> None:
 
 
 def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) -> None:
-    """Add ``reco ingest postgres|chroma`` and ``reco bench ingest``."""
+    """Add ``reco ingest postgres|chroma``, ``reco bench ingest`` and ``reco bench embed``."""
     ingest_app = typer.Typer(help="One-shot ingest jobs (same code as Prod/scripts).",
                              no_args_is_help=True)  # fmt: skip
     app.add_typer(ingest_app, name="ingest")
@@ -282,3 +380,22 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
             lambda: run_bench(interactions, products, repeats, batch_size)
         )
         emit(result, as_json, _render_bench)
+
+    @bench_app.command("embed")
+    def bench_embed(
+        products: int = typer.Option(500, "--products", min=1),
+        backends: list[str] = typer.Option(
+            ["torch", "onnx", "onnx-int8"], "--backend", help="CPU backends to compare (repeat)."
+        ),
+        repeats: int = typer.Option(3, "--repeats", min=1, help="Runs per backend (median)."),
+        dataset: Path = typer.Option(
+            None, "--dataset", help="Canonical dataset whose products to embed (default: a "
+            "freshly generated catalogue)."),  # fmt: skip
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Products/s, products per CPU-second and cosine to fp32 of each embedding backend on
+        the same texts (plus torch on the GPU when there is one). No servers needed."""
+        result = run_reporting_errors(
+            lambda: run_embed_bench(products, backends, repeats, dataset)
+        )
+        emit(result, as_json, _render_embed_bench)

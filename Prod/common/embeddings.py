@@ -87,15 +87,41 @@ def make_embedder_id(configured: str, backend: str, max_seq_length: int) -> str:
     return f"{model_label(configured)}|{backend}{recipe}|seq{max_seq_length}"
 
 
-def default_backend() -> str:
-    """``settings.embedding_backend`` (env ``EMBEDDING_BACKEND`` / .env), else the default."""
+def _setting(name: str, default: str) -> str:
+    """One embedding setting (env / .env), else ``default``."""
     try:
         from config import get_settings
 
-        return str(getattr(get_settings(), "embedding_backend", DEFAULT_BACKEND))
+        return str(getattr(get_settings(), name, default))
     except Exception as exc:  # settings are optional here: the loader also runs in notebooks
-        log.warning("settings unreadable (%s); embedding backend %s", exc, DEFAULT_BACKEND)
-        return DEFAULT_BACKEND
+        log.warning("settings unreadable (%s); %s = %s", exc, name, default)
+        return default
+
+
+def default_backend() -> str:
+    """``settings.embedding_backend`` (env ``EMBEDDING_BACKEND`` / .env), else the default."""
+    return _setting("embedding_backend", DEFAULT_BACKEND)
+
+
+def default_device() -> str:
+    """``settings.embedding_device`` (env ``EMBEDDING_DEVICE`` / .env), else ``auto``."""
+    return _setting("embedding_device", "auto")
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto`` (or None): ``cuda`` when torch sees a GPU, else ``cpu``. A CUDA device torch
+    cannot use falls back to ``cpu`` (logged): the CPU computes the same vectors, only slower."""
+    import torch
+
+    device = device or "auto"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            log.warning("embedding device %s is not available; embedding on the CPU", device)
+            return "cpu"
+    return device
 
 
 def cache_root() -> Path:
@@ -112,10 +138,12 @@ def load_embedder(
     configured: str = "", device: str | None = None, backend: str | None = None
 ):
     """A cached embedder with ``encode(...)`` (sentence-transformers' signature),
-    ``get_sentence_embedding_dimension()``, ``max_seq_length`` and ``embedder_id``.
+    ``get_sentence_embedding_dimension()``, ``max_seq_length``, ``embedder_id`` and ``device``.
 
-    ``backend`` None reads ``settings.embedding_backend``. Never reaches a hub for a local folder.
-    An ONNX backend that cannot be built falls back to ``torch`` (logged, and visible in
+    ``device`` None reads ``settings.embedding_device`` and ``backend`` None
+    ``settings.embedding_backend``. On a GPU the model runs in torch (fp32, batched: its vectors
+    are the reference ones, so ``embedder_id`` names ``torch``). Never reaches a hub for a local
+    folder. An ONNX backend that cannot be built falls back to ``torch`` (logged, and visible in
     ``embedder_id``).
     """
     backend = backend or default_backend()
@@ -123,7 +151,8 @@ def load_embedder(
         from Prod.common.errors import InvalidInput
 
         raise InvalidInput(f"embedding backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    if backend != "torch" and device not in (None, "cpu"):
+    device = resolve_device(device or default_device())
+    if backend != "torch" and device != "cpu":
         log.info("embedding backend %s runs on CPU only; using torch on %s", backend, device)
         backend = "torch"
     if backend != "torch":
@@ -135,13 +164,13 @@ def load_embedder(
     return _load_torch(configured, device)
 
 
-def _load_torch(configured: str, device: str | None):
+def _load_torch(configured: str, device: str):
     path = resolve_model_path(configured)
     if Path(path).exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(path, device=device or "cpu")
+    model = SentenceTransformer(path, device=device)
     model.max_seq_length = min(model.max_seq_length or MAX_SEQ_LENGTH, MAX_SEQ_LENGTH)
     model.embedder_id = make_embedder_id(configured, "torch", model.max_seq_length)
     log.info("embedding model loaded from %s (torch, %s)", path, model.device)
