@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         "onnx-int8",
         description="How MiniLM runs: torch (fp32 reference), onnx (fp32, onnxruntime) or "
-        "onnx-int8 (int8 weights, fused attention: ~3x torch per CPU-second); falls back to torch if ONNX can't load. "
+        "onnx-int8 (int8 weights, fused attention: ~3x torch per CPU-second); falls back to "
+        "torch if ONNX can't load. "
         "Changing it re-embeds the catalogue on the next Chroma ingest.",
     )
     embedding_device: str = Field(

@@ -275,8 +275,8 @@ def run_embed_bench(n_products: int, backends: list[str], repeats: int,
     texts = _product_texts(dataset, n_products)
     reference_model = load_embedder(configured, "cpu", "torch")
     reference = embed_texts(reference_model, texts)
-    tokens = reference_model.tokenizer(texts, truncation=True,
-                                       max_length=reference_model.max_seq_length)["input_ids"]  # fmt: skip
+    limit = reference_model.max_seq_length
+    tokens = reference_model.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
     targets = [("cpu", backend) for backend in backends]
     if resolve_device("auto") != "cpu":
         targets.append((resolve_device("auto"), "torch"))
@@ -319,8 +319,9 @@ def _render_embed_bench(result: dict) -> None:
     for row in result["backends"]:
         table.add_row(*(str(row[column]) for column in columns))
     console.print(table)
-    console.print(f"median of {result['repeats']} run(s); {result['cpus']} CPUs, load "
-                  f"{result['load_avg_1m']} -> {result['load_avg_1m_after']}", style="dim")  # fmt: skip
+    load = f"{result['load_avg_1m']} -> {result['load_avg_1m_after']}"
+    console.print(f"median of {result['repeats']} run(s); {result['cpus']} CPUs, load {load}",
+                  style="dim")  # fmt: skip
 
 
 def _render_bench(result: dict) -> None:

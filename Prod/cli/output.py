@@ -1,4 +1,5 @@
-"""How commands report: readable text for people, one JSON object (last stdout line) for machines."""
+"""How commands report: readable text for people, one JSON object (the last stdout line) for
+machines."""
 
 from __future__ import annotations
 
