@@ -278,8 +278,9 @@ def run_embed_bench(n_products: int, backends: list[str], repeats: int,
     limit = reference_model.max_seq_length
     tokens = reference_model.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
     targets = [("cpu", backend) for backend in backends]
-    if resolve_device("auto") != "cpu":
-        targets.append((resolve_device("auto"), "torch"))
+    gpu = resolve_device("auto")
+    if gpu != "cpu":
+        targets.append((gpu, "torch"))
     rows = []
     load_before = os.getloadavg()[0]
     for device, backend in targets:
