@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from Prod.chat_reco_engine.filters import Vocabulary
-
 
 @dataclass
 class Candidate:
@@ -60,17 +58,34 @@ def fetch_metadatas(collection, item_ids: list[str]) -> list[dict[str, Any]]:
     return [dict(m or {}) for m in page["metadatas"]]
 
 
-def load_vocabulary(collection, page_size: int = 5000) -> Vocabulary:
-    """Every brand and category in the collection's metadata."""
+@dataclass(frozen=True)
+class CataloguePage:
+    """What the chat reads of the whole catalogue: every product's metadata and text, and the
+    stored embeddings of the first ``max_vectors`` products (enough to calibrate on)."""
+
+    metadatas: list[dict[str, Any]]
+    documents: list[str]
+    vectors: np.ndarray  # (min(n, max_vectors), dim) float32
+
+
+def read_catalogue(collection, page_size: int = 5000, max_vectors: int = 5000) -> CataloguePage:
+    """Page through the collection once."""
     metadatas: list[dict[str, Any]] = []
+    documents: list[str] = []
+    vectors: list[np.ndarray] = []
     offset = 0
     while True:
-        page = collection.get(include=["metadatas"], limit=page_size, offset=offset)
+        include = ["metadatas", "documents"] + (["embeddings"] if offset < max_vectors else [])
+        page = collection.get(include=include, limit=page_size, offset=offset)
         if not page["ids"]:
             break
-        metadatas.extend(m or {} for m in page["metadatas"])
+        metadatas.extend(dict(m or {}) for m in page["metadatas"])
+        documents.extend(d or "" for d in page["documents"])
+        if "embeddings" in include:
+            vectors.append(np.asarray(page["embeddings"], dtype=np.float32))
         offset += len(page["ids"])
-    return Vocabulary.from_metadatas(metadatas)
+    stacked = np.concatenate(vectors)[:max_vectors] if vectors else np.zeros((0, 0), np.float32)
+    return CataloguePage(metadatas, documents, stacked)
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")

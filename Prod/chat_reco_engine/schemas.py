@@ -51,6 +51,24 @@ class ProductOut(BaseModel):
     relevance: float = Field(..., description="Raw cross-encoder (or bi-encoder) score.")
     affinity: float | None = Field(None, description="Scaled ALS affinity when personalised.")
     reason: str = Field(..., description="Sentence of the product text that best fits the query.")
+    alternative: bool = Field(
+        False,
+        description="True when the product is not a match for what was asked (we don't sell that "
+        "brand or kind of product, see `unmatched`) but the closest we have.",
+    )
+
+
+class Unmatched(BaseModel):
+    """What the shopper asked for that the catalogue does not have."""
+
+    brands: list[str] = Field(default_factory=list, description="Brands nobody sells here.")
+    terms: list[str] = Field(
+        default_factory=list, description="Words of the request no product matches."
+    )
+    filters: list[str] = Field(
+        default_factory=list,
+        description="Price / rating bounds that no product of this kind meets.",
+    )
 
 
 class ChatResponse(BaseModel):
@@ -74,6 +92,16 @@ class ChatResponse(BaseModel):
     generated_by: GeneratedBy
     reranker: Scorer
     personalisation: str = Field(..., description="factor | fold_in | none | error")
+    turn: Literal["refine", "new", "reset"] = Field(
+        "new", description="How the message was read: a refinement of the current request, a "
+        "new request, or a reset (see the README)."
+    )
+    unmatched: Unmatched | None = Field(
+        None, description="What we don't have; the products are then alternatives."
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="Parts of the message that were ignored, and why."
+    )
 
 
 class SearchResponse(BaseModel):
