@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         2, description="Published versions kept (active + previous for rollback)."
     )
     fold_in_cache_s: float = Field(30.0, ge=0, description="How long a folded-in factor is cached.")
+    negative_rating_below: float = Field(
+        3.0,
+        ge=0,
+        le=6,
+        description="Ratings below this are negative feedback, like a `dislike` event: no "
+        "confidence in training or fold-in, never recommended to that user, similar items "
+        "pushed down (3 = ratings 1-2 of 5; 0 = no rating is negative).",
+    )
 
     # --- chat -------------------------------------------------------------------------------
     retrieval_candidates: PositiveInt = Field(50, description="Candidates fetched from Chroma.")
@@ -127,6 +135,13 @@ class Settings(BaseSettings):
     )
     chat_llm_filters: bool = Field(
         True, description="Also ask the LLM for filters (JSON-schema output, validated)."
+    )
+    chat_relevance_floor: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="MiniLM similarity below which a product is not a match and is offered only "
+        "as an alternative; unset = calibrated on the catalogue (see /health).",
     )
 
     # --- services ---------------------------------------------------------------------------

@@ -151,6 +151,10 @@ def create_interactions(
                     "summary": "one event",
                     "value": {"user_id": "u00042", "item_id": "i01234", "event": "purchase"},
                 },
+                "dislike": {
+                    "summary": "negative feedback: never recommend this, push similar ones down",
+                    "value": {"user_id": "u00042", "item_id": "i04321", "event": "dislike"},
+                },
                 "batch": {
                     "summary": "a batch",
                     "value": {

@@ -7,10 +7,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from Prod.common.data.canonical import EVENTS
+
 # ids as the source data has them (ASINs, numeric MovieLens ids, generated ids, e-mails)
 ID_PATTERN = r"^[A-Za-z0-9_.:@+\-]{1,128}$"
 ItemId = Annotated[str, Field(pattern=ID_PATTERN)]
-EventKind = Literal["view", "click", "add_to_cart", "purchase", "rating"]
+EventKind = Literal[EVENTS]  # view, click, add_to_cart, purchase, rating, dislike
 Strategy = Literal["als", "fold_in", "popular"]
 
 _EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -96,7 +98,11 @@ class SimilarOut(BaseModel):
 
 class InteractionIn(_Strict):
     """One user-item event. ``weight`` defaults by event (view 1, click 2, add_to_cart 4,
-    purchase 8, rating = the rating); ``timestamp`` defaults to now (naive = UTC)."""
+    purchase 8, rating = the rating, dislike 1); ``timestamp`` defaults to now (naive = UTC).
+
+    ``dislike``, and a ``rating`` below ``NEGATIVE_RATING_BELOW`` (default 3), are negative
+    feedback: no confidence in the model, the item is never recommended to the user again, and
+    similar items are pushed down (the latest rating or dislike of a pair decides)."""
 
     user_id: str = Field(pattern=ID_PATTERN, examples=["u00042"])
     item_id: str = Field(pattern=ID_PATTERN, examples=["i01234"])

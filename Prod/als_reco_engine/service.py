@@ -44,8 +44,10 @@ from Prod.als_reco_engine.index import (
 from Prod.als_reco_engine.popularity import PopularityRefresher
 from Prod.als_reco_engine.profiles import ProfileCache, UserProfile
 from Prod.common import model_store
+from Prod.common.data.canonical import DEFAULT_WEIGHTS, RATING_EVENT
 from Prod.common.db import get_engine
 from Prod.common.errors import InfraError, InvalidInput, ModelNotReady, NotFound
+from Prod.common.feedback import category_share, dislike_push
 from Prod.common.logs import get_logger
 from Prod.common.models import Interaction, Item, RecommendationListItem, SuppressedItem, User
 from Prod.common.stores import chroma_for
@@ -53,7 +55,6 @@ from Prod.common.stores import chroma_for
 log = get_logger(__name__)
 
 ALS, FOLD_IN, POPULAR = "als", "fold_in", "popular"
-EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
 SERVING_REDIS_TIMEOUT_S = 0.25  # the hot path never waits longer on Redis than this
 
 
@@ -117,9 +118,12 @@ class RecoEngine:
             interval_s=poll_interval_s,
             on_swap=self._on_swap,
         )
-        self.profiles = ProfileCache(self.db, ttl_s=profile_ttl_s)
+        negative_below = settings.negative_rating_below
+        self.profiles = ProfileCache(self.db, ttl_s=profile_ttl_s, negative_below=negative_below)
         self.fold_ins = FoldInCache(settings.fold_in_cache_s)
-        self.popularity = PopularityRefresher(self.db, interval_s=popularity_interval_s)
+        self.popularity = PopularityRefresher(
+            self.db, interval_s=popularity_interval_s, negative_below=negative_below
+        )
         self.history = HistoryWriter(self.db)
         self.scorer = BatchScorer()
         self._written_since_load: set[str] = set()  # users with events newer than the index
@@ -243,10 +247,10 @@ class RecoEngine:
         cached = self.fold_ins.get(index.version, profile.user_id)
         if cached is not None:
             return cached
-        rows, weights, _ = profile.rows_for(index.catalogue)
-        if rows.size == 0:  # none of their items is in this model
+        rows = profile.rows_for(index.catalogue)
+        if rows.liked.size == 0:  # none of their liked items is in this model
             return None
-        factor = solve_user_factor(index, rows, weights)
+        factor = solve_user_factor(index, rows.liked, rows.weights)  # dislikes add no confidence
         self.fold_ins.put(index.version, profile.user_id, factor)
         return factor
 
@@ -261,7 +265,11 @@ class RecoEngine:
         filters: ItemFilters,
         log_history: bool = True,
     ) -> Recommendation:
-        """Top-k for a user with the best strategy available (als > fold_in > popular)."""
+        """Top-k for a user with the best strategy available (als > fold_in > popular).
+
+        Suppressed and disliked items are never returned (seen ones unless ``exclude_seen`` is
+        off), and items like the disliked ones are pushed down (:meth:`_push_away`).
+        """
         profile = self.profiles.cached(user_id)
         if profile is None:  # only a miss pays the thread-pool hop to Postgres
             profile = await run_in_threadpool(self.load_profile, user_id)
@@ -273,8 +281,12 @@ class RecoEngine:
         else:
             strategy, catalogue, scores = POPULAR, *self._popularity_scores()
             version = index.version if index is not None else None
-        seen, _, suppressed = profile.rows_for(catalogue)
-        excluded = np.concatenate([seen, suppressed]) if exclude_seen else suppressed
+        rows_of = profile.rows_for(catalogue)
+        excluded = (
+            np.concatenate([rows_of.seen, rows_of.hidden]) if exclude_seen else rows_of.hidden
+        )
+        if profile.disliked:
+            scores = _push_away(index, catalogue, scores, profile)
         rows, best = top_k(scores, k, excluded, filter_mask(catalogue, filters))
         result = Recommendation(user_id, strategy, version, catalogue, rows, round_scores(best))
         if log_history:
@@ -580,10 +592,61 @@ class RecoEngine:
             return False
 
 
+def _push_away(
+    index: ItemIndex | None, catalogue: Catalogue, scores: np.ndarray, profile: UserProfile
+) -> np.ndarray:
+    """``scores`` (n,) of ``catalogue`` minus ``spread * push``: an item like the user's disliked
+    ones (by the ALS "anti-taste" or by category: :func:`Prod.common.feedback.dislike_push`)
+    loses up to the whole score range."""
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
+        return scores
+    anti_scores = disliked_scores = None
+    disliked = profile.rows_for(index.catalogue).disliked if index is not None else np.zeros(0)
+    if disliked.size:
+        anti = solve_user_factor(index, disliked, np.ones(disliked.size, dtype=np.float32))
+        disliked_scores = index.factors[disliked] @ anti
+        if catalogue is index.catalogue:
+            anti_scores = index.factors @ anti
+        else:  # popularity: its own catalogue, mapped onto the model's rows
+            row_of = index.catalogue.row_of
+            rows = np.fromiter((row_of.get(i, -1) for i in catalogue.item_ids), np.int64)
+            anti_scores = np.where(rows >= 0, index.factors[rows] @ anti, np.float32(0.0))
+    push = dislike_push(
+        n_disliked=len(profile.disliked),
+        n_liked=profile.n_liked,
+        anti_scores=anti_scores,
+        disliked_scores=disliked_scores,
+        same_category=_category_share(catalogue, index, profile.disliked),
+    )
+    if push is None:
+        return scores
+    spread = float(finite.max() - finite.min())
+    return (scores - spread * push).astype(np.float32)
+
+
+def _category_share(
+    catalogue: Catalogue, index: ItemIndex | None, disliked: frozenset[str]
+) -> np.ndarray:
+    """(n,) per row of ``catalogue``: the share of the disliked items in its category."""
+    names = []
+    for item_id in disliked:
+        for source in (catalogue, index.catalogue if index is not None else None):
+            row = source.row_of.get(item_id) if source is not None else None
+            if row is not None:
+                names.append(source.categories[row])
+                break
+        else:
+            names.append(None)
+    share_by_code = category_share(list(catalogue.category_codes), names)
+    return np.append(share_by_code, 0.0)[catalogue.category_code]  # code -1 (unknown) -> 0
+
+
 def _interaction_row(event: dict[str, Any]) -> dict[str, Any]:
     weight = event.get("weight")
     if weight is None:
-        weight = event["rating"] if event["event"] == "rating" else EVENT_WEIGHTS[event["event"]]
+        kind = event["event"]
+        weight = event["rating"] if kind == RATING_EVENT else DEFAULT_WEIGHTS[kind]
     occurred_at = event.get("timestamp") or datetime.now(timezone.utc)
     if occurred_at.tzinfo is None:
         occurred_at = occurred_at.replace(tzinfo=timezone.utc)

@@ -298,12 +298,13 @@ def _train_and_publish(
 ) -> None:
     db = settings.database_url
     with stages.stage("load"):
-        raw = copy_interactions(db, watermark)
+        raw = copy_interactions(db, watermark, settings.negative_rating_below)
     with stages.stage("index"):
         matrix = index_interactions(raw, watermark)
         del raw
     result.counts = {"n_users": matrix.n_users, "n_items": matrix.n_items,
-                     "n_interactions": matrix.n_events, "n_pairs": matrix.nnz}  # fmt: skip
+                     "n_interactions": matrix.n_events, "n_pairs": matrix.nnz,
+                     "n_disliked_pairs": matrix.n_disliked}  # fmt: skip
     holdout_fit, train_params = None, params
     if evaluate:
         with stages.stage("evaluate"):

@@ -12,8 +12,9 @@ The decision uses what the shop already has, not the length of the message:
 - otherwise the message's topic words are embedded (MiniLM) and compared, against the relevance
   floor, with the products the shopper was just shown and with the whole catalogue: words that
   fit the current products refine ("noise cancelling" after earbuds); words that fit other
-  products and not these ("a yoga mat" after smartwatches) start a new request, as do words the
-  catalogue has never seen ("a laptop" in a shop without laptops: we say we don't sell it).
+  products and not these, or fit them much better ("a yoga mat" after smartwatches, "a chef's
+  knife" after frying pans), start a new request, as do words the catalogue has never seen
+  ("a laptop" in a shop without laptops: we say we don't sell it).
 
 On a new request the topic words, the brands, the categories and the price range of the old one
 are dropped: they describe that product. Only constraints that describe the shopper, not the
@@ -24,6 +25,7 @@ X").
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -35,7 +37,7 @@ from Prod.chat_reco_engine.filters import (
     median_or_none,
     parse_text,
 )
-from Prod.chat_reco_engine.relevance import unmatched_names
+from Prod.chat_reco_engine.relevance import text_words, unmatched_names, word_key
 
 
 class TurnKind(str, Enum):
@@ -62,9 +64,7 @@ _CHEAPER = re.compile(
 _PRICIER = re.compile(
     r"\b(?:more\s+expensive|pricier|higher[\s-]end|premium|fancier|too\s+cheap)\b", re.I
 )
-_BETTER_RATED = re.compile(
-    r"\b(?:better|higher)[\s-]+(?:rated|reviewed|ratings?|reviews?)\b", re.I
-)
+_BETTER_RATED = re.compile(r"\b(?:better|higher)[\s-]+(?:rated|reviewed|ratings?|reviews?)\b", re.I)
 _RESET = re.compile(
     r"\b(?:start(?:ing)?\s+(?:over|again|afresh|from\s+scratch)|new\s+search|reset|"
     r"clear\s+(?:the\s+|all\s+|my\s+)?(?:filters|search|everything)|never\s*mind|"
@@ -87,6 +87,9 @@ _QUALIFIER = re.compile(
     r"more|less)\b",
     re.I,
 )  # fmt: skip
+# "I need a chef's knife", "some dog treats": an object of its own, unless it points back
+_NAMES_OBJECT = re.compile(r"\b(?:a|an|some)\s+[\w']", re.I)
+_POINTS_BACK = re.compile(r"\b(?:ones?|those|these|them|it|same)\b", re.I)
 _FILLER = re.compile(
     r"\b(?:what|how|about|any|anything|something|from|by|show|me|some|the|a|an|ones?|those|"
     r"these|them|please|instead|only|and|or|but|also|i'(?:m|d|ve|ll)|im|i|want|wants|need|"
@@ -169,14 +172,19 @@ def classify(
     *,
     topic: list[str],
     unknown_terms: list[str],
+    shown_titles: frozenset[str],
     named_categories: list[str],
     carried: ProductFilters,
     topic_fit: TopicMatcher | None,
     floor: float | None,
+    margin: float | None = None,
 ) -> TurnKind:
     """REFINE or NEW for a message with a current request (see the module docstring).
     ``topic`` holds the message's own topic words (no brand names), ``unknown_terms`` those of
-    them that no product text contains."""
+    them that no product text contains, ``shown_titles`` the words most titles just shown share.
+    ``margin``: how much better than the products shown
+    another product must fit the words for them to name something else (the calibrated gap
+    between a match and the best non-match, see :mod:`.relevance`)."""
     if named_categories and set(named_categories) != set(carried.categories):
         return TurnKind.NEW
     if not topic or _QUALIFIER.match(text):
@@ -184,7 +192,14 @@ def classify(
     if topic_fit is None or floor is None:
         return TurnKind.NEW  # no model to compare with: topic words of its own start afresh
     fit = topic_fit(topic)
-    if fit.current >= floor:
+    new_object = (
+        _NAMES_OBJECT.search(text) is not None and not _POINTS_BACK.search(text)
+        and not any(word_key(w) in shown_titles for w in topic)
+    )  # fmt: skip
+    if new_object and fit.catalogue >= floor:
+        return TurnKind.NEW
+    names_something_else = margin is not None and fit.catalogue - fit.current > margin
+    if fit.current >= floor and not names_something_else:
         return TurnKind.REFINE
     if fit.catalogue >= floor or len(unknown_terms) == len(topic):
         return TurnKind.NEW
@@ -200,6 +215,7 @@ def condense(
     vocabulary: Vocabulary,
     topic_fit: TopicMatcher | None = None,
     floor: float | None = None,
+    margin: float | None = None,
     known_words: frozenset[str] | None = None,
 ) -> Condensed:
     """Turn a message into a standalone query plus filter changes, deterministically.
@@ -230,9 +246,10 @@ def condense(
     if previous_query is None:
         kind = TurnKind.RESET if reset else TurnKind.NEW
     else:
-        kind = classify(text, topic=topic, unknown_terms=unknown_terms,
+        shown = _common_title_words(previous_products)
+        kind = classify(text, topic=topic, unknown_terms=unknown_terms, shown_titles=shown,
                         named_categories=named_categories, carried=carried,
-                        topic_fit=topic_fit, floor=floor)  # fmt: skip
+                        topic_fit=topic_fit, floor=floor, margin=margin)  # fmt: skip
     if kind is TurnKind.REFINE:
         changes = {**_derived_changes(message, carried, previous_products), **changes}
         base = previous_query or ""
@@ -245,6 +262,13 @@ def condense(
     return Condensed(query or message.strip(), changes, carried, kind, parsed.suspicious,
                      topic_words=topic, unknown_brands=unknown_brands,
                      unknown_terms=unknown_terms, notes=notes)  # fmt: skip
+
+
+def _common_title_words(products: list[dict[str, Any]]) -> frozenset[str]:
+    """Words in at least half of the products' titles: what they are, not a stray result's."""
+    titles = [text_words([str(p.get("title") or "")]) for p in products]
+    counts = Counter(word for title in titles for word in title)
+    return frozenset(w for w, n in counts.items() if 2 * n >= len(titles))
 
 
 def _join_unique(base: str, extra: str) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from Prod.chat_reco_engine.filters import Vocabulary
-from Prod.chat_reco_engine.relevance import catalogue_words, content_words, known_word
+from Prod.chat_reco_engine.relevance import content_words, known_word, text_words
 from Prod.common.ingest.validate import Product
 
 REFINEMENT, TOPIC_SWITCH, RESET, OUT_OF_CATALOGUE, INJECTION = (
@@ -84,12 +84,14 @@ def _expect(*conditions: tuple[bool, str]) -> str | None:
     return next((why for ok, why in conditions if not ok), None)
 
 
-def generate_dialogues(products: list[Product], per_kind: int = 24, seed: int = 0) -> list[Dialogue]:
+def generate_dialogues(
+    products: list[Product], per_kind: int = 24, seed: int = 0
+) -> list[Dialogue]:
     """About ``per_kind`` conversations of each kind (fewer when the catalogue cannot make them:
     one category means no topic switch across categories, etc.)."""
     rng = np.random.default_rng(seed)
     vocabulary = Vocabulary.from_metadatas(p.metadata for p in products)
-    known = catalogue_words([p.text for p in products])
+    known = text_words([p.text for p in products])
     words = kind_words(products, vocabulary)
     usable = [p for p in products if words[p.item_id] and p.metadata.get("price") is not None]
     if len(usable) < 2:
@@ -140,7 +142,7 @@ def generate_dialogues(products: list[Product], per_kind: int = 24, seed: int = 
                                       _check_cap(limit, category)))  # fmt: skip
         if b is None or n >= per_kind:
             continue
-        b_category, b_brand = b.metadata.get("category"), b.metadata.get("brand")
+        b_brand = b.metadata.get("brand")
         start = f"{brand} {phrase(a)} under ${cap}" if brand else f"{phrase(a)} under ${cap}"
         if n % 2 == 0:
             dialogues.append(Dialogue(
@@ -170,7 +172,8 @@ def generate_dialogues(products: list[Product], per_kind: int = 24, seed: int = 
             dialogues.append(Dialogue(OUT_OF_CATALOGUE, "kind", (f"I'm looking for a {kind}",),
                                       _check_unmatched_terms(kind)))  # fmt: skip
         injected = _INJECTIONS[n % len(_INJECTIONS)]
-        dialogues.append(Dialogue(INJECTION, "with_filters", (f"{phrase(a)} under ${cap}. {injected}",),
+        message = f"{phrase(a)} under ${cap}. {injected}"
+        dialogues.append(Dialogue(INJECTION, "with_filters", (message,),
                                   _check_cap(cap, category)))  # fmt: skip
     return dialogues
 
@@ -293,8 +296,9 @@ def run_dialogues(
         if why is None:
             passed[dialogue.kind] += 1
         elif len(failures[dialogue.kind]) < 3:
-            failures[dialogue.kind].append({"name": dialogue.name,
-                                            "messages": list(dialogue.messages), "why": why})
+            failures[dialogue.kind].append(
+                {"name": dialogue.name, "messages": list(dialogue.messages), "why": why}
+            )
         if progress is not None:
             progress(1)
     return {

@@ -6,6 +6,14 @@ affinity of item ``i`` is ``x_u . y_i`` with the user's published factor ``x_u``
 the active model has not seen, one folded in from their PostgreSQL interactions (exact ALS
 user step against the active item factors). Candidates without an item factor get the lowest
 affinity. Users with neither get relevance only.
+
+Negative feedback (a ``dislike``, a rating below ``settings.negative_rating_below``; the rule is
+:mod:`Prod.common.feedback`) adds no confidence to the fold-in; the chat drops the user's disliked
+products (:meth:`Personaliser.disliked`) and multiplies the blended score by ``1 - w * push``,
+where ``push`` (:meth:`Personaliser.push_away`, in [0, 1]) is how close a candidate is to the
+"anti-taste" folded in from the disliked items, or the share of them in its category (above the
+least share among the candidates), scaled by the share of the user's pairs that are disliked
+(:func:`Prod.common.feedback.dislike_push`; the score stays in [0, 1]).
 """
 
 from __future__ import annotations
@@ -15,15 +23,18 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from Prod.common import model_store
 from Prod.common.db import session_scope
+from Prod.common.feedback import category_share, dislike_push, user_pairs_sql
 from Prod.common.logs import get_logger
-from Prod.common.models import Interaction
+from Prod.common.models import Item
 from Prod.common.stores import chroma_for, redis_for
 
 log = get_logger(__name__)
+
+_MAX_CACHED_USERS = 100_000  # users' interaction summaries kept (cleared when full)
 
 
 def min_max(values: np.ndarray) -> np.ndarray:
@@ -52,6 +63,32 @@ class _ItemFactors:
     gram: np.ndarray  # (k, k) Y^T Y, cached for fold-in
 
 
+@dataclass(frozen=True)
+class _Pairs:
+    """One user's Postgres interactions under the negative-feedback rule."""
+
+    liked: list[tuple[str, float]]  # (item_id, summed positive weight)
+    disliked: frozenset[str]
+    disliked_categories: list[str | None]
+
+
+def _solve(
+    meta: model_store.ModelMeta, items: _ItemFactors, known: list[tuple[int, float]]
+) -> np.ndarray:
+    """(k,) factor of a user with these (item row, weight) pairs: the exact ALS user step."""
+    import torch
+
+    from Prod.common.als import ALSParams, fold_in_user
+
+    params = ALSParams(factors=meta.dim, regularization=meta.regularization,
+                       alpha=meta.alpha, confidence=meta.confidence)  # fmt: skip
+    idx, weights = zip(*known, strict=True)
+    return fold_in_user(
+        torch.from_numpy(items.matrix), torch.tensor(idx), torch.tensor(weights),
+        params, yty=torch.from_numpy(items.gram),
+    ).numpy()  # fmt: skip
+
+
 class Personaliser:
     """Reads the active ALS model (Redis + Chroma) and computes user affinities."""
 
@@ -59,6 +96,7 @@ class Personaliser:
         self.settings = settings
         self._items: dict[str, _ItemFactors] = {}
         self._folded: dict[tuple[str, str], tuple[float, np.ndarray | None]] = {}
+        self._pairs: dict[str, tuple[float, _Pairs]] = {}
         self._lock = threading.Lock()
 
     def _item_factors(self, meta: model_store.ModelMeta) -> _ItemFactors:
@@ -75,28 +113,80 @@ class Personaliser:
         hit = self._folded.get(key)
         if hit is not None and time.monotonic() - hit[0] < self.settings.fold_in_cache_s:
             return hit[1]
-        with session_scope(self.settings.database_url) as db:
-            rows = db.execute(
-                select(Interaction.item_id, func.sum(Interaction.weight))
-                .where(Interaction.user_id == user_id).group_by(Interaction.item_id)
-            ).all()  # fmt: skip
         items = self._item_factors(meta)
-        known = [(items.index[i], float(w)) for i, w in rows if i in items.index]
-        factor = None
-        if known:
-            import torch
-
-            from Prod.common.als import ALSParams, fold_in_user
-
-            params = ALSParams(factors=meta.dim, regularization=meta.regularization,
-                               alpha=meta.alpha, confidence=meta.confidence)  # fmt: skip
-            idx, weights = zip(*known, strict=True)
-            factor = fold_in_user(
-                torch.from_numpy(items.matrix), torch.tensor(idx), torch.tensor(weights),
-                params, yty=torch.from_numpy(items.gram),
-            ).numpy()  # fmt: skip
+        known = [(items.index[i], w) for i, w in self._user_pairs(user_id).liked
+                 if i in items.index]  # fmt: skip
+        factor = _solve(meta, items, known) if known else None
         self._folded[key] = (time.monotonic(), factor)
         return factor
+
+    def _user_pairs(self, user_id: str) -> _Pairs:
+        """The user's liked and disliked items, cached for ``fold_in_cache_s`` like fold-ins."""
+        hit = self._pairs.get(user_id)
+        if hit is not None and time.monotonic() - hit[0] < self.settings.fold_in_cache_s:
+            return hit[1]
+        query = user_pairs_sql(self.settings.negative_rating_below)
+        with session_scope(self.settings.database_url) as db:
+            rows = db.execute(query, {"user_id": user_id}).all()
+            disliked = frozenset(r[0] for r in rows if r[3])
+            categories = (
+                db.scalars(select(Item.category).where(Item.item_id.in_(disliked))).all()
+                if disliked
+                else []
+            )
+        pairs = _Pairs(
+            liked=[(r[0], float(r[1])) for r in rows if not r[3]],
+            disliked=disliked,
+            disliked_categories=list(categories),
+        )
+        if len(self._pairs) >= _MAX_CACHED_USERS:
+            self._pairs.clear()
+        self._pairs[user_id] = (time.monotonic(), pairs)
+        return pairs
+
+    def disliked(self, user_id: str) -> frozenset[str]:
+        """Items the user disliked (a ``dislike``, or a rating below the threshold, as their
+        latest rating or dislike of it): never shown to them. Empty when unknown or on error."""
+        try:
+            return self._user_pairs(user_id).disliked
+        except Exception as exc:  # an enhancement; never fail the request
+            log.warning("disliked items of user %s unavailable: %s", user_id, exc)
+            return frozenset()
+
+    def push_away(
+        self, user_id: str, item_ids: list[str], categories: list[str | None]
+    ) -> np.ndarray | None:
+        """(n,) in [0, 1]: how far each candidate (ids and categories) is pushed down for being
+        like the user's disliked items (:func:`Prod.common.feedback.dislike_push`: the active
+        model's "anti-taste" and the category). None when nothing is disliked, or on error."""
+        try:
+            pairs = self._user_pairs(user_id)
+            if not pairs.disliked:
+                return None
+            anti_scores = disliked_scores = None
+            redis_client = redis_for(self.settings)
+            version = model_store.active_version(redis_client)
+            meta = model_store.read_meta(redis_client, version) if version else None
+            items = self._item_factors(meta) if meta is not None else None
+            disliked = [items.index[i] for i in sorted(pairs.disliked) if i in items.index] if (
+                items is not None) else []  # fmt: skip
+            if disliked:
+                anti = _solve(meta, items, [(row, 1.0) for row in disliked])  # "anti-taste"
+                rows = [items.index.get(i) for i in item_ids]
+                anti_scores = np.array([0.0 if r is None else items.matrix[r] @ anti
+                                        for r in rows])  # fmt: skip
+                disliked_scores = items.matrix[disliked] @ anti
+            # the category counts relative to the candidates: when the request names the kind
+            # (all candidates alike) behaviour alone reorders them
+            share = category_share(categories, pairs.disliked_categories)
+            return dislike_push(
+                n_disliked=len(pairs.disliked), n_liked=len(pairs.liked),
+                anti_scores=anti_scores, disliked_scores=disliked_scores,
+                same_category=share - share.min() if share.size else share,
+            )  # fmt: skip
+        except Exception as exc:  # personalisation is an enhancement; never fail the request
+            log.warning("dislike push skipped for user %s: %s", user_id, exc)
+            return None
 
     def affinities(self, user_id: str, item_ids: list[str]) -> tuple[np.ndarray | None, str]:
         """((n,) raw affinities or None, source: "factor" | "fold_in" | "none" | "error")."""

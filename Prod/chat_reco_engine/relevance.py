@@ -14,7 +14,7 @@ same numbers retrieval returns.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,8 +129,9 @@ def word_key(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
-def catalogue_words(texts: Sequence[str]) -> frozenset[str]:
-    """Every word (``word_key``) of the product texts: titles, brands, categories, descriptions."""
+def text_words(texts: Iterable[str]) -> frozenset[str]:
+    """Every word (``word_key``) of the texts: of the product texts, the words the catalogue
+    knows; of the titles just shown, what the shopper is looking at."""
     return frozenset(word_key(w) for text in texts for w in _WORD.findall(text.lower()))
 
 

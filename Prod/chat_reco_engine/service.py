@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from config import Settings
 from Prod.chat_reco_engine import conversation
+from Prod.chat_reco_engine.dialogue import Condensed, TopicFit, TurnKind, condense
 from Prod.chat_reco_engine.filters import (
     ProductFilters,
     Vocabulary,
@@ -25,6 +26,7 @@ from Prod.chat_reco_engine.filters import (
 from Prod.chat_reco_engine.llm import (
     FALLBACK,
     LLM,
+    RESET_ANSWER,
     LLMClient,
     LLMUnavailable,
     build_messages,
@@ -32,12 +34,17 @@ from Prod.chat_reco_engine.llm import (
     grounded_proposal,
 )
 from Prod.chat_reco_engine.personalise import Personaliser, blend, min_max
+from Prod.chat_reco_engine.relevance import (
+    RelevanceFloor,
+    calibrate_floor,
+    text_words,
+)
 from Prod.chat_reco_engine.rerank import Reranker
 from Prod.chat_reco_engine.retrieval import (
     Candidate,
     best_sentence,
     fetch_metadatas,
-    load_vocabulary,
+    read_catalogue,
     retrieve_many,
 )
 from Prod.chat_reco_engine.schemas import (
@@ -49,6 +56,7 @@ from Prod.chat_reco_engine.schemas import (
     HistoryResponse,
     ProductOut,
     SearchResponse,
+    Unmatched,
 )
 from Prod.common.embeddings import embed_texts, load_embedder
 from Prod.common.errors import InvalidInput, ModelNotReady
@@ -58,6 +66,19 @@ from Prod.common.stores import chroma_for
 log = get_logger(__name__)
 
 VOCABULARY_TTL_S = 300.0
+RECALIBRATE_CHANGE = 0.05  # recalibrate the floor when the catalogue grew or shrank by 5%
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What the chat knows of the whole catalogue, refreshed every few minutes."""
+
+    name: str
+    size: int
+    vocabulary: Vocabulary
+    words: frozenset[str]  # every word of the product texts (relevance.word_key)
+    floor: RelevanceFloor | None
+    loaded_at: float
 
 
 @dataclass
@@ -81,6 +102,9 @@ class PreparedTurn:
     ranking: Ranking
     products: list[ProductOut]
     suspicious: bool
+    turn: TurnKind = TurnKind.NEW
+    unmatched: Unmatched | None = None
+    notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -101,7 +125,7 @@ def _refuse_nul(value: str | None, name: str) -> None:
         raise InvalidInput(f"{name} must not contain NUL (\\x00) characters", field=name)
 
 
-def _product(candidate: Candidate, query: str) -> ProductOut:
+def _product(candidate: Candidate, query: str, alternative: bool = False) -> ProductOut:
     meta = candidate.metadata
     return ProductOut(
         item_id=candidate.item_id, title=str(meta.get("title") or candidate.item_id),
@@ -109,7 +133,7 @@ def _product(candidate: Candidate, query: str) -> ProductOut:
         rating=meta.get("avg_rating"), rating_count=meta.get("rating_count"),
         score=round(float(candidate.score), 6), relevance=round(float(candidate.relevance), 6),
         affinity=None if candidate.affinity is None else round(float(candidate.affinity), 6),
-        reason=best_sentence(candidate.document, query),
+        reason=best_sentence(candidate.document, query), alternative=alternative,
     )  # fmt: skip
 
 
@@ -131,7 +155,8 @@ class ChatEngine:
         self._embedding_state = "loading"
         self._embedding_error: str | None = None
         self._embedder_lock = threading.Lock()
-        self._vocabulary: tuple[float, str, Vocabulary] | None = None
+        self._catalogue: Catalogue | None = None
+        self._catalogue_lock = threading.Lock()
 
     def with_settings(self, settings: Settings) -> ChatEngine:
         """An engine for other settings (e.g. another collection) that shares this one's loaded
@@ -147,11 +172,12 @@ class ChatEngine:
     def start(self) -> None:
         """Load the embedding model and the cross-encoder in the background."""
         self.reranker.start()
-        threading.Thread(target=self._safe_embedder, name="embedder-load", daemon=True).start()
+        threading.Thread(target=self._warm_up, name="embedder-load", daemon=True).start()
 
-    def _safe_embedder(self) -> None:
+    def _warm_up(self) -> None:
         try:
             self.embedder()
+            self.catalogue()  # calibrates the relevance floor before the first chat turn
         except ModelNotReady:
             pass  # recorded for /health
 
@@ -179,13 +205,57 @@ class ChatEngine:
 
     def vocabulary(self) -> Vocabulary:
         """Known brands and categories, cached for a few minutes."""
+        return self.catalogue().vocabulary
+
+    def catalogue(self) -> Catalogue:
+        """Vocabulary, words and relevance floor of the catalogue, re-read every few minutes;
+        the floor is recalibrated only when the catalogue changed size (it costs ~1 s)."""
         name = self.settings.products_collection
-        cached = self._vocabulary
-        if cached and cached[1] == name and time.monotonic() - cached[0] < VOCABULARY_TTL_S:
-            return cached[2]
-        vocabulary = load_vocabulary(self.collection())
-        self._vocabulary = (time.monotonic(), name, vocabulary)
-        return vocabulary
+        with self._catalogue_lock:
+            cached = self._catalogue
+            if cached and cached.name == name and time.monotonic() - cached.loaded_at < (
+                VOCABULARY_TTL_S
+            ):
+                return cached
+            collection = self.collection()
+            recalibrate = (
+                cached is None or cached.name != name
+                or abs(collection.count() - cached.size) > RECALIBRATE_CHANGE * cached.size
+            )  # fmt: skip
+            page = read_catalogue(collection, max_vectors=5000 if recalibrate else 0)
+            vocabulary = Vocabulary.from_metadatas(page.metadatas)
+            floor = cached.floor if cached and not recalibrate else None
+            if recalibrate and len(page.vectors):
+                titles = [str(m.get("title") or "") for m in page.metadatas[: len(page.vectors)]]
+                floor = calibrate_floor(page.vectors, titles, vocabulary, self._embed)
+            self._catalogue = Catalogue(
+                name=name, size=len(page.metadatas), vocabulary=vocabulary,
+                words=text_words(page.documents), floor=floor, loaded_at=time.monotonic(),
+            )  # fmt: skip
+            return self._catalogue
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return embed_texts(self.embedder(), texts, self.settings.embedding_batch_size)
+
+    def _floor_status(self) -> dict[str, Any] | None:
+        """The floor in force and where it comes from (None until the catalogue was read)."""
+        if self.settings.chat_relevance_floor is not None:
+            return {"value": self.settings.chat_relevance_floor, "source": "settings"}
+        cached = self._catalogue
+        return cached.floor.as_dict() if cached and cached.floor else None
+
+    def _topic_margin(self) -> float | None:
+        """How much better another product must fit a message than the ones shown for it to
+        be a new request: the calibrated gap between a match and the best non-match."""
+        floor = self.catalogue().floor
+        return None if floor is None else floor.match_median - floor.non_match_median
+
+    def relevance_floor(self) -> float | None:
+        """The configured floor, else the calibrated one (None: no floor could be derived)."""
+        if self.settings.chat_relevance_floor is not None:
+            return self.settings.chat_relevance_floor
+        floor = self.catalogue().floor
+        return None if floor is None else floor.value
 
     # -- ranking -------------------------------------------------------------------------
     def rank(
@@ -208,9 +278,14 @@ class ChatEngine:
     ) -> Ranking:  # fmt: skip
         """Rerank (cross-encoder, or bi-encoder similarity when ``rerank`` is off or it is not
         loaded), blend with the user's ALS affinity, keep the top ``k``. Sets the candidates'
-        ``relevance``, ``affinity`` and ``score``."""
+        ``relevance``, ``affinity`` and ``score``. The user's disliked products are dropped and
+        products like them pushed down (negative feedback, :mod:`.personalise`)."""
+        n_retrieved = len(candidates)
+        disliked = self.personaliser.disliked(user_id) if user_id is not None else frozenset()
+        if disliked:
+            candidates = [c for c in candidates if c.item_id not in disliked]
         if not candidates:
-            return Ranking([], "bi-encoder", "none", 0)
+            return Ranking([], "bi-encoder", "none", n_retrieved)
         if rerank:
             relevance, scorer = self.reranker.score(query, candidates)
         else:
@@ -222,13 +297,19 @@ class ChatEngine:
             affinity, source = self.personaliser.affinities(user_id, item_ids)
         weight = self.settings.personalisation_weight
         scores = blend(relevance, affinity, weight)
+        push = None
+        if disliked:
+            categories = [c.metadata.get("category") for c in candidates]
+            push = self.personaliser.push_away(user_id, item_ids, categories)
+        if push is not None:
+            scores = scores * (1.0 - weight * push)  # stays in [0, 1]
         scaled_affinity = min_max(affinity) if affinity is not None else None
         for n, candidate in enumerate(candidates):
             candidate.relevance = float(relevance[n])
             candidate.score = float(scores[n])
             candidate.affinity = None if scaled_affinity is None else float(scaled_affinity[n])
         order = sorted(range(len(candidates)), key=lambda i: (-scores[i], -relevance[i]))
-        return Ranking([candidates[i] for i in order[:k]], scorer, source, len(candidates))
+        return Ranking([candidates[i] for i in order[:k]], scorer, source, n_retrieved)
 
     # -- chat ----------------------------------------------------------------------------
     def _check_message(self, message: str, name: str = "message") -> str:
@@ -242,14 +323,20 @@ class ChatEngine:
             )
         return message.strip()
 
-    def _turn_filters(self, request: ChatRequest, state, message: str, vocabulary: Vocabulary):
-        previous = fetch_metadatas(self.collection(), state.last_item_ids)
-        condensed = conversation.condense(
+    def _turn_filters(
+        self, request: ChatRequest, state, message: str, catalogue: Catalogue
+    ) -> tuple[Condensed, ProductFilters]:
+        vocabulary = catalogue.vocabulary
+        previous_ids = state.last_item_ids
+        condensed = condense(
             message, previous_query=state.last_query, carried=state.filters,
-            previous_products=previous, vocabulary=vocabulary,
+            previous_products=fetch_metadatas(self.collection(), previous_ids),
+            vocabulary=vocabulary, floor=self.relevance_floor(), margin=self._topic_margin(),
+            known_words=catalogue.words,
+            topic_fit=lambda words: self._topic_fit(words, previous_ids),
         )  # fmt: skip
         changes = dict(condensed.changes)
-        if self.settings.chat_llm_filters and not condensed.suspicious:
+        if self.settings.chat_llm_filters and condensed.query and not condensed.suspicious:
             proposal = self.llm.propose_filters(message, vocabulary)
             if proposal is not None:
                 for name, value in grounded_proposal(proposal, message, vocabulary).items():
@@ -261,6 +348,53 @@ class ChatEngine:
             raise InvalidInput(f"inconsistent filters: {exc.errors()[0]['msg']}") from None
         return condensed, canonicalise(merged, vocabulary)
 
+    def _topic_fit(self, words: list[str], previous_ids: list[str]) -> TopicFit:
+        """How well the topic words fit the products just shown, and the whole catalogue."""
+        vector = self._embed([" ".join(words)])
+        collection = self.collection()
+        current = -1.0
+        if previous_ids:
+            shown = collection.get(ids=list(previous_ids), include=["embeddings"])["embeddings"]
+            if shown is not None and len(shown):
+                current = float(np.max(np.asarray(shown, dtype=np.float32) @ vector[0]))
+        best = retrieve_many(collection, vector, None, 1)[0]
+        return TopicFit(current=current, catalogue=best[0].similarity if best else -1.0)
+
+    def _rank_honestly(
+        self, condensed: Condensed, filters: ProductFilters, k: int, user_id: str | None
+    ) -> tuple[Ranking, Unmatched | None, bool]:
+        """(ranking, what we don't have, whether the products are only alternatives).
+
+        Products under the relevance floor are not matches. When none passes: a requested brand
+        is relaxed first (other brands' products of that kind are alternatives); a price or
+        rating bound that nothing meets is reported, with no product; otherwise the closest
+        products are offered as alternatives and the request's words reported unmatched."""
+        floor = self.relevance_floor()
+        vector = self._embed([condensed.query])
+        candidates = self.retrieve(vector, filters)[0]
+        passing = [c for c in candidates if floor is None or c.similarity >= floor]
+        brands, terms, bounds = list(condensed.unknown_brands), [], []
+        if not passing and candidates and filters.brands:
+            relaxed = filters.model_copy(update={"brands": []})
+            passing = [c for c in self.retrieve(vector, relaxed)[0] if c.similarity >= floor]
+            brands.extend(filters.brands if passing else [])
+        if not passing and candidates:
+            bounds = [name for name in ("min_price", "max_price", "min_rating")
+                      if getattr(filters, name) is not None]  # fmt: skip
+            unbounded = filters.model_copy(
+                update={"min_price": None, "max_price": None, "min_rating": None}
+            )
+            if bounds and any(c.similarity >= floor for c in self.retrieve(vector, unbounded)[0]):
+                candidates = []  # the kind exists, not within these bounds: say so, show none
+            else:
+                bounds = []
+                terms = condensed.unknown_terms or condensed.topic_words
+                passing = candidates
+        alternative = bool(brands or terms)
+        ranking = self.rank_candidates(condensed.query, passing, k, user_id)
+        unmatched = Unmatched(brands=brands, terms=terms, filters=bounds)
+        return ranking, (unmatched if brands or terms or bounds else None), alternative
+
     def prepare_turn(self, request: ChatRequest) -> PreparedTurn:
         """Context, filters and ranked products for one message (no LLM answer yet)."""
         started = time.perf_counter()
@@ -271,14 +405,19 @@ class ChatEngine:
             session_id=str(request.session_id) if request.session_id else None,
             user_id=request.user_id, turns=self.settings.chat_history_turns,
         )  # fmt: skip
-        vocabulary = self.vocabulary()
-        condensed, filters = self._turn_filters(request, state, message, vocabulary)
+        condensed, filters = self._turn_filters(request, state, message, self.catalogue())
         context_ms = (time.perf_counter() - started) * 1000
-        ranking = self.rank(condensed.query, filters, request.k, state.user_id)
-        products = [_product(c, condensed.query) for c in ranking.candidates]
+        if condensed.query:
+            ranking, unmatched, alternative = self._rank_honestly(
+                condensed, filters, request.k, state.user_id
+            )
+        else:  # a reset and nothing else: ask what they are looking for
+            ranking, unmatched, alternative = Ranking([], "bi-encoder", "none", 0), None, False
+        products = [_product(c, condensed.query, alternative) for c in ranking.candidates]
         return PreparedTurn(
             request=request, state=state, query=condensed.query, filters=filters,
             ranking=ranking, products=products, suspicious=condensed.suspicious,
+            turn=condensed.kind, unmatched=unmatched, notes=condensed.notes,
             timings_ms={"context": round(context_ms, 1),
                         "ranking": round((time.perf_counter() - started) * 1000 - context_ms, 1)},
         )  # fmt: skip
@@ -292,10 +431,11 @@ class ChatEngine:
         listing = self._listing(turn)
         recent = turn.state.turns[-2 * self.settings.chat_history_turns:]
         return build_messages(products=listing, turns=recent, message=turn.request.message.strip(),
-                              filters=turn.filters)  # fmt: skip
+                              filters=turn.filters, unmatched=turn.unmatched)  # fmt: skip
 
     def _fallback(self, turn: PreparedTurn) -> str:
-        return fallback_answer(self._listing(turn), turn.filters)
+        alternatives = any(p.alternative for p in turn.products)
+        return fallback_answer(self._listing(turn), turn.filters, turn.unmatched, alternatives)
 
     def _finish(self, turn: PreparedTurn, answer: str, generated_by: str) -> ChatResponse:
         """Persist the exchange (committed before anyone sees the final payload)."""
@@ -308,12 +448,16 @@ class ChatEngine:
             session_id=turn.state.session_id, answer=answer, products=turn.products,
             filters=turn.filters.set_fields(), standalone_query=turn.query,
             generated_by=generated_by, reranker=turn.ranking.scorer,
-            personalisation=turn.ranking.personalisation,
+            personalisation=turn.ranking.personalisation, turn=turn.turn.value,
+            unmatched=turn.unmatched, notes=turn.notes,
         )  # fmt: skip
 
     def answer_tokens(self, turn: PreparedTurn) -> Iterator[tuple[str, str]]:
         """(token, producer) pairs: the LLM's tokens, or the template's lines if it fails
         before its first token. A failure mid-answer ends the answer where it stopped."""
+        if not turn.query:  # a bare reset: nothing to recommend, nothing to ask the LLM
+            yield RESET_ANSWER, FALLBACK
+            return
         produced = False
         try:
             for token in self.llm.stream_answer(self._prompt(turn)):
@@ -342,6 +486,9 @@ class ChatEngine:
             "standalone_query": turn.query,
             "reranker": turn.ranking.scorer,
             "personalisation": turn.ranking.personalisation,
+            "turn": turn.turn.value,
+            "unmatched": turn.unmatched.model_dump() if turn.unmatched else None,
+            "notes": turn.notes,
             "products": [p.model_dump() for p in turn.products],
         }
         parts, producer = [], FALLBACK
@@ -388,7 +535,7 @@ class ChatEngine:
         try:
             count = self.collection().count()
             chroma = {"status": "ready", "collection": self.settings.products_collection,
-                      "products": count}  # fmt: skip
+                      "products": count, "relevance_floor": self._floor_status()}  # fmt: skip
         except ModelNotReady as exc:
             chroma = {"status": "unavailable", "collection": self.settings.products_collection,
                       "error": exc.message[:300]}  # fmt: skip

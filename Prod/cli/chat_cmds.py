@@ -68,11 +68,64 @@ def _render_eval(result: dict) -> None:
                           "-" if correctness is None else f"{correctness:.1%}")  # fmt: skip
         console.print(table)
         console.print("  e.g. " + " | ".join(query_set["examples"]))
+    if result.get("dialogues"):
+        _render_dialogues(result["dialogues"])
     console.print(dict_table(result["seconds"], title="seconds"))
 
 
+def _render_dialogues(dialogues: dict) -> None:
+    from rich.table import Table
+
+    runs = list(dialogues["runs"])
+    table = Table(title=f"multi-turn dialogues ({dialogues['conversations']} conversations; "
+                  f"relevance floor {dialogues['relevance_floor']})")  # fmt: skip
+    table.add_column("kind")
+    table.add_column("conversations")
+    for run in runs:
+        table.add_column(f"passed, {run}")
+    for kind, count in dialogues["counts"].items():
+        table.add_row(kind, str(count),
+                      *(f"{dialogues['runs'][run]['passed'][kind]:.1%}" for run in runs))
+    console.print(table)
+    for run, result in dialogues["runs"].items():
+        for kind, failures in result["failures"].items():
+            for failure in failures:
+                console.print(f"  [yellow]{run} / {kind}[/] {' -> '.join(failure['messages'])}: "
+                              f"{failure['why']}")  # fmt: skip
+
+
+def _dialogue_runs(engine, products: list, per_kind: int, seed: int) -> dict:
+    """The dialogue set through the engine twice: with the loopback LLM stand-in (its filter
+    proposals and answers in the loop) and with no LLM reachable (the deterministic path)."""
+    from Prod.chat_reco_engine.dialogues import generate_dialogues, run_dialogues
+    from Prod.chat_reco_engine.ollama_stub import OllamaStubServer
+    from Prod.chat_reco_engine.schemas import ChatRequest
+    from Prod.common.supervisor import free_port
+
+    dialogues = generate_dialogues(products, per_kind, seed)
+    server = OllamaStubServer().start()
+    runs = {}
+    try:
+        for run, host in (("llm_stand_in", server.url),
+                          ("no_llm", f"http://127.0.0.1:{free_port()}")):  # fmt: skip
+            runner = engine.with_settings(engine.settings.model_copy(update={"ollama_host": host}))
+
+            def chat(message: str, session_id: str | None, runner=runner) -> dict:
+                request = ChatRequest(message=message, session_id=session_id, k=5)
+                return runner.chat(request).model_dump(mode="json")
+
+            with _progress(len(dialogues), f"dialogues ({run})") as bar:
+                runs[run] = run_dialogues(chat, dialogues, bar.update)
+    finally:
+        server.stop()
+    floor = engine.catalogue().floor
+    return {"conversations": len(dialogues), "counts": runs["no_llm"]["counts"],
+            "relevance_floor": floor.as_dict() if floor else None, "runs": runs}  # fmt: skip
+
+
 def _run_eval(dataset_dir: Path, n_queries: int, max_products: int | None,
-              reranker: str | None, seed: int, threads: int | None) -> dict:  # fmt: skip
+              reranker: str | None, seed: int, threads: int | None,
+              dialogues: int = 0) -> dict:  # fmt: skip
     from config import get_settings
     from Prod.chat_reco_engine.evaluation import (
         CROSS_ENCODER,
@@ -98,10 +151,14 @@ def _run_eval(dataset_dir: Path, n_queries: int, max_products: int | None,
                 with _progress(len(queries), f"{name} queries") as qbar:
                     results[name] = evaluate_set(engine, queries, rankers, qbar.update, seed)
                     results[name]["rankings"].setdefault(CROSS_ENCODER, None)
+            dialogue_results = (
+                _dialogue_runs(engine, products, dialogues, seed) if dialogues else None
+            )
     finished = time.perf_counter()
     evaluated = sum(r["queries"] for r in results.values())
     return {"dataset": str(dataset_dir), "products": len(products),
             "reranker": engine.reranker.status(), "query_sets": results,
+            "dialogues": dialogue_results,
             "seconds": {"index": round(indexed - started, 2),
                         "evaluate": round(finished - indexed, 2),
                         "queries_per_s": round(evaluated / max(finished - indexed, 1e-9), 1)},
@@ -177,13 +234,18 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         reranker: str = typer.Option(None, help="Cross-encoder name/path (default: settings)."),
         seed: int = typer.Option(0, help="Seed of the query sampling and the random control."),
         threads: int = typer.Option(None, min=1, help=_THREADS_HELP),
+        dialogues: int = typer.Option(
+            24, min=0, help="Scripted conversations per dialogue kind (0 = none)."),
         as_json: bool = JsonOption,
     ) -> None:
         """hit@5 and MRR (random order / bi-encoder / cross-encoder) and filter correctness on
         two generated query sets: "filtered" ("<brand> <category> <title words> under
-        $<price*1.2>") and "free_text" (title and description words only, no filters)."""
+        $<price*1.2>") and "free_text" (title and description words only, no filters); then
+        the share of multi-turn dialogues passed per kind (refinements, topic switches, resets,
+        out-of-catalogue brands and kinds, injections), with the LLM stand-in and without."""
         result = run_reporting_errors(
-            lambda: _run_eval(dataset_dir, queries, max_products, reranker, seed, threads))
+            lambda: _run_eval(dataset_dir, queries, max_products, reranker, seed, threads,
+                              dialogues))
         emit(result, as_json, _render_eval)
 
     @bench_app.command("chat")

@@ -79,3 +79,52 @@ def test_unknown_user_gets_relevance_only(client, published_taste):
                                                 "user_id": "nobody-known"}).json()  # fmt: skip
     assert payload["personalisation"] == "none"
     assert all(p["affinity"] is None for p in payload["products"])
+
+
+@pytest.fixture(scope="module")
+def low_rater(settings, catalogue, published_taste) -> dict:
+    """A user the model has not seen whose only history is three Bose products rated 1/5 and a
+    fourth disliked."""
+    prefix = catalogue["prefix"]
+    bose = [i for i, item in catalogue["items"].items() if item["brand"] == TASTE_BRAND][:4]
+    user = f"{prefix}-lowrater"
+    now = datetime.now(timezone.utc)
+    with session_scope(settings.database_url) as db:
+        db.execute(insert(User), [{"user_id": user}])
+        db.execute(insert(Interaction), [
+            {"user_id": user, "item_id": item, "event": "rating", "rating": 1.0, "weight": 1.0,
+             "occurred_at": now} for item in bose[:3]] + [
+            {"user_id": user, "item_id": bose[3], "event": "dislike", "weight": 1.0,
+             "occurred_at": now}])  # fmt: skip
+    return {"user": user, "disliked": bose}
+
+
+def test_low_ratings_are_not_positive_feedback_in_chat(make_client, low_rater):
+    """Regression (issue 12): 1/5 ratings of Bose products folded in as a Bose taste and put
+    Bose first. Now they give no taste, the rated products never come back, and Bose products
+    are pushed down (the user's anti-taste)."""
+    client = make_client(personalisation_weight=0.7)
+    body = {"message": "wireless headphones with long battery life", "k": 12}
+    anonymous = client.post("/api/v1/chat", json=body).json()
+    personal = client.post("/api/v1/chat", json={**body, "user_id": low_rater["user"]}).json()
+    assert personal["personalisation"] == "none"  # nothing positive to fold in
+    ids = [p["item_id"] for p in personal["products"]]
+    assert ids and not set(ids) & set(low_rater["disliked"])
+    assert all(0.0 <= p["score"] <= 1.0 for p in personal["products"])
+
+    def bose_positions(payload) -> list[int]:
+        products = [p for p in payload["products"] if p["item_id"] not in low_rater["disliked"]]
+        return [n for n, p in enumerate(products) if p["brand"] == TASTE_BRAND]
+
+    pushed, before = bose_positions(personal), bose_positions(anonymous)
+    assert before and personal["products"][0]["brand"] != TASTE_BRAND
+    assert len(pushed) <= len(before) and np.mean(pushed or [99]) > np.mean(before)
+
+
+def test_search_leaves_out_disliked_products(client, low_rater):
+    """/search ranks through the same step: even asking for Bose, the disliked ones stay out."""
+    params = {"q": "Bose wireless headphones", "user_id": low_rater["user"], "k": 20}
+    response = client.get("/api/v1/search", params=params)
+    assert response.status_code == 200, response.text
+    products = response.json()["products"]
+    assert products and not {p["item_id"] for p in products} & set(low_rater["disliked"])

@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 
 from Prod.common.data.canonical import (
+    DEFAULT_WEIGHTS,
+    DISLIKE_EVENT,
     EVENT_WEIGHTS,
+    EVENTS,
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
     USER_COLUMNS,
@@ -47,6 +50,25 @@ def _frames():
 
 def test_event_weights_follow_the_contract():
     assert EVENT_WEIGHTS == {"view": 1, "click": 2, "add_to_cart": 4, "purchase": 8}
+    # dislike: negative feedback, stored with weight 1 that is never read as confidence
+    assert EVENTS == ("view", "click", "add_to_cart", "purchase", "rating", "dislike")
+    assert DEFAULT_WEIGHTS == {**EVENT_WEIGHTS, DISLIKE_EVENT: 1.0}
+
+
+def test_dislike_events_are_written_and_read_back(tmp_path):
+    from Prod.common.ingest.validate import read_tables
+
+    users, items, interactions = _frames()
+    dislike = pd.DataFrame({"user_id": ["u2"], "item_id": ["p1"], "event": [DISLIKE_EVENT],
+                            "rating": [np.nan], "weight": [np.nan],
+                            "timestamp": pd.to_datetime(["2025-01-04"])})  # fmt: skip
+    write_dataset(tmp_path, users, items, pd.concat([interactions, dislike], ignore_index=True))
+    assert "u2,p1,dislike,,,2025-01-04T00:00:00" in (tmp_path / "interactions.csv").read_text()
+    tables = read_tables(tmp_path)
+    assert not tables.bad_rows
+    events = tables.interactions
+    row = events[events["event"] == DISLIKE_EVENT]
+    assert len(row) == 1 and row["weight"].iloc[0] == 1.0  # the default weight
 
 
 def test_write_dataset_writes_the_documented_files(tmp_path):

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 from sqlalchemy import insert
 
+from Prod.common.data.canonical import DEFAULT_WEIGHTS, EVENT_WEIGHTS, RATING_EVENT
 from Prod.common.db import session_scope
 from Prod.common.models import Interaction, Item, User
 
 CATEGORIES = ("books", "garden", "audio")
-EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
 
 
 @dataclass(frozen=True)
@@ -89,11 +89,14 @@ def insert_dataset(
     return SmallDataset(prefix, user_ids, item_ids, taste, item_category, pairs, len(events))
 
 
-def add_interactions(settings, user_id: str, item_ids: list[str], event: str = "click") -> None:
-    """Append new events (moves the data watermark forward)."""
+def add_interactions(
+    settings, user_id: str, item_ids: list[str], event: str = "click", rating: float | None = None
+) -> None:
+    """Append new events (moves the data watermark forward); ``rating`` for rating events."""
     now = datetime.now(timezone.utc)
+    weight = rating if event == RATING_EVENT else DEFAULT_WEIGHTS[event]
     rows = [
-        {"user_id": user_id, "item_id": item, "event": event, "weight": EVENT_WEIGHTS[event],
+        {"user_id": user_id, "item_id": item, "event": event, "rating": rating, "weight": weight,
          "occurred_at": now + timedelta(microseconds=k)}
         for k, item in enumerate(item_ids)
     ]  # fmt: skip

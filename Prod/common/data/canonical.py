@@ -52,9 +52,15 @@ REQUIRED_COLUMNS = {
     INTERACTIONS_FILE: ["user_id", "item_id", "event", "weight", "timestamp"],
 }
 
+# implicit (positive) events and their default confidence weights
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
-RATING_EVENT = "rating"
-EVENTS = (*EVENT_WEIGHTS, RATING_EVENT)
+RATING_EVENT = "rating"  # weighs its rating; below settings.negative_rating_below: negative
+DISLIKE_EVENT = "dislike"  # "not this": negative feedback (the rule: Prod/common/feedback.py)
+# stored weight of a dislike (the column is > 0 everywhere); never read as confidence
+DISLIKE_WEIGHT = 1.0
+# the weight an event gets when it comes without one (a rating weighs its rating)
+DEFAULT_WEIGHTS: dict[str, float] = {**EVENT_WEIGHTS, DISLIKE_EVENT: DISLIKE_WEIGHT}
+EVENTS = (*EVENT_WEIGHTS, RATING_EVENT, DISLIKE_EVENT)
 RAG_METADATA_KEYS = ("title", "brand", "category", "price", "avg_rating", "rating_count")
 MAX_ID_LENGTH = 128
 
