@@ -21,6 +21,20 @@ def _default_out() -> Path:
     return get_settings().dataset_dir
 
 
+# import-report counts shown in the table (the cleaning counts: Prod/common/data/cleaning.py)
+_REPORT_PREFIXES = (
+    "rows_",
+    "duplicate",
+    "meta_",
+    "items_without",
+    "ratings_clipped",
+    "titles_rebuilt",
+    "fields_cleaned",
+    "brands_merged",
+    "values_emptied",
+)
+
+
 def _render_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -34,7 +48,7 @@ def _render_summary(summary: dict[str, Any]) -> None:
     for event, count in summary.get("events", {}).items():
         table.add_row(f"  {event}", f"{count:,}")
     for key, value in summary.items():
-        if key.startswith(("rows_", "duplicate", "meta_", "items_without", "ratings_clipped")):
+        if key.startswith(_REPORT_PREFIXES) or key.endswith("_cleaned"):
             table.add_row(key.replace("_", " "), f"{value:,}")
     for name, size in summary.get("bytes", {}).items():
         table.add_row(name, f"{size / 1e6:.2f} MB")
@@ -48,8 +62,7 @@ def _import_and_write(importer, source: Path, out: Path, **options: Any) -> dict
     started = time.perf_counter()
     dataset = importer(source, **options)
     summary = dataset.summary()
-    written = write_dataset(out, dataset.users, dataset.items, dataset.interactions,
-                            progress=True)
+    written = write_dataset(out, dataset.users, dataset.items, dataset.interactions, progress=True)
     summary.update(folder=written["folder"], bytes=written["bytes"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     return summary
@@ -77,10 +90,17 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
 
         folder = out or _default_out()
         started = time.perf_counter()
-        summary = run_reporting_errors(lambda: generate_dataset(
-            folder, n_users=users, n_items=items, n_interactions=interactions, seed=seed,
-            scale=scale, progress=not as_json,
-        ))
+        summary = run_reporting_errors(
+            lambda: generate_dataset(
+                folder,
+                n_users=users,
+                n_items=items,
+                n_interactions=interactions,
+                seed=seed,
+                scale=scale,
+                progress=not as_json,
+            )
+        )
         summary["seconds"] = round(time.perf_counter() - started, 2)
         emit(summary, as_json, _render_summary)
 
@@ -101,9 +121,9 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         """Amazon Reviews 2018 (*_5.json + meta_*.json) or 2023 (*.jsonl + meta_*.jsonl)."""
         from Prod.common.data.importers import import_amazon
 
-        summary = run_reporting_errors(lambda: _import_and_write(
-            import_amazon, source, out, reviewed_only=reviewed_only
-        ))
+        summary = run_reporting_errors(
+            lambda: _import_and_write(import_amazon, source, out, reviewed_only=reviewed_only)
+        )
         emit(summary, as_json, _render_summary)
 
     @import_app.command("movielens")

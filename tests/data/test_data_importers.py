@@ -55,8 +55,10 @@ def test_parse_price(raw, expected):
 
 def test_leaf_category_stops_at_feature_sentences_and_html():
     assert leaf_category(["Beauty & Personal Care", "Skin Care", "Lips"]) == "Lips"
-    assert leaf_category(["Gift Cards", "Gift Cards", "No expiration, no fees.", "Designs."]) \
+    assert (
+        leaf_category(["Gift Cards", "Gift Cards", "No expiration, no fees.", "Designs."])
         == "Gift Cards"
+    )
     assert leaf_category(["Gift Cards", "</span></span></span>", "Starbucks"]) == "Gift Cards"
     assert leaf_category(["Clothing, Shoes & Jewelry", "Women"]) == "Women"
     assert leaf_category([]) == ""
@@ -66,6 +68,9 @@ def test_clean_brand_strips_page_prefixes():
     assert clean_brand("by\n    \n    Visa") == "Visa"
     assert clean_brand("Visit the Howard Store") == "Howard"
     assert clean_brand("Unknown") == ""
+    # regression: every brand ending in "Store" lost the word ("The Container Store" -> "The
+    # Container"); only the "Visit the ... Store" wrapper is page furniture
+    assert clean_brand("The Container Store") == "The Container Store"
 
 
 def test_amazon_2018_five_core_with_metadata():
@@ -76,8 +81,10 @@ def test_amazon_2018_five_core_with_metadata():
     assert dataset.report["rows_invalid"] == 1  # the review without a rating
     assert dataset.report["duplicate_ratings_dropped"] == 1
     assert sorted(dataset.users["user_id"]) == ["A1USER", "A2USER", "A3USER"]
-    assert dict(zip(dataset.users["user_id"], dataset.users["name"], strict=True))["A1USER"] \
+    assert (
+        dict(zip(dataset.users["user_id"], dataset.users["name"], strict=True))["A1USER"]
         == "Ann Reader"
+    )
     # the whole metadata catalogue plus the reviewed item that has no metadata
     assert set(items) == {"B00CARD1", "B00CARD2", "B00CARD3", "B00HOLDER", "B00NOMETA"}
     card = items["B00CARD1"]
@@ -90,8 +97,8 @@ def test_amazon_2018_five_core_with_metadata():
     assert egift["description"] == "Redeemable storewide. No fees."  # features as sentences
     # the re-rating replaced the earlier one: A3USER's 2 became 5
     assert (egift["avg_rating"], egift["rating_count"]) == (4.0, 2)
-    junk = items["B00CARD3"]
-    assert junk["title"] == "Amazon product B00CARD3" and junk["brand"] == "Visa"
+    junk = items["B00CARD3"]  # empty title: rebuilt from brand + category
+    assert junk["title"] == "Visa Gift Cards" and junk["brand"] == "Visa"
     assert np.isnan(junk["price"]) and junk["rating_count"] == 0
     assert items["B00NOMETA"]["title"] == "Amazon product B00NOMETA"
     events = dataset.interactions
@@ -217,3 +224,95 @@ def test_a_corrupt_json_line_is_named(tmp_path):
     (tmp_path / "Tiny_Gifts_5.json").write_text(good + '{"overall": 5.0, "asin": \n')
     with pytest.raises(InvalidInput, match=r"Tiny_Gifts_5.json:8"):
         import_amazon(tmp_path)
+
+
+# --- messy real-format metadata: HTML, entities, markup-only titles, brand variants -------------
+
+
+def test_amazon_2018_html_and_entities_are_removed_from_every_text_field():
+    items = _items_by_id(import_amazon(FIXTURES / "amazon2018-messy"))
+
+    html = items["B01HTML"]
+    assert html["title"] == "Starbucks & Friends Gift Card"
+    assert html["description"] == "Coffee Good for any drink & snack. Never expires."
+    assert html["category"] == "Restaurants"
+    entity = items["B01ENTITY"]
+    assert entity["title"] == 'Maggiano\'s "Little Italy" Gift Card'
+    assert entity["brand"] == "Maggiano's"
+    assert entity["description"] == "Dinner for two \u2013 or more."
+    double = items["B01DOUBLE"]  # double-escaped in the source
+    assert (double["title"], double["brand"]) == ("Dave & Buster's Gift Card", "Dave & Buster's")
+    assert items["B01HEART"]["title"] == "I <3 NY Gift Card"  # not markup: kept
+    for row in items.values():
+        for column in ("title", "brand", "category", "description"):
+            assert "<span" not in row[column] and "&#" not in row[column], (column, row)
+
+
+def test_amazon_2018_markup_only_titles_are_rebuilt_not_dropped():
+    dataset = import_amazon(FIXTURES / "amazon2018-messy")
+    items = _items_by_id(dataset)
+
+    # the first description sentence, else brand + category, else the fallback title
+    assert items["B01SPAN"]["title"] == "Prepaid Visa card accepted everywhere"
+    assert items["B01CUT"]["title"] == "No expiration, no fees"  # from the feature bullets
+    assert items["B01NOTHING"]["title"] == "Amazon product B01NOTHING"
+    assert dataset.report["titles_rebuilt"] == 3
+    assert dataset.report["title_cleaned"] == 6
+
+
+def test_amazon_2018_brands_are_unwrapped_and_case_variants_merged():
+    dataset = import_amazon(FIXTURES / "amazon2018-messy")
+    items = _items_by_id(dataset)
+
+    assert items["B01SPAN"]["brand"] == "Visa"  # "by\n    Visa"
+    assert items["B01CUT"]["brand"] == "Nordstrom"  # "Visit the Nordstrom Store"
+    assert items["B01STORE"]["brand"] == "The Container Store"
+    assert items["B01HEART"]["brand"] == ""  # "Unknown"
+    # "Sony" x2, "SONY ", "Brand: sony": one spelling, the most frequent
+    assert {items[f"B01SONY{k}"]["brand"] for k in range(1, 5)} == {"Sony"}
+    assert dataset.report["brands_merged"] == 2
+    assert dataset.report["values_emptied"] == 1  # the placeholder brand, counted
+
+
+def test_amazon_2023_messy_metadata_is_cleaned():
+    dataset = import_amazon(FIXTURES / "amazon2023-messy")
+    items = _items_by_id(dataset)
+
+    balm = items["B0BALM1"]
+    assert (balm["title"], balm["brand"], balm["category"]) == (
+        "Lip Balm & Scrub Set",
+        "Balmy",
+        "Lips",
+    )
+    assert balm["description"] == "Three moisturising balms. Vegan & cruelty-free."
+    assert items["B0BALM2"]["title"] == "Soothing night cream for dry skin"  # empty title
+    assert items["B0BALM2"]["brand"] == "Balmy"  # "BALMY": the catalogue spells it "Balmy"
+    assert items["B0BALM3"]["brand"] == "Balmy"  # details.Brand when there is no store
+    glow = items["B0GLOW1"]  # markup-only title, no description: brand + category
+    assert (glow["title"], glow["brand"]) == ("Glowco Skin Care", "Glowco")
+    assert items["B0GLOW2"]["title"] == "Glow Serum \u2013 30 ml"
+    assert items["B0GLOW2"]["description"] == "Vitamin C. Fragrance free."
+    assert dataset.report["titles_rebuilt"] == 2 and dataset.report["brands_merged"] == 1
+
+
+@pytest.mark.parametrize("fixture", ["amazon2018-messy", "amazon2023-messy"])
+def test_import_report_counts_cleaning_and_files_carry_no_markup(fixture, tmp_path):
+    dataset = import_amazon(FIXTURES / fixture)
+    report = dataset.summary()
+    per_column = {k: v for k, v in report.items() if k.endswith("_cleaned")}
+    assert report["fields_cleaned"] == sum(per_column.values()) - report["fields_cleaned"]
+    assert report["fields_cleaned"] >= report["titles_rebuilt"] > 0
+    write_dataset(tmp_path, dataset.users, dataset.items, dataset.interactions)
+
+    rag = json.loads((tmp_path / "ProductsRAG.json").read_text())
+    assert all("<span" not in r["text"] and "&amp;" not in r["text"] for r in rag)
+    assert all(r["metadata"]["title"] for r in rag)
+
+
+def test_clean_sources_report_nothing_cleaned():
+    report = import_movielens(FIXTURES / "ml-latest-small").report
+    assert (report["titles_rebuilt"], report["fields_cleaned"], report["brands_merged"]) == (
+        0,
+        0,
+        0,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,107 @@ def test_invalid_json_names_the_line(dataset: Path) -> None:
     edit(dataset / "ProductsRAG.json", '"rating_count": 33}}', '"rating_count": 33}')
     with pytest.raises(IngestError, match=r"ProductsRAG.json:\d+: invalid JSON"):
         read_products(dataset)
+
+
+# --- text cleaning at ingest (the shared rules of Prod/common/data/cleaning.py) ------------------
+
+
+def test_clean_fixture_passes_ingest_unchanged(dataset: Path) -> None:
+    tables = read_tables(dataset)
+    assert tables.cleaning == {
+        "titles_rebuilt": 0,
+        "fields_cleaned": 0,
+        "brands_merged": 0,
+        "values_emptied": 0,
+    }
+    raw = json.loads((dataset / "ProductsRAG.json").read_text())
+    catalogue = read_products(dataset)
+    assert [p.text for p in catalogue.products] == [entry["text"] for entry in raw]
+    assert catalogue.cleaning["fields_cleaned"] == 0
+
+
+def test_item_text_is_cleaned_and_markup_titles_rebuilt_at_ingest(
+    dataset: Path, prefix: str
+) -> None:
+    (dataset / "items.csv").write_text(
+        "item_id,title,brand,category,price,avg_rating,rating_count,description,image_url\n"
+        f'{prefix}i1,Trail Boots &amp; Laces,TRAILFORGE,Sports &amp; Outdoors,89.99,4.5,120,"Dry'
+        ' boots\nfor long hikes",\n'
+        f'{prefix}i2,"<span class=""a-size-medium a-color-secondary""",Visit the Kitchara Store,'
+        "Home & Kitchen,149,4.1,33,<p>Makes espresso at home.</p> Fast.,\n"
+        f"{prefix}i3,Puzzle Cube,Trailforge,Toys & Games,,,,,\n"
+        f"{prefix}i4,</span>,Trailforge,,,,,,\n"
+        f"{prefix}i5,&nbsp;,Unknown,,,,,,\n"
+    )
+    tables = read_tables(dataset)
+    assert tables.bad_rows == []  # only-markup titles are rebuilt, never rejected or dropped
+    items = tables.items.set_index("item_id")
+
+    assert items.loc[f"{prefix}i1", "title"] == "Trail Boots & Laces"
+    assert items.loc[f"{prefix}i1", "category"] == "Sports & Outdoors"
+    assert items.loc[f"{prefix}i1", "description"] == "Dry boots\nfor long hikes"  # kept as is
+    assert items.loc[f"{prefix}i2", "title"] == "Makes espresso at home"
+    assert items.loc[f"{prefix}i2", "brand"] == "Kitchara"
+    assert items.loc[f"{prefix}i2", "description"] == "Makes espresso at home. Fast."
+    assert items.loc[f"{prefix}i4", "title"] == "Trailforge"  # brand, no category
+    assert items.loc[f"{prefix}i5", "title"] == f"Product {prefix}i5"
+    assert items.loc[f"{prefix}i5", "brand"] is None  # placeholder -> unknown, counted below
+    assert set(items["brand"].dropna()) == {"Trailforge", "Kitchara"}  # "TRAILFORGE" merged
+    assert tables.cleaning == {
+        "titles_rebuilt": 3,
+        "fields_cleaned": 8,
+        "brands_merged": 1,
+        "values_emptied": 4,  # the three markup-only titles (rebuilt) and the placeholder brand
+        "brand_cleaned": 2,
+        "category_cleaned": 1,
+        "description_cleaned": 1,
+        "title_cleaned": 4,
+    }
+
+
+def test_an_empty_title_is_still_a_bad_row(dataset: Path, prefix: str) -> None:
+    edit(dataset / "items.csv", f"{prefix}i3,Puzzle Cube", f"{prefix}i3,")
+    found = {(b.file, b.line): b.reason for b in read_tables(dataset).bad_rows}
+    assert found[("items.csv", 5)] == "title is empty"
+
+
+def test_product_text_and_metadata_are_cleaned_at_ingest(dataset: Path, prefix: str) -> None:
+    markup = '<span class="a-size-medium a-color-secondary"'
+    entries = [
+        {
+            "item_id": f"{prefix}i1",
+            "text": f"{markup}. Brand: TRAILFORGE. Category: Sports &amp; Outdoors. "
+            "Price: $89.99. <b>Waterproof</b> boots for long hikes. Light.",
+            "metadata": {"title": markup, "brand": "TRAILFORGE", "price": 89.99},
+        },
+        {
+            "item_id": f"{prefix}i2",
+            "text": "Espresso Maker. Brand: Trailforge.",
+            "metadata": {"title": "Espresso Maker", "brand": "Trailforge"},
+        },
+        {
+            "item_id": f"{prefix}i3",
+            "text": "Puzzle Cube. Brand: Trailforge.",
+            "metadata": {"title": "Puzzle Cube", "brand": "Trailforge", "category": "&nbsp;"},
+        },
+    ]
+    (dataset / "ProductsRAG.json").write_text(json.dumps(entries))
+    catalogue = read_products(dataset)
+    assert catalogue.bad_rows == []
+    products = {p.item_id: p for p in catalogue.products}
+
+    boots = products[f"{prefix}i1"]
+    assert boots.metadata == {
+        "title": "Waterproof boots for long hikes",
+        "brand": "Trailforge",
+        "price": 89.99,
+    }
+    assert boots.text == (
+        "Waterproof boots for long hikes. Brand: TRAILFORGE. Category: Sports & Outdoors. "
+        "Price: $89.99. Waterproof boots for long hikes. Light."
+    )
+    assert products[f"{prefix}i3"].metadata == {"title": "Puzzle Cube", "brand": "Trailforge"}
+    assert products[f"{prefix}i2"].text == "Espresso Maker. Brand: Trailforge."
+    assert catalogue.cleaning["titles_rebuilt"] == 1
+    assert catalogue.cleaning["brands_merged"] == 1
+    assert catalogue.cleaning["text_cleaned"] == 1

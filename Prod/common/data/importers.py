@@ -17,16 +17,22 @@ Supported sources (the format is detected from the files in the folder; ``.gz`` 
 Every rating becomes an interaction with ``event=rating`` and ``weight=rating``. Items reviewed
 but missing from the metadata still get a row (fallback title). ``avg_rating``/``rating_count``
 are derived from the ratings when the source has none.
+
+Text is cleaned with the shared rules of :mod:`Prod.common.data.cleaning`: HTML and entities
+removed from titles, brands, categories and descriptions, junk titles rebuilt from the other
+fields, brand wrappers removed and case variants merged. The report counts what changed
+(``titles_rebuilt``, ``fields_cleaned`` and per-column ``*_cleaned``, ``brands_merged``,
+``values_emptied``).
 """
 
 from __future__ import annotations
 
 import ast
 import gzip
-import html
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,14 +42,43 @@ import numpy as np
 import pandas as pd
 
 from Prod.common.data.canonical import MAX_ID_LENGTH, RATING_EVENT
+from Prod.common.data.cleaning import (
+    CleaningReport,
+    clean_brand,
+    clean_catalogue,
+    clean_text,
+    has_markup,
+    strip_markup,
+)
 from Prod.common.errors import InvalidInput
 
 MAX_DESCRIPTION_CHARS = 1000
 MAX_TITLE_CHARS = 300
+TEXT_LIMITS = {
+    "title": MAX_TITLE_CHARS,
+    "brand": MAX_ID_LENGTH,
+    "description": MAX_DESCRIPTION_CHARS,
+}
 ML100K_GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
 NO_GENRE = "(no genres listed)"
 
@@ -114,17 +149,24 @@ def _amazon_2018(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     meta_file = _find(source, ["meta_*.json", "meta_*.json.gz"], meta=True)
     rows = []
     for rec in _json_lines(meta_file[0]) if meta_file else []:
-        rows.append({
-            "item_id": rec.get("asin"),
-            "title": clean_text(rec.get("title")),
-            "brand": clean_brand(rec.get("brand")),
-            "category": leaf_category(rec.get("category")) or clean_text(rec.get("main_cat")),
-            "price": parse_price(rec.get("price")),
-            "avg_rating": np.nan,
-            "rating_count": np.nan,
-            "description": _description(rec.get("description"), rec.get("feature")),
-            "image_url": _first_url(rec.get("imageURLHighRes")) or _first_url(rec.get("imageURL")),
-        })
+        rows.append(
+            {
+                "item_id": rec.get("asin"),
+                **_text_fields(
+                    title=rec.get("title"),
+                    brands=[rec.get("brand")],
+                    categories=rec.get("category"),
+                    main_category=rec.get("main_cat"),
+                    description=rec.get("description"),
+                    features=rec.get("feature"),
+                ),
+                "price": parse_price(rec.get("price")),
+                "avg_rating": np.nan,
+                "rating_count": np.nan,
+                "image_url": _first_url(rec.get("imageURLHighRes"))
+                or _first_url(rec.get("imageURL")),
+            }
+        )
     return reviews, pd.DataFrame(rows)
 
 
@@ -144,19 +186,63 @@ def _amazon_2023(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
     for rec in _json_lines(meta_file[0]) if meta_file else []:
         details = rec.get("details") if isinstance(rec.get("details"), dict) else {}
-        rows.append({
-            "item_id": rec.get("parent_asin") or rec.get("asin"),
-            "title": clean_text(rec.get("title")),
-            "brand": clean_brand(rec.get("store")) or clean_brand(details.get("Brand")),
-            "category": leaf_category(rec.get("categories"))
-            or clean_text(rec.get("main_category")),
-            "price": parse_price(rec.get("price")),
-            "avg_rating": _number_or_nan(rec.get("average_rating")),
-            "rating_count": _number_or_nan(rec.get("rating_number")),
-            "description": _description(rec.get("description"), rec.get("features")),
-            "image_url": _image_2023(rec.get("images")),
-        })
+        rows.append(
+            {
+                "item_id": rec.get("parent_asin") or rec.get("asin"),
+                **_text_fields(
+                    title=rec.get("title"),
+                    brands=[rec.get("store"), details.get("Brand")],
+                    categories=rec.get("categories"),
+                    main_category=rec.get("main_category"),
+                    description=rec.get("description"),
+                    features=rec.get("features"),
+                ),
+                "price": parse_price(rec.get("price")),
+                "avg_rating": _number_or_nan(rec.get("average_rating")),
+                "rating_count": _number_or_nan(rec.get("rating_number")),
+                "image_url": _image_2023(rec.get("images")),
+            }
+        )
     return reviews, pd.DataFrame(rows)
+
+
+def _text_fields(
+    *,
+    title: Any,
+    brands: list[Any],
+    categories: Any,
+    main_category: Any,
+    description: Any,
+    features: Any,
+) -> dict[str, str]:
+    """Cleaned title, brand (the first usable of ``brands``), category and description of one
+    metadata record, plus ``_cleaned_<column>`` flags saying which of them needed cleaning."""
+    brand_raw = next((b for b in brands if clean_brand(b)), None)
+    brand = clean_brand(brand_raw, limit=MAX_ID_LENGTH)
+    # a brand that was only a placeholder or markup ("Unknown", "<br>"): now unknown, counted
+    brand_emptied = not brand and any(_plain(b) for b in brands if isinstance(b, str))
+    category = leaf_category(categories)
+    category_raw = categories
+    if not category:
+        category, category_raw = clean_text(main_category), main_category
+    description_text = _description(description, features)
+    description_raw = description if clean_text(description) else features
+    return {
+        "title": clean_text(title, limit=MAX_TITLE_CHARS),
+        "brand": brand,
+        "category": category,
+        "description": description_text,
+        "_cleaned_title": has_markup(title),
+        "_cleaned_brand": brand_emptied or (brand_raw is not None and brand != _plain(brand_raw)),
+        "_cleaned_category": has_markup(category_raw),
+        "_cleaned_description": has_markup(description_raw),
+        "_emptied_brand": brand_emptied,
+    }  # fmt: skip
+
+
+def _plain(value: Any) -> str:
+    """``value`` as a string with its spacing collapsed: what it reads like uncleaned."""
+    return " ".join(str(value).split())
 
 
 def _assemble_amazon(
@@ -164,20 +250,51 @@ def _assemble_amazon(
 ) -> ImportedDataset:
     ratings, report = _clean_ratings(reviews)
     if meta.empty:
-        meta = pd.DataFrame(columns=["item_id", "title", "brand", "category", "price",
-                                     "avg_rating", "rating_count", "description", "image_url"])
+        meta = pd.DataFrame(
+            columns=[
+                "item_id",
+                "title",
+                "brand",
+                "category",
+                "price",
+                "avg_rating",
+                "rating_count",
+                "description",
+                "image_url",
+            ]
+        )
     meta = meta.assign(item_id=_clean_ids(meta["item_id"]))
     meta = meta[meta["item_id"].notna()].assign(item_id=lambda m: m["item_id"].astype(object))
     report["meta_duplicates_dropped"] = int(meta["item_id"].duplicated().sum())
     meta = meta.drop_duplicates("item_id", keep="first")
+    meta, cleaning = _clean_meta(meta, fallback_title="Amazon product {}")
+    report.update(cleaning.as_dict())
     items = _with_missing_items(meta, ratings, fallback_title="Amazon product {}")
     if reviewed_only:
         items = items[items["item_id"].isin(ratings["item_id"])]
     items = _derive_rating_stats(items, ratings)
     report["items_without_metadata"] = int((~items["item_id"].isin(meta["item_id"])).sum())
     users = _users_from(ratings)
-    return ImportedDataset(users, items.reset_index(drop=True), _rating_events(ratings), fmt,
-                           report)
+    return ImportedDataset(
+        users, items.reset_index(drop=True), _rating_events(ratings), fmt, report
+    )
+
+
+def _clean_meta(meta: pd.DataFrame, fallback_title: str) -> tuple[pd.DataFrame, CleaningReport]:
+    """The catalogue-wide cleaning (junk titles rebuilt, brand spellings merged), its report
+    summed with the per-record flags ``_text_fields`` left (the values were cleaned there)."""
+    cleaned = [c for c in meta.columns if c.startswith("_cleaned_")]
+    emptied = [c for c in meta.columns if c.startswith("_emptied_")]
+    already = CleaningReport(
+        fields_cleaned=Counter({c.removeprefix("_cleaned_"): int(meta[c].sum()) for c in cleaned}),
+        values_emptied=Counter({c.removeprefix("_emptied_"): int(meta[c].sum()) for c in emptied}),
+    )
+    meta, report = clean_catalogue(
+        meta.drop(columns=cleaned + emptied),
+        fallback_title=fallback_title.format,
+        limits=TEXT_LIMITS,
+    )
+    return meta, report.add(already)
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,8 +321,13 @@ def import_movielens(source: str | Path) -> ImportedDataset:
     source = _existing_dir(source)
     fmt = detect_movielens_format(source)
     if fmt == "movielens-100k":
-        ratings = pd.read_csv(source / "u.data", sep="\t", header=None,
-                              names=["user_id", "item_id", "rating", "timestamp"], dtype=str)
+        ratings = pd.read_csv(
+            source / "u.data",
+            sep="\t",
+            header=None,
+            names=["user_id", "item_id", "rating", "timestamp"],
+            dtype=str,
+        )
         movies = _ml100k_movies(_required(source / "u.item"))
     elif fmt == "movielens-latest":
         ratings = pd.read_csv(source / "ratings.csv", dtype=str).rename(
@@ -218,26 +340,37 @@ def import_movielens(source: str | Path) -> ImportedDataset:
         movies = _movies_from_genre_strings(raw)
     ratings["name"] = None
     clean, report = _clean_ratings(ratings)
+    movies, cleaning = _clean_meta(movies, fallback_title="Movie {}")
+    report.update(cleaning.as_dict())
     items = _with_missing_items(movies, clean, fallback_title="Movie {}")
     items = _derive_rating_stats(items, clean, raw_ratings=clean["raw_rating"])
     report["items_without_metadata"] = int((~items["item_id"].isin(movies["item_id"])).sum())
     report["ratings_clipped_to_1"] = int((clean["raw_rating"] < 1).sum())
     users = _users_from(clean)
-    return ImportedDataset(users, items.reset_index(drop=True), _rating_events(clean), fmt,
-                           report)
+    return ImportedDataset(users, items.reset_index(drop=True), _rating_events(clean), fmt, report)
 
 
 def _ml100k_movies(path: Path) -> pd.DataFrame:
     genres = _ml100k_genre_names(path.parent)
     columns = ["item_id", "title", "release_date", "video_release_date", "imdb_url", *genres]
-    frame = pd.read_csv(path, sep="|", header=None, names=columns, encoding="latin-1", dtype=str,
-                        keep_default_na=False)
+    frame = pd.read_csv(
+        path,
+        sep="|",
+        header=None,
+        names=columns,
+        encoding="latin-1",
+        dtype=str,
+        keep_default_na=False,
+    )
     flags = frame[genres].apply(pd.to_numeric, errors="coerce").fillna(0).astype(bool)
     rows = []
     for record, flag_row in zip(frame.to_dict("records"), flags.to_numpy(), strict=True):
         movie_genres = [g for g, on in zip(genres, flag_row, strict=True) if on and g != "unknown"]
-        rows.append(_movie_row(record["item_id"], record["title"], movie_genres,
-                               released=record["release_date"]))
+        rows.append(
+            _movie_row(
+                record["item_id"], record["title"], movie_genres, released=record["release_date"]
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -268,7 +401,8 @@ def _movies_from_genre_strings(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def _movie_row(item_id: str, title: str, genres: list[str], released: str = "") -> dict:
-    title = _article_first(clean_text(title)) or f"Movie {item_id}"
+    raw_title = title
+    title = _article_first(clean_text(title, limit=MAX_TITLE_CHARS)) or f"Movie {item_id}"
     year = re.search(r"\((\d{4})\)\s*$", title)
     sentences = []
     if genres:
@@ -287,6 +421,7 @@ def _movie_row(item_id: str, title: str, genres: list[str], released: str = "") 
         "rating_count": np.nan,
         "description": " ".join(sentences),
         "image_url": "",
+        "_cleaned_title": has_markup(raw_title),
     }
 
 
@@ -313,27 +448,6 @@ def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------
 # shared cleaning
-
-
-def clean_text(value: Any, limit: int = MAX_TITLE_CHARS) -> str:
-    """HTML tags and entities removed, whitespace collapsed, cut at ``limit`` characters."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, list):
-        value = " ".join(str(v) for v in value if v)
-    text = html.unescape(_TAG.sub(" ", str(value)))
-    text = _SPACE.sub(" ", text).strip()
-    if len(text) > limit:
-        text = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + "..."
-    return text
-
-
-def clean_brand(value: Any) -> str:
-    """Brand or store name; 2018 data sometimes has "by\\n  Name" or "Visit the Name Store"."""
-    text = clean_text(value, limit=MAX_ID_LENGTH)
-    text = re.sub(r"^(by|Visit the)\s+", "", text, flags=re.IGNORECASE)
-    text = re.sub(r"\s+Store$", "", text)
-    return "" if text.lower() in {"unknown", "n/a", "na", "none", "null", "generic"} else text
 
 
 def leaf_category(value: Any) -> str:
@@ -376,8 +490,6 @@ def parse_price(value: Any) -> float:
     return float(match.group(1).replace(",", ""))
 
 
-_TAG = re.compile(r"<[^>]+>")
-_SPACE = re.compile(r"\s+")
 _PRICE = re.compile(r"^\s*\$?\s*(\d{1,3}(?:,\d{3})*(?:\.\d+)?|\d+(?:\.\d+)?)\s*(?:-|$|\s)")
 
 
@@ -386,7 +498,7 @@ def _description(description: Any, features: Any) -> str:
     text = clean_text(description, limit=MAX_DESCRIPTION_CHARS)
     if text or not isinstance(features, list):
         return text
-    bullets = [clean_text(f).rstrip(". ") for f in features]
+    bullets = [strip_markup(f).rstrip(". ") for f in features]
     return clean_text(" ".join(f"{b}." for b in bullets if b), limit=MAX_DESCRIPTION_CHARS)
 
 
@@ -455,14 +567,16 @@ def _clean_ratings(reviews: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]
 
 
 def _rating_events(ratings: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "user_id": ratings["user_id"],
-        "item_id": ratings["item_id"],
-        "event": RATING_EVENT,
-        "rating": ratings["rating"],
-        "weight": ratings["rating"],
-        "timestamp": ratings["timestamp"],
-    })
+    return pd.DataFrame(
+        {
+            "user_id": ratings["user_id"],
+            "item_id": ratings["item_id"],
+            "event": RATING_EVENT,
+            "rating": ratings["rating"],
+            "weight": ratings["rating"],
+            "timestamp": ratings["timestamp"],
+        }
+    )
 
 
 def _with_missing_items(

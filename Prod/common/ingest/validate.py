@@ -5,6 +5,11 @@ A missing file or column is one :class:`IngestError`. Every bad row becomes a :c
 (``file:line: reason``, with line numbers as a person sees them in an editor: header = line 1,
 quoted multi-line fields counted), and the good rows come back as typed DataFrames ready for
 bulk loading. Checks are vectorised with pandas; per-row Python only runs for rows that are bad.
+
+Item and product text (title, brand, category, description; the product text and metadata) is
+cleaned by the shared rules of :mod:`Prod.common.data.cleaning`, as the importers clean it: HTML
+and entities removed, titles that are only markup rebuilt, brand spellings merged. What changed
+is counted in ``CanonicalTables.cleaning`` / ``ProductCatalogue.cleaning``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from Prod.common.data.canonical import DEFAULT_WEIGHTS
+from Prod.common.data.canonical import EVENTS as CANONICAL_EVENTS
+from Prod.common.data.cleaning import clean_catalogue, clean_products
 from Prod.common.errors import IngestError
 
 USERS_FILE = "users.csv"
@@ -36,14 +44,16 @@ ITEM_COLUMNS = (
 )
 INTERACTION_COLUMNS = (("user_id", "item_id", "event", "timestamp"), ("rating", "weight"))
 
-EVENTS = ("view", "click", "add_to_cart", "purchase", "rating")
-# weight used when the file leaves it empty; rating events weigh their rating
-EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0}
+# events and the weight used when the file leaves it empty (rating events weigh their rating)
+EVENTS = CANONICAL_EVENTS
+EVENT_WEIGHTS = DEFAULT_WEIGHTS
 MAX_ID_LENGTH = 128
 # plausible event times: unix seconds in [1970, 2100); catches milliseconds given as seconds
 MIN_UNIX_S = 0
 MAX_UNIX_S = 4_102_444_800
 METADATA_TYPES = (str, int, float, bool)
+# title of an item whose title was only markup and that has nothing to rebuild one from
+FALLBACK_TITLE = "Product {}"
 
 # ids of users/items that already exist in the database, among the given candidates
 KnownIds = Callable[[str, list[str]], set[str]]
@@ -78,6 +88,7 @@ class CanonicalTables:
     bad_rows: list[BadRow] = field(default_factory=list)
     rows_read: dict[str, int] = field(default_factory=dict)
     duplicate_interactions: int = 0
+    cleaning: dict[str, int] = field(default_factory=dict)  # CleaningReport.as_dict() of items
 
 
 @dataclass
@@ -94,6 +105,7 @@ class Product:
 class ProductCatalogue:
     products: list[Product]
     bad_rows: list[BadRow] = field(default_factory=list)
+    cleaning: dict[str, int] = field(default_factory=dict)  # CleaningReport.as_dict()
 
 
 # --- files and CSV parsing ------------------------------------------------------------------
@@ -492,6 +504,7 @@ def read_tables(folder: Path, known_ids: KnownIds | None = None) -> CanonicalTab
 
     users, user_flags = _check_users(frames[USERS_FILE], parsed[USERS_FILE][1])
     items, item_flags = _check_items(frames[ITEMS_FILE], parsed[ITEMS_FILE][1])
+    items, cleaning = clean_catalogue(items, fallback_title=FALLBACK_TITLE.format, unknown=None)
     references = (
         _Reference(
             "user_id", "user", USERS_FILE, users["user_id"],
@@ -514,6 +527,7 @@ def read_tables(folder: Path, known_ids: KnownIds | None = None) -> CanonicalTab
         bad_rows=sorted(bad_rows, key=lambda b: (TABLE_FILES.index(b.file), b.line)),
         rows_read=rows_read,
         duplicate_interactions=duplicates,
+        cleaning=cleaning.as_dict(),
     )
 
 
@@ -590,7 +604,14 @@ def read_products(folder: Path) -> ProductCatalogue:
         first_line[entry["item_id"]] = line
         metadata = {k: v for k, v in entry.get("metadata", {}).items() if v is not None}
         products.append(Product(entry["item_id"], entry["text"], metadata, line))
-    return ProductCatalogue(products=products, bad_rows=bad)
+    cleaned, cleaning = clean_products(
+        ((p.item_id, p.text, p.metadata) for p in products), fallback_title=FALLBACK_TITLE.format
+    )
+    products = [
+        Product(item_id, text, metadata, product.line)
+        for (item_id, text, metadata), product in zip(cleaned, products, strict=True)
+    ]
+    return ProductCatalogue(products=products, bad_rows=bad, cleaning=cleaning.as_dict())
 
 
 def describe_bad_rows(bad_rows: list[BadRow], limit: int = 20) -> str:
