@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -118,61 +119,186 @@ def satisfies(filters: ProductFilters, metadata: dict[str, Any]) -> bool:
 
 # --- vocabulary -----------------------------------------------------------------------------
 
+# A word: letters/digits, with inner or trailing apostrophes kept ("Levi's", "Dunkin'").
+_TOKEN = re.compile(r"\w+(?:['’‘`´]\w+)*['’]?")
+_CONNECTOR = "and"  # "&" is no word at all, so "Barnes & Noble" = "Barnes and Noble"
+# A match across different word splits ("game stop" for "GameStop", "llbean" for "L.L.Bean")
+# needs this many letters; shorter ones ("a t" for "AT") are accidents.
+_MIN_JOINED = 4
+# Brands made only of these words ("Best", "At Home", "Express", "Target", "The Counter") are
+# ordinary words too: they count as a brand only when written as one (see `_reads_as_brand`).
+_COMMON_WORDS = frozenset(
+    "a about above after again all also am an and any are as at away back be been before being "
+    "below best better between big both but by can come could day did do does doing down each "
+    "easy even every few first for free from fun get give go going good great had has have her "
+    "here him his home how i if in into is it its just kind last less like little long look lot "
+    "love made make many max maximum me min minimum more most much my new next no nor not now "
+    "of off old on once one only or other our out over own per plus pro real really right same "
+    "see set should show so some still such take than that the their them then there these they "
+    "thing this those through to too top under up us very want was way we well were what when "
+    "where which while who why will with within without would yes you your "
+    "basic basics cheap cheaper classic deal deals dollar dollars bucks euro euros express gift "
+    "gifts highly original perfect premium price prices rated rating select simple smart star "
+    "stars store shop target ultimate value usd".split()
+)
+
+
+def _key(word: str) -> str:
+    """A word's matching form: accents stripped, case-folded, letters and digits only
+    ("Levi's" -> "levis", "Café" -> "cafe")."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word).casefold() if c.isalnum())
+
+
+def _singular(key: str) -> str:
+    """A naive plural strip, so "Headphones" matches "headphone"."""
+    return key[:-1] if len(key) > 3 and key.endswith("s") and not key.endswith("ss") else key
+
+
+@dataclass(frozen=True)
+class _Token:
+    key: str
+    start: int
+    end: int
+
+
+def _tokens(text: str) -> list[_Token]:
+    """The words of ``text`` in matching form, with their character offsets ("and" dropped)."""
+    found = []
+    for match in _TOKEN.finditer(text):
+        key = _key(match.group())
+        if key and key != _CONNECTOR:
+            found.append(_Token(key, match.start(), match.end()))
+    return found
+
 
 def _normalise(text: str) -> str:
-    """Lower-case words with a naive plural strip, so "Headphones" matches "headphone"."""
-    words = re.findall(r"[a-z0-9]+", text.lower())
-    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-                    for w in words)  # fmt: skip
+    """Matching forms of the words, plurals stripped ("Gift Cards" -> "gift card")."""
+    return " ".join(_singular(t.key) for t in _tokens(text))
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One way a brand or category can be written: its words in matching form."""
+
+    name: str
+    words: tuple[str, ...]
+    alias: bool = False  # a variant ("Home Depot" for "The Home Depot"), not the name itself
+
+
+def brand_spellings(brand: str) -> list[_Entry]:
+    """The ways a brand can be written: its words, and without a leading "The" when two or more
+    words are left ("Home Depot" for "The Home Depot"; "The Counter" needs its "The")."""
+    words = tuple(t.key for t in _tokens(brand))
+    if not words:
+        return []
+    spellings = [_Entry(brand, words)]
+    rest = words[1:]
+    if words[0] == "the" and len(rest) > 1:
+        spellings.append(_Entry(brand, rest, alias=True))
+    return spellings
+
+
+def category_spellings(category: str) -> list[_Entry]:
+    """A category's words, plurals stripped ("Gift Cards" -> gift card)."""
+    words = tuple(_singular(t.key) for t in _tokens(category))
+    return [_Entry(category, words)] if words else []
+
+
+class _Matcher:
+    """Brand and category names keyed by their words joined in matching form, so one dict lookup
+    per word span finds every name written that way (at most ~20 lookups per word of a message,
+    whatever the vocabulary size; one regex per brand cost ~2 s to compile for 329 brands)."""
+
+    def __init__(self, brands: Iterable[str], categories: Iterable[str]) -> None:
+        self.brands: dict[str, list[_Entry]] = {}
+        self.categories: dict[str, list[_Entry]] = {}
+        self.brands_by_key: dict[str, list[str]] = {}
+        for brand in brands:
+            for entry in brand_spellings(brand):
+                self._add(self.brands, entry)
+                if not entry.alias:
+                    self.brands_by_key.setdefault("".join(entry.words), []).append(brand)
+        for category in categories:
+            for entry in category_spellings(category):
+                self._add(self.categories, entry)
+        self.longest = max(map(len, (*self.brands, *self.categories)), default=0)
+
+    @staticmethod
+    def _add(index: dict[str, list[_Entry]], entry: _Entry) -> None:
+        index.setdefault("".join(entry.words), []).append(entry)
 
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """The catalogue's known brands and categories (the only values text can match)."""
+    """The catalogue's known brands and categories (the only values text can match), and the
+    brand words its titles use as ordinary lower-case words."""
 
     brands: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    # brand words the catalogue's titles also use as lower-case words ("apple" in "apple slicer")
+    common_words: frozenset[str] = frozenset()
 
     @classmethod
     def from_metadatas(cls, metadatas: Iterable[dict[str, Any]]) -> Vocabulary:
         brands: set[str] = set()
         categories: set[str] = set()
+        titles: list[str] = []
         for meta in metadatas:
             if isinstance(meta.get("brand"), str) and meta["brand"].strip():
                 brands.add(meta["brand"])
             if isinstance(meta.get("category"), str) and meta["category"].strip():
                 categories.add(meta["category"])
-        return cls(tuple(sorted(brands)), tuple(sorted(categories)))
-
-    def canonical_brand(self, name: str) -> str:
-        """The catalogue's spelling of a brand (case-insensitive), else the name as given."""
-        lowered = name.strip().lower()
-        return next((b for b in self.brands if b.lower() == lowered), name.strip())
+            if isinstance(meta.get("title"), str):
+                titles.append(meta["title"])
+        brand_words = {t.key for brand in brands for t in _tokens(brand)}
+        common = {
+            _key(word)
+            for title in titles
+            for word in _TOKEN.findall(title)
+            if word.islower() and _key(word) in brand_words
+        }
+        return cls(tuple(sorted(brands)), tuple(sorted(categories)), frozenset(common))
 
     @cached_property
-    def brand_patterns(self) -> tuple[tuple[str, re.Pattern, re.Pattern], ...]:
-        """(brand, mention, negated mention) per brand, longest name first; compiled once per
-        vocabulary (compiling them per message cost ~2 s with 329 brands)."""
-        patterns = []
-        for brand in sorted(self.brands, key=len, reverse=True):
-            mention = _word_pattern(brand)
-            negated = re.compile(rf"{_NEGATION}(?:\w+\s+)?{mention.pattern}", re.I)
-            patterns.append((brand, mention, negated))
-        return tuple(patterns)
+    def matcher(self) -> _Matcher:
+        """The name index, built once per vocabulary."""
+        return _Matcher(self.brands, self.categories)
+
+    def canonical_brand(self, name: str) -> str:
+        """The catalogue's spelling of a brand (case, punctuation and spacing aside:
+        "levis" -> "Levi's"), else the name as given."""
+        wanted = name.strip()
+        if wanted in self.brands:
+            return wanted
+        same_key = self.matcher.brands_by_key.get("".join(t.key for t in _tokens(wanted)), [])
+        same_case = [b for b in same_key if b.casefold() == wanted.casefold()]
+        return next(iter(same_case or same_key), wanted)
 
     @cached_property
     def name_words(self) -> frozenset[str]:
-        """Every (normalised) word of every brand and category name."""
-        names = (*self.brands, *self.categories)
-        return frozenset(word for name in names for word in _normalise(name).split())
+        """Every (normalised) word of every brand and category name, and every name's words
+        written as one ("giftcard"), as the parser matches those too."""
+        words = [_normalise(name).split() for name in (*self.brands, *self.categories)]
+        return frozenset([w for name in words for w in name] + ["".join(n) for n in words])
 
     def could_name(self, word: str) -> bool:
         """Whether ``word`` is part of a brand or category name (text the parser may match)."""
-        return any(w in self.name_words for w in _normalise(word).split())
+        words = _normalise(word).split()
+        return any(w in self.name_words for w in [*words, _singular("".join(words))])
 
     def canonical_category(self, name: str) -> str:
         wanted = _normalise(name)
         return next((c for c in self.categories if _normalise(c) == wanted), name.strip())
+
+    @cached_property
+    def common_brands(self) -> frozenset[str]:
+        """Brands whose every word is also an ordinary word ("Best", "At Home", "Target")."""
+        common = _COMMON_WORDS | self.common_words
+        return frozenset(b for b in self.brands if {t.key for t in _tokens(b)} <= common)
 
 
 def canonicalise(filters: ProductFilters, vocabulary: Vocabulary) -> ProductFilters:
@@ -186,19 +312,155 @@ def canonicalise(filters: ProductFilters, vocabulary: Vocabulary) -> ProductFilt
     )
 
 
+# --- finding brand and category mentions ----------------------------------------------------
+
+BRAND, CATEGORY = "brand", "category"
+
+
+@dataclass(frozen=True)
+class Mention:
+    """Words ``first``..``last`` (token indices, inclusive) of a message naming ``names``."""
+
+    kind: str
+    names: tuple[str, ...]
+    first: int
+    last: int
+    start: int  # character offsets in the message
+    end: int
+    letters: int  # letters and digits of the words (the length that decides overlaps)
+
+
+def candidate_mentions(text: str, vocabulary: Vocabulary) -> list[Mention]:
+    """Every word span of ``text`` that is written like a brand or a category name, in matching
+    form (case, accents, punctuation, "&"/"and" and spacing aside), overlaps included.
+
+    One dict lookup per span of consecutive words up to the longest name; a brand that is also
+    an ordinary word must be capitalised or spelled exactly as the catalogue does."""
+    matcher = vocabulary.matcher
+    tokens = _tokens(text)
+    keys = [t.key for t in tokens]
+    singulars = [_singular(k) for k in keys]
+    has_lower = any(c.islower() for c in text)
+    found: list[Mention] = []
+    for first in range(len(tokens)):
+        joined = folded = ""
+        for last in range(first, len(tokens)):
+            joined += keys[last]
+            folded += singulars[last]
+            if len(folded) > matcher.longest:
+                break
+            brand_entries = matcher.brands.get(joined)
+            category_entries = matcher.categories.get(folded)
+            if not brand_entries and not category_entries:
+                continue
+            start, end = tokens[first].start, tokens[last].end
+            surface = _squash(text[start:end])
+            span = (first, last, start, end, len(joined))
+            if brand_entries:
+                names = _written_as(brand_entries, tuple(keys[first : last + 1]), surface)
+                names = [n for n in names if _reads_as_brand(n, surface, has_lower, vocabulary)]
+                if names:
+                    found.append(Mention(BRAND, tuple(names), *span))
+            if category_entries:
+                words = tuple(singulars[first : last + 1])
+                names = _written_as(category_entries, words, surface)
+                if names:
+                    found.append(Mention(CATEGORY, tuple(names), *span))
+    return found
+
+
+def _written_as(entries: list[_Entry], words: tuple[str, ...], surface: str) -> list[str]:
+    """The names among ``entries`` that ``surface`` (words ``words``) stands for: the exact
+    spelling, else the same letters in any case, else every name written this way (a catalogue
+    with both "Kohl's" and "Kohls"), names before variants ("The Home Depot" for "home depot")."""
+    entries = [e for e in entries if e.words == words or len("".join(words)) >= _MIN_JOINED]
+    if not entries:
+        return []
+    for same in (lambda n: _squash(n) == surface, lambda n: _squash(n).lower() == surface.lower()):
+        exact = [e.name for e in entries if same(e.name)]
+        if exact:
+            return list(dict.fromkeys(exact))
+    names = [e.name for e in entries if not e.alias] or [e.name for e in entries]
+    return list(dict.fromkeys(names))
+
+
+def _reads_as_brand(brand: str, surface: str, has_lower: bool, vocabulary: Vocabulary) -> bool:
+    """A brand made of ordinary words counts only when spelled exactly as the catalogue does or
+    capitalised in a message that is not all capitals ("Best" yes, "your best headphones" no)."""
+    if brand not in vocabulary.common_brands or _squash(brand) == surface:
+        return True
+    return has_lower and any(c.isupper() for c in surface)
+
+
+def select_mentions(candidates: list[Mention], text: str) -> list[Mention]:
+    """The reading of the message: non-overlapping mentions, in message order, chosen by, in turn,
+    the most letters covered ("Zusen-Tekka Electronics" is brand + category, not "Zusen" + brand
+    "Tekka Electronics"), naming both a brand and a category over one kind only ("Ka Toys" is
+    brand "Ka" + category "Toys" when no other category is named, else brand "Ka Toys"), fewer
+    mentions ("Brinker/Regal Entertainment" is one brand), then the preferred reading of a span
+    that reads both ways: the category ("$30 gift card"), unless spelled exactly as the brand
+    and not as the category ("Gift Card Gift Cards": brand, then category). A brand reading of
+    such a span needs the brand's exact spelling.
+
+    A forward dynamic programme over word positions with state (brand named, category named):
+    O(words x candidates), whatever the vocabulary."""
+    spans: dict[tuple[int, int], dict[str, Mention]] = {}
+    for mention in candidates:
+        spans.setdefault((mention.first, mention.last), {})[mention.kind] = mention
+    starting: dict[int, list[tuple[Mention, int]]] = {}  # first word -> (reading, preferred)
+    for readings in spans.values():
+        if len(readings) == 1:
+            mention = next(iter(readings.values()))
+            starting.setdefault(mention.first, []).append((mention, 0))
+            continue
+        brand, category = readings[BRAND], readings[CATEGORY]
+        surface = _squash(text[brand.start : brand.end])
+        starting.setdefault(brand.first, []).append(
+            (category, int(surface not in brand.names or surface in category.names))
+        )
+        if surface in brand.names:
+            starting[brand.first].append((brand, int(surface not in category.names)))
+    last_word = max((m.last for m in candidates), default=-1)
+    # state (brand named, category named) -> (letters, -mentions, preferred), mentions so far
+    Best = dict[tuple[bool, bool], tuple[tuple[int, int, int], tuple[Mention, ...]]]
+    at: list[Best] = [{} for _ in range(last_word + 2)]
+    at[0][(False, False)] = ((0, 0, 0), ())
+
+    def offer(position: int, state: tuple[bool, bool], score, chosen) -> None:
+        if state not in at[position] or score > at[position][state][0]:
+            at[position][state] = (score, chosen)
+
+    for position in range(last_word + 1):
+        for state, (score, chosen) in at[position].items():
+            offer(position + 1, state, score, chosen)
+            for mention, preferred in starting.get(position, []):
+                named = (state[0] or mention.kind == BRAND, state[1] or mention.kind == CATEGORY)
+                gained = (score[0] + mention.letters, score[1] - 1, score[2] + preferred)
+                offer(mention.last + 1, named, gained, (*chosen, mention))
+    final = at[last_word + 1]
+    state = max(final, key=lambda s: (final[s][0][0], sum(s), *final[s][0][1:]))
+    return list(final[state][1])
+
+
 # --- the deterministic parser ---------------------------------------------------------------
 
-_NUM = r"(\d{1,7}(?:[.,]\d{1,2})?)"
+# an amount; a leading minus counts only when it is no range dash ("10-20")
+_NUM = r"((?<![\w.,])[-−–]\s?\d{1,7}(?:[.,]\d{1,2})?|\d{1,7}(?:[.,]\d{1,2})?)"
 _MONEY = rf"(?:\$|usd\s*|eur\s*|€|£)?\s*{_NUM}\s*(?:k\b)?(?:\s*(?:dollars?|bucks|usd|euros?))?"
 _NOT_STARS = r"(?!\s*(?:\+\s*)?(?:stars?|star\b|rating|/\s*5))"
 
 _RATING_PATTERNS = [
     re.compile(rf"(?:at\s+least|minimum(?:\s+of)?|min\.?)\s+{_NUM}\s*stars?", re.I),
-    re.compile(rf"{_NUM}\s*(?:\+\s*stars?|stars?\s*\+|\s*stars?\s+(?:and|or)\s+"
-               r"(?:up|above|more|higher|better))", re.I),  # fmt: skip
-    re.compile(rf"(?:rated|rating(?:\s+of)?)\s+(?:at\s+least\s+|above\s+|over\s+)?{_NUM}"
-               r"(?:\s*stars?)?(?:\s+(?:or|and)\s+(?:up|above|more|higher|better))?",
-               re.I),  # fmt: skip
+    re.compile(
+        rf"{_NUM}\s*(?:\+\s*stars?|stars?\s*\+|\s*stars?\s+(?:and|or)\s+"
+        r"(?:up|above|more|higher|better))",
+        re.I,
+    ),
+    re.compile(
+        rf"(?:rated|rating(?:\s+of)?)\s+(?:at\s+least\s+|above\s+|over\s+)?{_NUM}"
+        r"(?:\s*stars?)?(?:\s+(?:or|and)\s+(?:up|above|more|higher|better))?",
+        re.I,
+    ),
     re.compile(rf"{_NUM}\s*stars?", re.I),
 ]
 _HIGHLY_RATED = re.compile(r"\b(?:highly|well|top|best)[\s-]+rated\b", re.I)
@@ -223,164 +485,279 @@ _MIN_PRICE = re.compile(
 )
 _AROUND = re.compile(rf"(?:around|about|approximately|roughly|~)\s*{_MONEY}{_NOT_STARS}", re.I)
 # a bare amount only counts as a price with a currency sign or word
-_CURRENCY_ONLY = re.compile(
-    rf"(?:\$|€|£)\s*{_NUM}|{_NUM}\s*(?:dollars?|bucks|usd|euros?)\b", re.I
-)
+_CURRENCY_ONLY = re.compile(rf"(?:\$|€|£)\s*{_NUM}|{_NUM}\s*(?:dollars?|bucks|usd|euros?)\b", re.I)
 _NEGATION = r"(?:not|no|except|excluding|without|but\s+not|other\s+than|anything\s+but)\s+"
+_NEGATED_BEFORE = re.compile(rf"\b{_NEGATION}(?:\w+\s+)?$", re.I)
+# "not Samsung or LG": a brand listed right after an excluded one is excluded too
+_LIST_GLUE = re.compile(r"\s*(?:,|/|&|\band\b|\bor\b|\bnor\b)?\s*(?:\bor\b|\bnor\b)?\s*", re.I)
 
+# --- prompt injection -----------------------------------------------------------------------
+
+# Instructions to the assistant. Each alternative needs words shoppers do not use together
+# ("show me your best headphones", "act as a phone stand", "forget the previous one, show me
+# tablets", "Other People's Money" are no instruction); tests/chat/test_filters.py lists both.
 _INJECTION = re.compile(
-    r"ignore\s+(?:all\s+|any\s+|the\s+)?(?:previous|prior|above|earlier|your)\s+"
-    r"(?:instructions?|prompts?|rules?|messages?)|disregard\s+(?:the\s+|all\s+|your\s+)?"
-    r"(?:previous|prior|above|system)|system\s+prompt|you\s+are\s+now|developer\s+mode|"
-    r"(?:other|another|all)\s+(?:users?'?|customers?'?|people'?s?|sessions?|conversations?|chats?)"
-    r"(?:\s+(?:sessions?|conversations?|chats?|history|histories|messages?))?|"
-    r"set\s+(?:the\s+)?(?:max(?:imum)?|min(?:imum)?)\s+(?:price|rating)",
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:(?:all|any|every|the|your|of|these|"
+    r"those|previous|prior|above|earlier|preceding|original|initial|system|existing|current)"
+    r"\s+){0,4}(?:instructions?|prompts?|rules|messages|guidelines|directions|directives?|"
+    r"constraints|restrictions|programming|guardrails?|system\s+message)\b"
+    r"|\b(?:ignore|disregard)\s+(?:all\s+|everything\s+)?(?:the\s+)?(?:above|previous|prior|"
+    r"earlier)\s*(?:[.,;:!?]|$|\band\b)"
+    r"|\bsystem\s+prompts?\b|\bsystem\s+message\b"
+    r"|\b(?:reveal|print|repeat|leak|dump|output|display|show|tell|give|share|expose)\s+"
+    r"(?:me\s+|us\s+)?(?:all\s+)?(?:of\s+)?(?:your|the\s+(?:system|hidden|initial|original|"
+    r"secret|full|exact))\s+(?:\w+\s+)?(?:prompts?|instructions|rules|guidelines|configuration|"
+    r"directives)\b"
+    r"|\breveal\s+(?:the\s+|your\s+)?(?:\w+\s+)?(?:prompts?|instructions)\b"
+    r"|\b(?:prompts?|instructions)\s+(?:that\s+)?you\s+(?:were|have\s+been|got)\s+given\b"
+    r"|\bwhat\s+(?:are|were)\s+your\s+(?:\w+\s+)?(?:instructions|prompts?|guidelines)\b"
+    r"|\byou\s+are\s+now\b|\bdeveloper\s+mode\b|\bjailbr(?:oken|eak)\b|\bDAN\s+mode\b"
+    r"|\b(?:act|behave|respond)\s+as\s+(?:if\s+you|though\s+you|(?:an?\s+|the\s+|my\s+)?"
+    r"(?:\w+\s+)?(?:ai|assistant|bot|chatbot|model|llm|gpt|admin(?:istrator)?|developer|"
+    r"hacker|system|root|dan)\b)"
+    r"|\bpretend\s+(?:to\s+be|you\s+are|that\s+you)\b|\brole-?play\s+as\b"
+    r"|\bnew\s+instructions\s*:"
+    r"|\b(?:other|another|all|every)\s+(?:users?|customers?|people|shoppers?)(?:'s|s'|')?\s+"
+    r"(?:sessions?|conversations?|chats?|histor(?:y|ies)|messages?|data|orders?|carts?|"
+    r"accounts?|e-?mails?|addresses|details|information|searches)\b"
+    r"|\b(?:other|another|all|every)\s+(?:sessions|conversations|chats)\b",
     re.I,
 )
+# Prompt delimiters: our data block's tags, role tags and chat-template tokens.
+_DATA_TAGS = frozenset({"customer_message", "user", "message", "human"})
+_TAG = re.compile(
+    r"<\s*(?P<close>/)?\s*(?P<name>customer_message|user|message|human|system|assistant|"
+    r"developer|instructions?|prompt|context|tool|admin)\b[^<>]{0,100}>"
+    r"|<\|[^|<>]{0,40}\|>|\[/?INST\]|<</?SYS>>",
+    re.I,
+)
+_ROLE_MARKER = re.compile(r"^[ \t]*(?:system|assistant|developer|admin)[ \t]*:", re.I | re.M)
+_CLAUSE_START = re.compile(r"[!?;,\n]|\.(?!\d)")
+_SENTENCE_END = re.compile(r"[!?;\n]|\.(?!\d)")
+
+
+def looks_like_injection(text: str) -> bool:
+    """Text that tries to give the system instructions or to close the block it is quoted in."""
+    return bool(_injected_spans(text))
+
+
+def strip_delimiters(text: str) -> str:
+    """``text`` without prompt delimiters (``<customer_message>``, ``</customer_message>``,
+    ``<system>``, ``<|im_start|>``, ``[INST]``...), so it cannot close the block it is quoted
+    in. Each is replaced by a space, until none is left ("<cust<system>omer_message>")."""
+    while True:
+        stripped = _TAG.sub(" ", text)
+        if stripped == text:
+            return text
+        text = stripped
+
+
+def _injected_spans(text: str) -> list[tuple[int, int]]:
+    """Character ranges holding instructions: from the start of the clause with an instruction
+    (its separator included) to the end of its sentence; from a role marker ("system:") or a
+    breakout (closing tag, role tag, template token) to the end of the text (or of a role tag's
+    own block). An opening ``<customer_message>`` is only the tag itself."""
+    spans = []
+    for match in _INJECTION.finditer(text):
+        starts = [b.start() for b in _CLAUSE_START.finditer(text, 0, match.start())]
+        end = _SENTENCE_END.search(text, match.end())
+        spans.append((starts[-1] if starts else 0, end.end() if end else len(text)))
+    covered = 0
+    for match in _TAG.finditer(text):
+        if match.start() < covered:
+            continue
+        name = (match.group("name") or "").lower()
+        if name in _DATA_TAGS and not match.group("close"):
+            end = match.end()
+        elif name and not match.group("close"):
+            closing = re.search(rf"<\s*/\s*{name}\s*>", text[match.end() :], re.I)
+            end = match.end() + closing.end() if closing else len(text)
+        else:
+            end = len(text)
+        spans.append((match.start(), end))
+        covered = end
+    spans.extend((m.start(), len(text)) for m in _ROLE_MARKER.finditer(text))
+    return _merged(spans)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+# --- parsing --------------------------------------------------------------------------------
 
 
 @dataclass
 class ParsedText:
-    """What the parser read from one message: filters it names, and the text left over."""
+    """What the parser read from one message: filters it names, the text left over, whether it
+    held instructions (removed before parsing) and what it ignored, in words for the shopper."""
 
     filters: dict[str, Any] = field(default_factory=dict)
     remainder: str = ""
     suspicious: bool = False
+    ignored: list[str] = field(default_factory=list)
 
 
-def _money(raw: str, match_text: str) -> float:
-    value = float(raw.replace(",", "."))
+def _blank(text: str, start: int, end: int) -> str:
+    """``text`` with ``start``..``end`` replaced by spaces (offsets stay valid)."""
+    return text[:start] + " " * (end - start) + text[end:]
+
+
+def _amount(raw: str, match_text: str) -> float:
+    value = float(re.sub(r"\s", "", raw).replace("−", "-").replace("–", "-").replace(",", "."))
     if re.search(rf"{re.escape(raw)}\s*k\b", match_text, re.I):
         value *= 1000
     return value
 
 
-def _first_number_groups(match: re.Match) -> list[str]:
+def _numbers(match: re.Match) -> list[str]:
     return [g for g in match.groups() if g is not None]
 
 
-def looks_like_injection(text: str) -> bool:
-    """Text that tries to give the system instructions (treated as data; changes nothing)."""
-    return bool(_INJECTION.search(text))
+class _Reader:
+    """Rating and price phrases of one message, read on a copy in which brand and category
+    mentions are blanked ("1-800-Flowers.com" is no price range); what is read is blanked too
+    and its range kept, so the remainder can drop it."""
 
+    def __init__(self, masked: str) -> None:
+        self.text = masked
+        self.taken: list[tuple[int, int]] = []
+        self.found: dict[str, Any] = {}
+        self.ignored: list[str] = []
 
-def _word_pattern(phrase: str) -> re.Pattern:
-    return re.compile(rf"(?<![\w]){re.escape(phrase)}(?![\w])", re.I)
-
-
-def _find_brands(text: str, vocabulary: Vocabulary) -> tuple[list[str], list[str], str]:
-    """(wanted brands, excluded brands, text without the excluded ones). Longest first."""
-    wanted: list[str] = []
-    excluded: list[str] = []
-    original = text
-    patterns = vocabulary.brand_patterns
-    for brand, mention, negated in patterns:
-        if negated.search(text):
-            excluded.append(brand)
-            text = negated.sub(" ", text)
-        elif mention.search(text):
-            wanted.append(brand)  # stays in the text: the brand name helps retrieval too
-    mentions = {brand: mention for brand, mention, _ in patterns}
-
-    def position(brand: str) -> int:
-        match = mentions[brand].search(original)
-        return match.start() if match else len(original)
-
-    return sorted(wanted, key=position), sorted(excluded, key=position), text
-
-
-def _find_categories(text: str, vocabulary: Vocabulary) -> list[str]:
-    normalised = f" {_normalise(text)} "
-    found = []
-    for category in sorted(vocabulary.categories, key=len, reverse=True):
-        phrase = _normalise(category)
-        if phrase and f" {phrase} " in normalised:
-            found.append(category)
-            normalised = normalised.replace(f" {phrase} ", " ")
-    return found
-
-
-def _only_inside_categories(brand: str, text: str, categories: list[str]) -> bool:
-    """Whether every mention of ``brand`` in ``text`` is part of a category name found there
-    (brand "Gift Card" in "Gift Card Accessories")."""
-    rest = f" {_normalise(text)} "
-    for category in sorted(categories, key=len, reverse=True):
-        rest = rest.replace(f" {_normalise(category)} ", " ")
-    return f" {_normalise(brand)} " not in rest
-
-
-def _take(pattern: re.Pattern, text: str) -> tuple[re.Match | None, str]:
-    match = pattern.search(text)
-    if match is None:
-        return None, text
-    return match, text[: match.start()] + " " + text[match.end():]
-
-
-def _parse_rating(text: str, found: dict[str, Any]) -> str:
-    for pattern in _RATING_PATTERNS:
-        match, text = _take(pattern, text)
+    def take(self, pattern: re.Pattern) -> re.Match | None:
+        match = pattern.search(self.text)
         if match is not None:
-            value = float(_first_number_groups(match)[0].replace(",", "."))
-            if 0 <= value <= 5:
-                found["min_rating"] = value
-            return text
-    match, text = _take(_HIGHLY_RATED, text)
-    if match is not None:
-        found["min_rating"] = 4.0
-    return text
+            self.text = _blank(self.text, match.start(), match.end())
+            phrase = match.group(0)
+            start = match.start() + len(phrase) - len(phrase.lstrip())
+            self.taken.append((start, match.start() + len(phrase.rstrip())))
+        return match
 
+    def price(self, name: str, value: float) -> None:
+        if value < 0:  # never flipped: "under -5 dollars" is no "under 5"
+            self.ignored.append(f"ignored a negative price ({value:g})")
+        elif value > MAX_PRICE_VALUE:
+            self.ignored.append(f"ignored a price above {MAX_PRICE_VALUE:,.0f} ({value:,.0f})")
+        else:
+            self.found[name] = value
 
-def _parse_price(text: str, found: dict[str, Any]) -> str:
-    match, text = _take(_BETWEEN, text)
-    if match is not None:
-        low, high = (_money(n, match.group(0)) for n in _first_number_groups(match)[:2])
-        found["min_price"], found["max_price"] = min(low, high), max(low, high)
-        return text
-    match, text = _take(_AROUND, text)
-    if match is not None:
-        centre = _money(_first_number_groups(match)[0], match.group(0))
-        found["min_price"], found["max_price"] = round(centre * 0.8, 2), round(centre * 1.2, 2)
-        return text
-    match, text = _take(_MAX_PRICE, text)
-    if match is not None:
-        found["max_price"] = _money(_first_number_groups(match)[0], match.group(0))
-    match, text = _take(_MIN_PRICE, text)
-    if match is not None:
-        found["min_price"] = _money(_first_number_groups(match)[0], match.group(0))
-    if "min_price" not in found and "max_price" not in found:
-        match, text = _take(_CURRENCY_ONLY, text)
-        if match is not None:  # "a $30 gift card": the buyer's budget
-            found["max_price"] = _money(_first_number_groups(match)[0], match.group(0))
-    return text
+    def rating(self) -> None:
+        for pattern in _RATING_PATTERNS:
+            match = self.take(pattern)
+            if match is not None:
+                value = _amount(_numbers(match)[0], "")
+                if 0 <= value <= 5:
+                    self.found["min_rating"] = value
+                else:
+                    self.ignored.append(f"ignored a rating outside 0-5 ({value:g})")
+                return
+        if self.take(_HIGHLY_RATED) is not None:
+            self.found["min_rating"] = 4.0
+
+    def prices(self) -> None:
+        match = self.take(_BETWEEN)
+        if match is not None:
+            low, high = sorted(_amount(n, match.group(0)) for n in _numbers(match)[:2])
+            if low >= 0:
+                self.price("min_price", low)
+            else:  # "between -10 and 20": the cap still stands
+                self.ignored.append(f"ignored a negative price ({low:g})")
+            self.price("max_price", high)
+            return
+        match = self.take(_AROUND)
+        if match is not None:
+            centre = _amount(_numbers(match)[0], match.group(0))
+            self.price("max_price", round(centre * 1.2, 2) if centre >= 0 else centre)
+            if "max_price" in self.found:
+                self.found["min_price"] = round(centre * 0.8, 2)
+            return
+        match = self.take(_MAX_PRICE)
+        if match is not None:
+            self.price("max_price", _amount(_numbers(match)[0], match.group(0)))
+        match = self.take(_MIN_PRICE)
+        if match is not None:
+            self.price("min_price", _amount(_numbers(match)[0], match.group(0)))
+        if "min_price" not in self.found and "max_price" not in self.found and not self.ignored:
+            match = self.take(_CURRENCY_ONLY)
+            if match is not None:  # "a $30 gift card": the buyer's budget
+                self.price("max_price", _amount(_numbers(match)[0], match.group(0)))
 
 
 def parse_text(text: str, vocabulary: Vocabulary) -> ParsedText:
     """Filters named in ``text`` ("under $50", "Samsung or LG", "4 stars and up", categories).
 
-    Deterministic and total: any text gives a (possibly empty) result. A message that tries to
-    instruct the system (prompt injection) yields no filters at all.
+    Deterministic and total: any text gives a (possibly empty) result. Instructions hidden in a
+    message (prompt injection) are cut out, to the end of their sentence, before anything is
+    read: the rest is parsed as usual and the result is marked ``suspicious``.
     """
-    if looks_like_injection(text):
-        return ParsedText(filters={}, remainder=text, suspicious=True)
-    found: dict[str, Any] = {}
-    remainder = _parse_rating(text, found)
-    remainder = _parse_price(remainder, found)
-    brands, excluded, remainder = _find_brands(remainder, vocabulary)
-    categories = _find_categories(remainder, vocabulary)
-    brands = [b for b in brands if not _only_inside_categories(b, remainder, categories)]
-    if brands:
-        found["brands"] = brands
+    injected = _injected_spans(text)
+    for start, end in reversed(injected):
+        text = text[:start] + " " + text[end:]
+    mentions = select_mentions(candidate_mentions(text, vocabulary), text)
+    masked = text
+    for mention in mentions:
+        if any(c.isalpha() for c in text[mention.start : mention.end]):
+            masked = _blank(masked, mention.start, mention.end)
+    reader = _Reader(masked)
+    reader.rating()
+    reader.prices()
+    found = reader.found
+    removed = list(reader.taken)
+    # a mention of digits only ("11:11") that a price or rating phrase used is no name
+    mentions = [
+        m
+        for m in mentions
+        if any(c.isalpha() for c in text[m.start : m.end])
+        or not any(s < m.end and m.start < e for s, e in reader.taken)
+    ]
+
+    wanted: list[str] = []
+    excluded: list[str] = []
+    categories: list[str] = []
+    last_excluded: Mention | None = None
+    for mention in mentions:
+        if mention.kind == CATEGORY:
+            categories.extend(mention.names)
+            continue
+        negation = _NEGATED_BEFORE.search(text[: mention.start])
+        if negation is not None:
+            removed.append((negation.start(), mention.end))
+        elif last_excluded is not None and _LIST_GLUE.fullmatch(
+            text[last_excluded.end : mention.start]
+        ):
+            removed.append((last_excluded.end, mention.end))
+        else:
+            wanted.extend(mention.names)  # stays in the text: the name helps retrieval too
+            last_excluded = None
+            continue
+        excluded.extend(mention.names)
+        last_excluded = mention
+    if wanted:
+        found["brands"] = list(dict.fromkeys(wanted))
     if excluded:
-        found["exclude_brands"] = excluded
+        found["exclude_brands"] = list(dict.fromkeys(excluded))
     if categories:
-        found["categories"] = categories
+        found["categories"] = list(dict.fromkeys(categories))
     if (
         found.get("min_price") is not None
         and found.get("max_price") is not None
         and found["min_price"] > found["max_price"]
     ):
         found.pop("min_price")  # "over 80 but under 50": keep the cap the buyer stated last
-    return ParsedText(filters=found, remainder=" ".join(remainder.split()))
+    remainder = text
+    for start, end in removed:
+        remainder = _blank(remainder, start, end)
+    ignored = reader.ignored
+    if injected:
+        ignored = ["ignored instructions to the assistant in the message", *ignored]
+    return ParsedText(found, _squash(remainder), bool(injected), ignored)
 
 
 # --- merging --------------------------------------------------------------------------------

@@ -366,9 +366,9 @@ class ChatEngine:
         """(ranking, what we don't have, whether the products are only alternatives).
 
         Products under the relevance floor are not matches. When none passes: a requested brand
-        is relaxed first (other brands' products of that kind are alternatives); a price or
-        rating bound that nothing meets is reported, with no product; otherwise the closest
-        products are offered as alternatives and the request's words reported unmatched."""
+        is relaxed first (other brands' products of that kind are alternatives); then the
+        closest products within the filters are offered as alternatives, reporting either the
+        price or rating bound that no product of the kind meets or the request's words."""
         floor = self.relevance_floor()
         vector = self._embed([condensed.query])
         candidates = self.retrieve(vector, filters)[0]
@@ -384,13 +384,12 @@ class ChatEngine:
             unbounded = filters.model_copy(
                 update={"min_price": None, "max_price": None, "min_rating": None}
             )
-            if bounds and any(c.similarity >= floor for c in self.retrieve(vector, unbounded)[0]):
-                candidates = []  # the kind exists, not within these bounds: say so, show none
-            else:
-                bounds = []
+            if not (bounds and any(c.similarity >= floor
+                                   for c in self.retrieve(vector, unbounded)[0])):  # fmt: skip
+                bounds = []  # the kind itself is missing, not just within these bounds
                 terms = condensed.unknown_terms or condensed.topic_words
-                passing = candidates
-        alternative = bool(brands or terms)
+            passing = candidates  # the closest products within the filters, as alternatives
+        alternative = bool(brands or terms or bounds)
         ranking = self.rank_candidates(condensed.query, passing, k, user_id)
         unmatched = Unmatched(brands=brands, terms=terms, filters=bounds)
         return ranking, (unmatched if brands or terms or bounds else None), alternative
