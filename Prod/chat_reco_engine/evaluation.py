@@ -37,6 +37,7 @@ import numpy as np
 from config import Settings
 from Prod.chat_reco_engine.filters import ProductFilters, Vocabulary, parse_text, satisfies
 from Prod.chat_reco_engine.ollama_stub import OllamaStubServer
+from Prod.chat_reco_engine.relevance import content_words
 from Prod.chat_reco_engine.retrieval import Candidate, description_sentences
 from Prod.chat_reco_engine.service import ChatEngine
 from Prod.common.embeddings import embed_texts
@@ -52,15 +53,6 @@ HIT_K = 5
 _RETRIEVE_CHUNK = 64  # query vectors per Chroma request
 
 _TITLE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'-]+")
-_CONTENT_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]")  # no digits: no prices, no ratings
-_STOP_WORDS = frozenset(
-    "a about above after all also an and any are as at be been best but by can come comes do "
-    "does each even every for from get gets has have here how if in into is it its it's just "
-    "like made make makes many may more most much must new no not of off on one only or other "
-    "our out over own per pick so some such than that the their them then there these they this "
-    "those through to too under up us use used very was way we well were what when where which "
-    "while who why will with without would you your yours".split()
-)
 
 
 @dataclass(frozen=True)
@@ -108,14 +100,6 @@ def filtered_queries(
         if len(queries) >= n:
             break
     return queries
-
-
-def content_words(text: str, vocabulary: Vocabulary) -> list[str]:
-    """Lower-case words of ``text`` (first occurrence order) that are no stop word, no number and
-    no part of any brand or category name, so a query of them carries no structured filter."""
-    words = (w.lower() for w in _CONTENT_WORD.findall(text))
-    kept = (w for w in words if len(w) > 2 and w not in _STOP_WORDS)
-    return list(dict.fromkeys(w for w in kept if not vocabulary.could_name(w)))
 
 
 def _sample_in_order(words: list[str], k: int, rng: np.random.Generator) -> list[str]:

@@ -92,7 +92,7 @@ def test_skip_bad_rows_loads_the_good_ones(settings, dataset, prefix) -> None:
     assert [str(b) for b in report.bad_rows] == [
         "users.csv:4: user_id longer than 128 chars",
         "interactions.csv:2: event 'watch' is not one of "
-        "view, click, add_to_cart, purchase, rating",
+        "view, click, add_to_cart, purchase, rating, dislike",
         f"interactions.csv:7: unknown user_id '{prefix}u3' (not in users.csv nor the database)",
         f"interactions.csv:8: unknown user_id '{prefix}u3' (not in users.csv nor the database)",
     ]
