@@ -349,6 +349,8 @@ def _clean_column(
     hold ``<``, ``&``, odd spacing or run past ``limit``."""
     raw = values.to_numpy(dtype=object)
     codes, uniques = pd.factorize(raw)  # unknown (None/NaN) -> -1
+    if len(uniques) == 0:  # every value unknown: nothing to clean
+        return values, 0, 0
     new = np.asarray(uniques, dtype=object).copy()
     changed_u = np.zeros(len(uniques), dtype=bool)
     for index, value in enumerate(uniques):

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from Prod.common.data.canonical import MAX_ID_LENGTH, RATING_EVENT
+from Prod.common.data.canonical import ITEM_COLUMNS, MAX_ID_LENGTH, RATING_EVENT
 from Prod.common.data.cleaning import (
     CleaningReport,
     clean_brand,
@@ -250,19 +250,7 @@ def _assemble_amazon(
 ) -> ImportedDataset:
     ratings, report = _clean_ratings(reviews)
     if meta.empty:
-        meta = pd.DataFrame(
-            columns=[
-                "item_id",
-                "title",
-                "brand",
-                "category",
-                "price",
-                "avg_rating",
-                "rating_count",
-                "description",
-                "image_url",
-            ]
-        )
+        meta = pd.DataFrame(columns=ITEM_COLUMNS)
     meta = meta.assign(item_id=_clean_ids(meta["item_id"]))
     meta = meta[meta["item_id"].notna()].assign(item_id=lambda m: m["item_id"].astype(object))
     report["meta_duplicates_dropped"] = int(meta["item_id"].duplicated().sum())
