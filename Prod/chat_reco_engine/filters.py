@@ -281,9 +281,11 @@ class Vocabulary:
     @cached_property
     def name_words(self) -> frozenset[str]:
         """Every (normalised) word of every brand and category name, and every name's words
-        written as one ("giftcard"), as the parser matches those too."""
+        written as one ("giftcard", "homedepot"), as the parser matches those too."""
         words = [_normalise(name).split() for name in (*self.brands, *self.categories)]
-        return frozenset([w for name in words for w in name] + ["".join(n) for n in words])
+        aliases = [e.words for b in self.brands for e in brand_spellings(b) if e.alias]
+        joined = ["".join(map(_singular, n)) for n in (*words, *aliases)]
+        return frozenset([w for name in words for w in name] + joined)
 
     def could_name(self, word: str) -> bool:
         """Whether ``word`` is part of a brand or category name (text the parser may match)."""

@@ -222,6 +222,7 @@ def test_canonical_brand_ignores_case_punctuation_and_spacing():
 def test_could_name_covers_names_written_as_one_word():
     # the query generator leaves such words out of titles, as the parser reads them as names
     assert MESSY.could_name("GiftCard") and MESSY.could_name("Levis")
+    assert MESSY.could_name("homedepot")  # "The Home Depot" without its "The"
     assert not MESSY.could_name("earbuds")
 
 
