@@ -87,8 +87,14 @@ _QUALIFIER = re.compile(
     r"more|less)\b",
     re.I,
 )  # fmt: skip
-# "I need a chef's knife", "some dog treats": an object of its own, unless it points back
-_NAMES_OBJECT = re.compile(r"\b(?:a|an|some)\s+[\w']", re.I)
+# "I need a chef's knife", "now show me frying pans", "some dog treats": an object of its own,
+# unless it points back ("a cheaper one")
+_NAMES_OBJECT = re.compile(
+    r"\b(?:a|an|some)\s+[\w']|^\W*(?:now\b|(?:and\s+|also\s+)?(?:show|find|get)\s+me\b|"
+    r"i\s+(?:need|want|'?m\s+looking\s+for)\b|(?:i'?m\s+)?looking\s+for\b|"
+    r"do\s+you\s+(?:have|sell|carry)\b)",
+    re.I,
+)
 _POINTS_BACK = re.compile(r"\b(?:ones?|those|these|them|it|same)\b", re.I)
 _FILLER = re.compile(
     r"\b(?:what|how|about|any|anything|something|from|by|show|me|some|the|a|an|ones?|those|"
@@ -196,9 +202,9 @@ def classify(
         _NAMES_OBJECT.search(text) is not None and not _POINTS_BACK.search(text)
         and not any(word_key(w) in shown_titles for w in topic)
     )  # fmt: skip
-    if new_object and fit.catalogue >= floor:
-        return TurnKind.NEW
     names_something_else = margin is not None and fit.catalogue - fit.current > margin
+    if new_object and (fit.catalogue >= floor or names_something_else):
+        return TurnKind.NEW
     if fit.current >= floor and not names_something_else:
         return TurnKind.REFINE
     if fit.catalogue >= floor or len(unknown_terms) == len(topic):
@@ -238,7 +244,7 @@ def condense(
     named_categories = list(changes.get("categories") or [])
     topic = _without_names(words, [*named_brands, *named_categories])
     unknown_brands, unknown_terms = (
-        unmatched_names(topic, known_words, message) if known_words else ([], [])
+        unmatched_names(words, known_words, message) if known_words else ([], [])
     )
     topic = _without_names(topic, unknown_brands)  # "what about Sony?" still refines
     if reset and not words and not changes:

@@ -80,6 +80,14 @@ def _all(response: dict[str, Any], test: Callable[[dict[str, Any]], bool]) -> bo
     return bool(response["products"]) and all(test(p) for p in response["products"])
 
 
+def _at_most(value: float | None, bound: float | None) -> bool:
+    return value is not None and bound is not None and value <= bound
+
+
+def _at_least(value: float | None, bound: float | None) -> bool:
+    return value is not None and bound is not None and value >= bound
+
+
 def _expect(*conditions: tuple[bool, str]) -> str | None:
     return next((why for ok, why in conditions if not ok), None)
 
@@ -87,63 +95,83 @@ def _expect(*conditions: tuple[bool, str]) -> str | None:
 def generate_dialogues(
     products: list[Product], per_kind: int = 24, seed: int = 0
 ) -> list[Dialogue]:
-    """About ``per_kind`` conversations of each kind (fewer when the catalogue cannot make them:
-    one category means no topic switch across categories, etc.)."""
+    """About ``per_kind`` conversations of each kind (fewer when the catalogue cannot make
+    them). A product's topic phrase is its kind words, else its category ("comedy" in a film
+    catalogue); price refinements need prices, rating ones ratings."""
     rng = np.random.default_rng(seed)
     vocabulary = Vocabulary.from_metadatas(p.metadata for p in products)
     known = text_words([p.text for p in products])
     words = kind_words(products, vocabulary)
-    usable = [p for p in products if words[p.item_id] and p.metadata.get("price") is not None]
+
+    def phrase(p: Product) -> str:
+        return " ".join(words[p.item_id]) or str(p.metadata.get("category") or "").lower()
+
+    usable = [p for p in products if phrase(p)]
     if len(usable) < 2:
         return []
     order = [usable[int(i)] for i in rng.permutation(len(usable))]
     by_phrase: dict[str, list[Product]] = defaultdict(list)
     for product in usable:
-        by_phrase[" ".join(words[product.item_id])].append(product)
+        by_phrase[phrase(product)].append(product)
     other_brands = [b for b in _OTHER_BRANDS
                     if b not in vocabulary.brands and not known_word(b, known)]  # fmt: skip
     other_kinds = [k for k in _OTHER_KINDS
                    if not any(known_word(w, known) for w in k.split())]  # fmt: skip
 
-    def phrase(p: Product) -> str:
-        return " ".join(words[p.item_id])
-
-    def other_kind(p: Product) -> Product | None:
-        """A product of another category (or, in a one-category shop, no shared kind word)."""
-        for q in order:
-            if (q.metadata.get("category") != p.metadata.get("category")
-                    or not set(words[q.item_id]) & set(words[p.item_id])):  # fmt: skip
-                if q.metadata.get("brand") != p.metadata.get("brand"):
-                    return q
+    def other_kind(p: Product, start: int) -> Product | None:
+        """A product of another brand and another category (or, in a one-category shop, with no
+        kind word in common), searched from ``start`` on so that conversations vary."""
+        for q in order[start:] + order[:start]:
+            other = (q.metadata.get("category") != p.metadata.get("category")
+                     or not set(words[q.item_id]) & set(words[p.item_id]))  # fmt: skip
+            brand = p.metadata.get("brand")
+            if other and phrase(q) != phrase(p) and (brand is None or q.metadata.get("brand")
+                                                     != brand):  # fmt: skip
+                return q
         return None
 
+    def constraint(p: Product) -> tuple[str, Callable]:
+        """A price cap (or, without prices, a rating floor) in words, and its check."""
+        category = p.metadata.get("category")
+        if p.metadata.get("price") is not None:
+            cap = math.ceil(float(p.metadata["price"]) * 1.2)
+            return f"under ${cap}", _check_cap(cap, category)
+        return "4 stars and up", _check_rating(4.0, category)
+
     dialogues: list[Dialogue] = []
-    half = max(1, per_kind // 3)
-    for n, a in enumerate(order[: per_kind * 2]):
-        b = other_kind(a)
-        category, brand, price = a.metadata.get("category"), a.metadata.get("brand"), a.metadata[
-            "price"]  # fmt: skip
-        cap = math.ceil(float(price) * 1.2)
+    third = max(1, per_kind // 3)
+    for n, a in enumerate(order[: per_kind * 3]):
+        category, brand = a.metadata.get("category"), a.metadata.get("brand")
         same_kind = by_phrase[phrase(a)]
-        if n < half:
+        # "cheaper" needs prices on what the first turn shows: most of the kind must have one
+        priced = sum(q.metadata.get("price") is not None for q in same_kind) >= 0.8 * len(
+            same_kind
+        )
+        if n < third and priced:
             dialogues.append(Dialogue(REFINEMENT, "cheaper", (phrase(a), "cheaper ones?"),
                                       _check_cheaper(category)))  # fmt: skip
-        elif n < 2 * half:
+        elif n < third:
+            dialogues.append(Dialogue(REFINEMENT, "better_rated", (phrase(a), "better rated?"),
+                                      _check_better_rated(category)))  # fmt: skip
+        elif n < 2 * third:
             rivals = [q.metadata.get("brand") for q in same_kind
                       if q.metadata.get("brand") not in (None, brand)]  # fmt: skip
             if rivals:
                 dialogues.append(Dialogue(
                     REFINEMENT, "other_brand", (phrase(a), f"what about {rivals[0]}?"),
                     _check_brand(rivals[0], category)))  # fmt: skip
-        elif n < 3 * half:
-            prices = [float(q.metadata["price"]) for q in same_kind]
+        elif n < 3 * third and priced:
+            prices = [float(q.metadata["price"]) for q in same_kind
+                      if q.metadata.get("price") is not None]  # fmt: skip
             limit = math.ceil(statistics.median(prices))
             dialogues.append(Dialogue(REFINEMENT, "price_cap", (phrase(a), f"under ${limit}"),
                                       _check_cap(limit, category)))  # fmt: skip
+        b = other_kind(a, start=(n * 7919) % len(order))
         if b is None or n >= per_kind:
             continue
         b_brand = b.metadata.get("brand")
-        start = f"{brand} {phrase(a)} under ${cap}" if brand else f"{phrase(a)} under ${cap}"
+        bound, bound_check = constraint(a)
+        start = " ".join(filter(None, (brand, phrase(a), bound)))
         if n % 2 == 0:
             dialogues.append(Dialogue(
                 TOPIC_SWITCH, "no_brand", (start, f"now show me {phrase(b)}"),
@@ -172,9 +200,8 @@ def generate_dialogues(
             dialogues.append(Dialogue(OUT_OF_CATALOGUE, "kind", (f"I'm looking for a {kind}",),
                                       _check_unmatched_terms(kind)))  # fmt: skip
         injected = _INJECTIONS[n % len(_INJECTIONS)]
-        message = f"{phrase(a)} under ${cap}. {injected}"
-        dialogues.append(Dialogue(INJECTION, "with_filters", (message,),
-                                  _check_cap(cap, category)))  # fmt: skip
+        dialogues.append(Dialogue(INJECTION, "with_filters",
+                                  (f"{phrase(a)} {bound}. {injected}",), bound_check))  # fmt: skip
     return dialogues
 
 
@@ -189,7 +216,33 @@ def _check_cheaper(category: str | None):
         return _expect(
             (last["turn"] == "refine", f"read as {last['turn']}"),
             (cap is not None and bool(prices) and cap < statistics.median(prices), "no lower cap"),
-            (_all(last, lambda p: p["price"] <= cap), "a product above the cap"),
+            (_all(last, lambda p: _at_most(p["price"], cap)), "a product above the cap"),
+            (_category(last) == category, f"top product is {_category(last)}, not {category}"),
+        )
+
+    return check
+
+
+def _check_better_rated(category: str | None):
+    def check(responses: list[dict[str, Any]]) -> str | None:
+        last = responses[-1]
+        floor = last["filters"].get("min_rating")
+        return _expect(
+            (last["turn"] == "refine", f"read as {last['turn']}"),
+            (floor is not None, "no rating floor"),
+            (_all(last, lambda p: _at_least(p["rating"], floor)), "a product under the floor"),
+            (_category(last) == category, f"top product is {_category(last)}, not {category}"),
+        )
+
+    return check
+
+
+def _check_rating(floor: float, category: str | None):
+    def check(responses: list[dict[str, Any]]) -> str | None:
+        last = responses[-1]
+        return _expect(
+            (last["filters"].get("min_rating") == floor, f"min_rating {last['filters']}"),
+            (_all(last, lambda p: _at_least(p["rating"], floor)), "a product under the floor"),
             (_category(last) == category, f"top product is {_category(last)}, not {category}"),
         )
 
@@ -214,7 +267,7 @@ def _check_cap(cap: float, category: str | None):
         last = responses[-1]
         return _expect(
             (last["filters"].get("max_price") == cap, f"max_price {last['filters']}"),
-            (_all(last, lambda p: p["price"] <= cap), "a product above the cap"),
+            (_all(last, lambda p: _at_most(p["price"], cap)), "a product above the cap"),
             (_category(last) == category, f"top product is {_category(last)}, not {category}"),
         )
 
@@ -232,7 +285,7 @@ def _check_switch(target: Product, kind: list[str], brand: str | None):
             (last["turn"] in ("new", "reset"), f"read as {last['turn']}"),
             (last["filters"].get("brands") == wanted, f"brands {last['filters'].get('brands')}"),
             ("max_price" not in last["filters"], "the old price cap was kept"),
-            (_category(last) == category and any(w in top_title for w in kind),
+            (_category(last) == category and (not kind or any(w in top_title for w in kind)),
              f"top product {top_title!r} ({_category(last)}) is not {' '.join(kind)}"),
         )  # fmt: skip
 

@@ -4,6 +4,12 @@ and the only translation of filter values into a Chroma ``where`` clause.
 User text never reaches Chroma: the parser turns recognised phrases into typed fields of
 :class:`ProductFilters` (validated by pydantic), and :func:`to_chroma_where` builds the clause from
 those typed fields alone.
+
+Brand and category names are matched on a normal form of their words (case, accents, punctuation,
+"&"/"and" and word splits aside: "barnes and noble", "levis", "1800flowers.com") through one dict
+per vocabulary, and overlapping readings are settled for the whole message at once
+(:func:`select_mentions`). Instructions hidden in a message are cut out before parsing
+(:func:`parse_text`); :func:`strip_delimiters` removes prompt tags from text quoted to an LLM.
 """
 
 from __future__ import annotations
@@ -255,12 +261,8 @@ class Vocabulary:
             if isinstance(meta.get("title"), str):
                 titles.append(meta["title"])
         brand_words = {t.key for brand in brands for t in _tokens(brand)}
-        common = {
-            _key(word)
-            for title in titles
-            for word in _TOKEN.findall(title)
-            if word.islower() and _key(word) in brand_words
-        }
+        lower_words = {w for title in titles for w in _TOKEN.findall(title) if w.islower()}
+        common = {_key(w) for w in lower_words} & brand_words
         return cls(tuple(sorted(brands)), tuple(sorted(categories)), frozenset(common))
 
     @cached_property
@@ -330,6 +332,7 @@ class Mention:
     start: int  # character offsets in the message
     end: int
     letters: int  # letters and digits of the words (the length that decides overlaps)
+    exact: bool = False  # written exactly as (one of) the names, case included
 
 
 def candidate_mentions(text: str, vocabulary: Vocabulary) -> list[Mention]:
@@ -362,12 +365,12 @@ def candidate_mentions(text: str, vocabulary: Vocabulary) -> list[Mention]:
                 names = _written_as(brand_entries, tuple(keys[first : last + 1]), surface)
                 names = [n for n in names if _reads_as_brand(n, surface, has_lower, vocabulary)]
                 if names:
-                    found.append(Mention(BRAND, tuple(names), *span))
+                    found.append(Mention(BRAND, tuple(names), *span, surface in names))
             if category_entries:
                 words = tuple(singulars[first : last + 1])
                 names = _written_as(category_entries, words, surface)
                 if names:
-                    found.append(Mention(CATEGORY, tuple(names), *span))
+                    found.append(Mention(CATEGORY, tuple(names), *span, surface in names))
     return found
 
 
@@ -399,7 +402,9 @@ def select_mentions(candidates: list[Mention], text: str) -> list[Mention]:
     the most letters covered ("Zusen-Tekka Electronics" is brand + category, not "Zusen" + brand
     "Tekka Electronics"), naming both a brand and a category over one kind only ("Ka Toys" is
     brand "Ka" + category "Toys" when no other category is named, else brand "Ka Toys"), fewer
-    mentions ("Brinker/Regal Entertainment" is one brand), then the preferred reading of a span
+    mentions ("Brinker/Regal Entertainment" is one brand), more names written exactly as the
+    catalogue does ("Vo Home Kitchen" is brand "Vo Home" + "Kitchen" rather than brand "Vo" +
+    "Home & Kitchen"), then the preferred reading of a span
     that reads both ways: the category ("$30 gift card"), unless spelled exactly as the brand
     and not as the category ("Gift Card Gift Cards": brand, then category). A brand reading of
     such a span needs the brand's exact spelling.
@@ -423,10 +428,10 @@ def select_mentions(candidates: list[Mention], text: str) -> list[Mention]:
         if surface in brand.names:
             starting[brand.first].append((brand, int(surface not in category.names)))
     last_word = max((m.last for m in candidates), default=-1)
-    # state (brand named, category named) -> (letters, -mentions, preferred), mentions so far
-    Best = dict[tuple[bool, bool], tuple[tuple[int, int, int], tuple[Mention, ...]]]
+    # state (brand named, category named) -> ((letters, -mentions, exact, preferred), mentions)
+    Best = dict[tuple[bool, bool], tuple[tuple[int, int, int, int], tuple[Mention, ...]]]
     at: list[Best] = [{} for _ in range(last_word + 2)]
-    at[0][(False, False)] = ((0, 0, 0), ())
+    at[0][(False, False)] = ((0, 0, 0, 0), ())
 
     def offer(position: int, state: tuple[bool, bool], score, chosen) -> None:
         if state not in at[position] or score > at[position][state][0]:
@@ -437,7 +442,12 @@ def select_mentions(candidates: list[Mention], text: str) -> list[Mention]:
             offer(position + 1, state, score, chosen)
             for mention, preferred in starting.get(position, []):
                 named = (state[0] or mention.kind == BRAND, state[1] or mention.kind == CATEGORY)
-                gained = (score[0] + mention.letters, score[1] - 1, score[2] + preferred)
+                gained = (
+                    score[0] + mention.letters,
+                    score[1] - 1,
+                    score[2] + mention.exact,
+                    score[3] + preferred,
+                )
                 offer(mention.last + 1, named, gained, (*chosen, mention))
     final = at[last_word + 1]
     state = max(final, key=lambda s: (final[s][0][0], sum(s), *final[s][0][1:]))

@@ -1,14 +1,17 @@
 """The relevance floor: the query-product similarity below which a product is not a match.
 
-Calibrated on the catalogue itself, not set by hand. From a sample of products, a short query is
-built from one or two of each title's content words (what a shopper types: "teddy bear",
-"fryer"). Each
-query has a *match*, its own product, and a best *non-match*, the most similar product whose title
-shares none of the query's words (for "frying pan": a coffee grinder, not another pan). The floor
-is the similarity that best separates the two (highest balanced accuracy), so a request for
-something the shop does not sell ("a laptop" in a shop of monitors) scores like a non-match and
-falls under it. Similarities are MiniLM cosines between the query and the stored product text, the
-same numbers retrieval returns.
+Calibrated on the catalogue itself, not set by hand. *Probes* are requests for things the shop
+does not sell: common kinds of product from every part of retail ("lawn mower", "lipstick",
+"dog food") of which no word appears in any product text. The best similarity each probe reaches
+in the catalogue is what a request for something we don't have scores; the floor is the 90th
+percentile of those, so nine requests in ten for something unsold fall under it (the tenth is
+caught because none of its words is in the catalogue, see ``ChatEngine._unsold``). Against it,
+short queries of one or two title words of sampled products ("teddy bear", "fryer") give the
+similarity of a *match* (the query's own product): its median is the typical match, and the
+balanced accuracy of the floor between the two is reported. A homogeneous catalogue (only gift
+cards) gets a low floor, because anything unsold is far from all of it; a varied one a higher
+floor. Similarities are MiniLM cosines between the query and the stored product text, the same
+numbers retrieval returns.
 """
 
 from __future__ import annotations
@@ -31,6 +34,32 @@ STOP_WORDS = frozenset(
     "while who why will with without would you your yours".split()
 )
 _MIN_QUERIES = 20
+UNSOLD_QUANTILE = 0.9
+# kinds of product from every part of retail: the catalogue's own words are dropped before use
+PROBE_KINDS = (
+    "laptop", "tablet", "smartphone", "printer", "router", "television", "projector", "drone",
+    "camera lens", "game console", "refrigerator", "dishwasher", "washing machine", "microwave",
+    "vacuum cleaner", "air conditioner", "ceiling fan", "space heater", "lawn mower", "chainsaw",
+    "leaf blower", "garden hose", "wheelbarrow", "power drill", "circular saw", "toolbox",
+    "ladder", "sofa", "mattress", "bookshelf", "office chair", "dining table", "wardrobe",
+    "curtains", "rug", "chandelier", "bathtub", "toilet seat", "shower head", "faucet",
+    "lipstick", "mascara", "perfume", "nail polish", "razor", "sunscreen", "deodorant",
+    "toothpaste", "diapers", "baby stroller", "car seat", "crib", "pacifier", "dog food",
+    "cat tree", "aquarium", "bird cage", "horse saddle", "fishing rod", "tennis racket",
+    "golf clubs", "bicycle", "skateboard", "snowboard", "kayak", "surfboard", "treadmill",
+    "boxing gloves", "football", "basketball", "violin", "piano", "electric guitar", "drum kit",
+    "trumpet", "microphone", "vinyl record", "wedding dress", "tuxedo", "high heels",
+    "wristwatch", "necklace", "engagement ring", "sunglasses", "handbag", "wallet", "umbrella",
+    "suitcase", "car tyres", "motor oil", "car battery", "windshield wipers", "motorcycle helmet",
+    "tent stakes", "sleeping bag", "binoculars", "telescope", "microscope", "calculator",
+    "stapler", "printer paper", "fountain pen", "backpack", "lunch box", "coffee beans",
+    "green tea", "olive oil", "pasta", "chocolate", "wine glasses", "beer", "vitamins",
+    "protein powder", "first aid kit", "thermometer", "hearing aid", "wheelchair", "crutches",
+    "board game", "jigsaw puzzle", "doll house", "toy train", "kite", "paint brushes", "canvas",
+    "sewing machine", "yarn", "candles", "picture frame", "wall clock", "smoke detector",
+    "door lock", "light bulbs", "extension cord", "batteries", "solar panel", "generator",
+    "christmas tree", "halloween costume", "birthday cake", "flowers", "seeds", "fertilizer",
+)  # fmt: skip
 
 
 def content_words(text: str, vocabulary: Vocabulary) -> list[str]:
@@ -46,75 +75,59 @@ class RelevanceFloor:
     """The calibrated floor and the evidence behind it (shown by /health and the eval)."""
 
     value: float
-    match_median: float  # median similarity of a query to its own product
-    non_match_median: float  # median similarity to the best product sharing no query word
-    balanced_accuracy: float  # of the floor on the calibration queries
+    match_median: float  # median similarity of a title-word query to its own product
+    non_match_median: float  # median best similarity of a probe for something unsold
+    balanced_accuracy: float  # of the floor between the two
     queries: int
+    probes: int
     source: str = "calibrated"
 
     def as_dict(self) -> dict[str, float | int | str]:
         return {"value": round(self.value, 4), "match_median": round(self.match_median, 4),
                 "non_match_median": round(self.non_match_median, 4),
                 "balanced_accuracy": round(self.balanced_accuracy, 4),
-                "queries": self.queries, "source": self.source}  # fmt: skip
-
-
-def separating_threshold(matches: np.ndarray, non_matches: np.ndarray) -> tuple[float, float]:
-    """(threshold, balanced accuracy): the t maximising
-    ``(mean(matches >= t) + mean(non_matches < t)) / 2``, moved halfway down to the next lower
-    observed value so it does not sit on one sample."""
-    candidates = np.unique(np.concatenate([matches, non_matches]))
-    accuracy = np.array([(np.mean(matches >= t) + np.mean(non_matches < t)) / 2
-                         for t in candidates])  # fmt: skip
-    best = int(np.argmax(accuracy))
-    lower = candidates[best - 1] if best > 0 else candidates[best]
-    return float(candidates[best] + lower) / 2, float(accuracy[best])
+                "queries": self.queries, "probes": self.probes,
+                "source": self.source}  # fmt: skip
 
 
 def calibrate_floor(
     product_vectors: np.ndarray,
     titles: Sequence[str],
     vocabulary: Vocabulary,
+    known: frozenset[str],
     embed: Callable[[list[str]], np.ndarray],
     *,
     n_queries: int = 300,
     seed: int = 0,
 ) -> RelevanceFloor | None:
     """The floor for a catalogue: ``product_vectors`` (n, dim) float32, unit rows (the stored
-    embeddings), ``titles`` (n,), ``embed`` maps texts to unit vectors. None when fewer than
-    20 titles have two content words (the caller then applies no floor)."""
+    embeddings), ``titles`` (n,), ``known`` the catalogue's words (``text_words``), ``embed`` maps
+    texts to unit vectors. None when fewer than 20 probes or 20 title queries can be made (the
+    caller then applies no floor)."""
     rng = np.random.default_rng(seed)
-    word_sets = [set(content_words(t, vocabulary)) for t in titles]
+    probes = [p for p in PROBE_KINDS if not any(known_word(w, known) for w in p.split())]
     queries, owners = [], []
     for index in rng.permutation(len(titles)):
         words = content_words(titles[int(index)], vocabulary)
-        if len(words) < 2:
+        if not words:
             continue
-        length = int(rng.integers(1, 3))  # shoppers type one word ("fryer") or two
+        length = min(len(words), int(rng.integers(1, 3)))  # one word ("fryer") or two
         start = int(rng.integers(0, len(words) - length + 1))
-        queries.append(words[start : start + length])
+        queries.append(" ".join(words[start : start + length]))
         owners.append(int(index))
         if len(queries) >= n_queries:
             break
-    if len(queries) < _MIN_QUERIES:
+    if len(probes) < _MIN_QUERIES or len(queries) < _MIN_QUERIES:
         return None
     vectors = np.asarray(product_vectors, dtype=np.float32)
-    similarity = embed([" ".join(q) for q in queries]) @ vectors.T  # (queries, products)
-    matches, non_matches = [], []
-    for row, (words, owner) in enumerate(zip(queries, owners, strict=True)):
-        unrelated = np.array([not (set(words) & ws) for ws in word_sets])
-        if not unrelated.any():
-            continue
-        matches.append(similarity[row, owner])
-        non_matches.append(similarity[row, unrelated].max())
-    if len(matches) < _MIN_QUERIES:
-        return None
-    matches_a, non_matches_a = np.array(matches), np.array(non_matches)
-    value, accuracy = separating_threshold(matches_a, non_matches_a)
+    unsold = (embed(probes) @ vectors.T).max(axis=1)
+    matches = np.einsum("qd,qd->q", embed(queries), vectors[owners])
+    value = float(np.quantile(unsold, UNSOLD_QUANTILE))
+    accuracy = (float(np.mean(matches >= value)) + float(np.mean(unsold < value))) / 2
     return RelevanceFloor(
-        value=value, match_median=float(np.median(matches_a)),
-        non_match_median=float(np.median(non_matches_a)), balanced_accuracy=accuracy,
-        queries=len(matches),
+        value=value, match_median=float(np.median(matches)),
+        non_match_median=float(np.median(unsold)), balanced_accuracy=accuracy,
+        queries=len(queries), probes=len(probes),
     )  # fmt: skip
 
 

@@ -224,13 +224,14 @@ class ChatEngine:
             )  # fmt: skip
             page = read_catalogue(collection, max_vectors=5000 if recalibrate else 0)
             vocabulary = Vocabulary.from_metadatas(page.metadatas)
+            words = text_words(page.documents)
             floor = cached.floor if cached and not recalibrate else None
             if recalibrate and len(page.vectors):
                 titles = [str(m.get("title") or "") for m in page.metadatas[: len(page.vectors)]]
-                floor = calibrate_floor(page.vectors, titles, vocabulary, self._embed)
+                floor = calibrate_floor(page.vectors, titles, vocabulary, words, self._embed)
             self._catalogue = Catalogue(
-                name=name, size=len(page.metadatas), vocabulary=vocabulary,
-                words=text_words(page.documents), floor=floor, loaded_at=time.monotonic(),
+                name=name, size=len(page.metadatas), vocabulary=vocabulary, words=words,
+                floor=floor, loaded_at=time.monotonic(),
             )  # fmt: skip
             return self._catalogue
 
@@ -243,6 +244,18 @@ class ChatEngine:
             return {"value": self.settings.chat_relevance_floor, "source": "settings"}
         cached = self._catalogue
         return cached.floor.as_dict() if cached and cached.floor else None
+
+    def _unsold(self, condensed: Condensed, best_similarity: float) -> bool:
+        """Whether the request names something no product text mentions and the best product
+        fits it less well than a typical match (the calibrated match median): "treadmill" in a
+        shop of running shoes. Synonyms ("sneakers", "hoodie") fit like matches and pass."""
+        floor = self.catalogue().floor
+        topic = condensed.topic_words
+        return (
+            floor is not None and bool(topic)
+            and len(condensed.unknown_terms) == len(topic)
+            and best_similarity < floor.match_median
+        )  # fmt: skip
 
     def _topic_margin(self) -> float | None:
         """How much better another product must fit a message than the ones shown for it to
@@ -365,7 +378,8 @@ class ChatEngine:
     ) -> tuple[Ranking, Unmatched | None, bool]:
         """(ranking, what we don't have, whether the products are only alternatives).
 
-        Products under the relevance floor are not matches. When none passes: a requested brand
+        Products under the relevance floor are not matches, nor are products merely related to
+        words no product text contains (see ``_unsold``). When none passes: a requested brand
         is relaxed first (other brands' products of that kind are alternatives); then the
         closest products within the filters are offered as alternatives, reporting either the
         price or rating bound that no product of the kind meets or the request's words."""
@@ -374,7 +388,9 @@ class ChatEngine:
         candidates = self.retrieve(vector, filters)[0]
         passing = [c for c in candidates if floor is None or c.similarity >= floor]
         brands, terms, bounds = list(condensed.unknown_brands), [], []
-        if not passing and candidates and filters.brands:
+        if passing and self._unsold(condensed, max(c.similarity for c in passing)):
+            terms = list(condensed.unknown_terms)  # related products only: alternatives
+        elif not passing and candidates and filters.brands:
             relaxed = filters.model_copy(update={"brands": []})
             passing = [c for c in self.retrieve(vector, relaxed)[0] if c.similarity >= floor]
             brands.extend(filters.brands if passing else [])

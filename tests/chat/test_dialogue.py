@@ -12,9 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from Prod.chat_reco_engine.dialogues import KINDS, generate_dialogues, run_dialogues
+from Prod.chat_reco_engine.filters import Vocabulary
 from Prod.chat_reco_engine.main import create_app
 from Prod.chat_reco_engine.relevance import (
-    separating_threshold,
+    PROBE_KINDS,
+    calibrate_floor,
+    known_word,
     text_words,
     unmatched_names,
 )
@@ -176,7 +179,7 @@ def test_closing_tag_in_a_message_cannot_leave_the_data_block(settings, store, l
 def test_floor_separates_what_we_sell_from_what_we_dont(shop, embedder):
     engine = shop.app.state.engine
     floor = engine.catalogue().floor
-    assert floor is not None and floor.queries >= 100
+    assert floor is not None and floor.queries >= 100 and floor.probes >= 50
     assert floor.non_match_median < floor.value < floor.match_median
     assert floor.balanced_accuracy > 0.7
     collection = engine.collection()
@@ -195,14 +198,22 @@ def test_floor_separates_what_we_sell_from_what_we_dont(shop, embedder):
     )
 
 
-def test_separating_threshold_on_hand_built_scores():
-    matches = np.array([0.6, 0.7, 0.8, 0.55])
-    non_matches = np.array([0.2, 0.3, 0.35, 0.4])
-    threshold, accuracy = separating_threshold(matches, non_matches)
-    assert accuracy == 1.0 and 0.4 < threshold <= 0.55
-    # one overlap: the best threshold still misclassifies exactly one of eight
-    threshold, accuracy = separating_threshold(np.array([0.6, 0.7, 0.3, 0.8]), non_matches)
-    assert accuracy == pytest.approx(0.875)
+def test_floor_is_the_90th_percentile_of_probes_for_unsold_things(embedder):
+    """A slow, obvious recomputation: each probe the catalogue's words do not contain, its best
+    cosine over the products, the 90th percentile of those."""
+    texts = ["Wireless earbuds with noise cancelling.", "A thick yoga mat for stretching.",
+             "A paperback mystery novel.", "Stainless steel chef's knife."] * 10  # fmt: skip
+    vectors = embed_texts(embedder, texts)
+    known = text_words(texts)
+    titles = ["Wireless Earbuds Pro", "Yoga Mat Thick", "Mystery Novel Paperback",
+              "Chef Knife Steel"] * 10  # fmt: skip
+    embed = lambda batch: embed_texts(embedder, batch)  # noqa: E731
+    floor = calibrate_floor(vectors, titles, Vocabulary(), known, embed)
+    probes = [p for p in PROBE_KINDS if not any(known_word(w, known) for w in p.split())]
+    best = [max(float(np.dot(embed_texts(embedder, [p])[0], v)) for v in vectors) for p in probes]
+    assert floor.probes == len(probes) and "mystery novel" not in probes
+    assert floor.value == pytest.approx(float(np.quantile(best, 0.9)), abs=1e-5)
+    assert floor.non_match_median == pytest.approx(float(np.median(best)), abs=1e-5)
 
 
 def test_unknown_names_are_brands_or_terms():

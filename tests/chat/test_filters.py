@@ -203,6 +203,15 @@ def test_real_brand_names(text, expected):
     assert parse_text(text, MESSY).filters == expected
 
 
+def test_equal_readings_prefer_names_written_exactly():
+    vocabulary = Vocabulary(("Vo", "Vo Home"), ("Home & Kitchen", "Kitchen"))
+    # brand "Vo" + "Home & Kitchen" covers the same words; only "Vo Home" + "Kitchen" is exact
+    assert parse_text("Vo Home Kitchen mug", vocabulary).filters == {
+        "brands": ["Vo Home"], "categories": ["Kitchen"]}  # fmt: skip
+    assert parse_text("Vo Home & Kitchen mug", vocabulary).filters == {
+        "brands": ["Vo"], "categories": ["Home & Kitchen"]}  # fmt: skip
+
+
 def test_brands_written_lower_case_in_titles_need_a_capital():
     titles = [{"title": "apple slicer and corer", "brand": "Kitchy"},
               {"title": "Apple iPad case", "brand": "Apple"}]  # fmt: skip
@@ -251,8 +260,10 @@ def _slow_candidates(text: str, vocabulary: Vocabulary) -> list[Mention]:
                     reads = filters._reads_as_brand
                     names = [n for n in names if reads(n, surface, has_lower, vocabulary)]
                 if names:
-                    letters = len("".join(words))
-                    found.append(Mention(kind, tuple(names), first, last, start, end, letters))
+                    letters, exact = len("".join(words)), surface in names
+                    found.append(
+                        Mention(kind, tuple(names), first, last, start, end, letters, exact)
+                    )
     return found
 
 
