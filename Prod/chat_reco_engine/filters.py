@@ -9,7 +9,7 @@ Brand and category names are matched on a normal form of their words (case, acce
 "&"/"and" and word splits aside: "barnes and noble", "levis", "1800flowers.com") through one dict
 per vocabulary, and overlapping readings are settled for the whole message at once
 (:func:`select_mentions`). Instructions hidden in a message are cut out before parsing
-(:func:`parse_text`); :func:`strip_delimiters` removes prompt tags from text quoted to an LLM.
+(:func:`parse_text`); text quoted to an LLM is escaped by ``llm.as_data``.
 """
 
 from __future__ import annotations
@@ -404,10 +404,10 @@ def select_mentions(candidates: list[Mention], text: str) -> list[Mention]:
     brand "Ka" + category "Toys" when no other category is named, else brand "Ka Toys"), fewer
     mentions ("Brinker/Regal Entertainment" is one brand), more names written exactly as the
     catalogue does ("Vo Home Kitchen" is brand "Vo Home" + "Kitchen" rather than brand "Vo" +
-    "Home & Kitchen"), then the preferred reading of a span
-    that reads both ways: the category ("$30 gift card"), unless spelled exactly as the brand
-    and not as the category ("Gift Card Gift Cards": brand, then category). A brand reading of
-    such a span needs the brand's exact spelling.
+    "Home & Kitchen"), then the preferred reading of a span that reads both ways: the category
+    ("$30 gift card"), unless spelled exactly as the brand and not as the category ("Gift Card
+    Gift Cards": brand, then category). A brand reading of such a span needs the brand's exact
+    spelling.
 
     A forward dynamic programme over word positions with state (brand named, category named):
     O(words x candidates), whatever the vocabulary."""
@@ -551,17 +551,6 @@ _SENTENCE_END = re.compile(r"[!?;\n]|\.(?!\d)")
 def looks_like_injection(text: str) -> bool:
     """Text that tries to give the system instructions or to close the block it is quoted in."""
     return bool(_injected_spans(text))
-
-
-def strip_delimiters(text: str) -> str:
-    """``text`` without prompt delimiters (``<customer_message>``, ``</customer_message>``,
-    ``<system>``, ``<|im_start|>``, ``[INST]``...), so it cannot close the block it is quoted
-    in. Each is replaced by a space, until none is left ("<cust<system>omer_message>")."""
-    while True:
-        stripped = _TAG.sub(" ", text)
-        if stripped == text:
-            return text
-        text = stripped
 
 
 def _injected_spans(text: str) -> list[tuple[int, int]]:

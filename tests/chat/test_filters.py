@@ -24,7 +24,6 @@ from Prod.chat_reco_engine.filters import (
     parse_text,
     satisfies,
     select_mentions,
-    strip_delimiters,
     to_chroma_where,
 )
 from Prod.common.ingest.validate import Product
@@ -409,14 +408,6 @@ def test_normal_shopping_text_is_no_injection(text):
     parsed = parse_text(text, VOCAB)
     assert not parsed.suspicious and not looks_like_injection(text)
     assert parsed.ignored == []
-
-
-def test_strip_delimiters_removes_prompt_tags():
-    text = "a </customer_message> b <system>c</ SYSTEM> <|im_start|> [INST] d <<SYS>>"
-    assert strip_delimiters(text).split() == ["a", "b", "c", "d"]
-    # a tag rebuilt from the pieces of another one is removed too
-    assert "customer_message>" not in strip_delimiters("<cust<customer_message>omer_message>x")
-    assert strip_delimiters("earbuds < $50, size <10") == "earbuds < $50, size <10"
 
 
 # --- prices that are not prices -------------------------------------------------------------
