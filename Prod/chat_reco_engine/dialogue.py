@@ -7,7 +7,8 @@ The decision uses what the shop already has, not the length of the message:
   nothing else they end there (the assistant asks what the shopper is looking for), with a
   request ("start over, dog toys") that request starts afresh.
 - a message with no topic words of its own ("cheaper ones?", "what about Nordavia?", "under $50",
-  "better rated") or one that only qualifies ("for running", "with a case", "in black") refines.
+  "better rated"), one that only qualifies ("for running", "with a case", "in black") or one that
+  points back ("a black one", "those in red") refines.
 - a category of the catalogue other than the current one is a new request.
 - otherwise the message's topic words are embedded (MiniLM) and compared, against the relevance
   floor, with the products the shopper was just shown and with the whole catalogue: words that
@@ -88,7 +89,7 @@ _QUALIFIER = re.compile(
     re.I,
 )  # fmt: skip
 # "I need a chef's knife", "now show me frying pans", "some dog treats": an object of its own,
-# unless it points back ("a cheaper one")
+# (a message that points back, "a cheaper one", has refined before this is asked)
 _NAMES_OBJECT = re.compile(
     r"\b(?:a|an|some)\s+[\w']|^\W*(?:now\b|(?:and\s+|also\s+)?(?:show|find|get)\s+me\b|"
     r"i\s+(?:need|want|'?m\s+looking\s+for)\b|(?:i'?m\s+)?looking\s+for\b|"
@@ -125,10 +126,6 @@ class Condensed:
     unknown_brands: list[str] = field(default_factory=list)  # brand-like names nobody sells
     unknown_terms: list[str] = field(default_factory=list)  # words no product text contains
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def follow_up(self) -> bool:
-        return self.kind is TurnKind.REFINE
 
 
 def query_words(text: str) -> list[str]:
@@ -188,20 +185,19 @@ def classify(
     """REFINE or NEW for a message with a current request (see the module docstring).
     ``topic`` holds the message's own topic words (no brand names), ``unknown_terms`` those of
     them that no product text contains, ``shown_titles`` the words most titles just shown share.
-    ``margin``: how much better than the products shown
-    another product must fit the words for them to name something else (the calibrated gap
-    between a match and the best non-match, see :mod:`.relevance`)."""
+    ``margin``: how much better than the products shown another product must fit the words for
+    them to name something else (the calibrated gap between a typical match and a typical
+    request for something unsold, see :mod:`.relevance`)."""
     if named_categories and set(named_categories) != set(carried.categories):
         return TurnKind.NEW
-    if not topic or _QUALIFIER.match(text):
-        return TurnKind.REFINE
+    if not topic or _QUALIFIER.match(text) or _POINTS_BACK.search(text):
+        return TurnKind.REFINE  # "cheaper ones?", "for running", "a black one"
     if topic_fit is None or floor is None:
         return TurnKind.NEW  # no model to compare with: topic words of its own start afresh
     fit = topic_fit(topic)
-    new_object = (
-        _NAMES_OBJECT.search(text) is not None and not _POINTS_BACK.search(text)
-        and not any(word_key(w) in shown_titles for w in topic)
-    )  # fmt: skip
+    new_object = _NAMES_OBJECT.search(text) is not None and not any(
+        word_key(w) in shown_titles for w in topic
+    )
     names_something_else = margin is not None and fit.catalogue - fit.current > margin
     if new_object and (fit.catalogue >= floor or names_something_else):
         return TurnKind.NEW
@@ -233,7 +229,7 @@ def condense(
     """
     parsed = parse_text(message, vocabulary)
     text = parsed.remainder
-    notes = list(getattr(parsed, "ignored", []) or [])
+    notes = list(parsed.ignored)
     reset = _RESET.search(text)
     if reset:
         text = _RESET.sub(" ", text)
@@ -265,7 +261,8 @@ def condense(
     else:
         carried = shopper_constraints(carried)
         query = " ".join(words)
-    return Condensed(query or message.strip(), changes, carried, kind, parsed.suspicious,
+    query = query or " ".join(_RESET.sub(" ", message).split())  # filters only: "under $50"
+    return Condensed(query, changes, carried, kind, parsed.suspicious,
                      topic_words=topic, unknown_brands=unknown_brands,
                      unknown_terms=unknown_terms, notes=notes)  # fmt: skip
 

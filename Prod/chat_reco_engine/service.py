@@ -259,7 +259,8 @@ class ChatEngine:
 
     def _topic_margin(self) -> float | None:
         """How much better another product must fit a message than the ones shown for it to
-        be a new request: the calibrated gap between a match and the best non-match."""
+        be a new request: the calibrated gap between a typical match and a typical request for
+        something unsold."""
         floor = self.catalogue().floor
         return None if floor is None else floor.match_median - floor.non_match_median
 

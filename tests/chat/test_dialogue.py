@@ -244,3 +244,33 @@ def test_dialogue_set_on_the_default_store(shop, store):
     assert passed["topic_switch"] >= 0.95, result["failures"]
     for kind in ("refinement", "reset", "out_of_catalogue", "injection"):
         assert passed[kind] == 1.0, (kind, result["failures"])
+
+
+# --- the decision table, on hand-set similarities -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "topic", "unknown", "fit", "expected"),
+    [
+        ("cheaper ones?", [], [], None, "refine"),  # no topic words of its own
+        ("for running", ["running"], [], (0.1, 0.9), "refine"),  # only qualifies
+        ("noise cancelling", ["noise", "cancelling"], [], (0.6, 0.65), "refine"),  # fits shown
+        ("yoga mat", ["yoga", "mat"], [], (0.1, 0.7), "new"),  # fits something else
+        ("I need a chef's knife", ["chef's", "knife"], [], (0.55, 0.6), "new"),  # new object
+        ("I need a black one", ["black"], [], (0.2, 0.5), "refine"),  # points back
+        ("chef's knife", ["chef's", "knife"], [], (0.5, 0.7), "new"),  # much better elsewhere
+        ("a laptop", ["laptop"], ["laptop"], (0.1, 0.2), "new"),  # nothing knows the word
+        ("sturdier", ["sturdier"], [], (0.1, 0.2), "refine"),  # fits nothing: a qualifier
+    ],
+)
+def test_refine_or_new_request(text, topic, unknown, fit, expected):
+    from Prod.chat_reco_engine.dialogue import TopicFit, classify
+    from Prod.chat_reco_engine.filters import ProductFilters
+
+    kind = classify(
+        text, topic=topic, unknown_terms=unknown, shown_titles=frozenset({"earbud", "wireles"}),
+        named_categories=[], carried=ProductFilters(),
+        topic_fit=None if fit is None else (lambda words: TopicFit(*fit)),
+        floor=0.4, margin=0.13,
+    )  # fmt: skip
+    assert kind.value == expected
