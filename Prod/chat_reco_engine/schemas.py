@@ -78,10 +78,23 @@ class ChatResponse(BaseModel):
         "products": [{"item_id": "P0001", "title": "Sony WH-CH520", "brand": "Sony",
                       "category": "Headphones", "price": 59.99, "rating": 4.4,
                       "rating_count": 1200, "score": 0.93, "relevance": 7.1, "affinity": None,
-                      "reason": "Wireless on-ear headphones with 50 hours of battery."}],
+                      "reason": "Wireless on-ear headphones with 50 hours of battery.",
+                      "alternative": False}],
         "filters": {"brands": ["Sony", "Bose"], "max_price": 100.0},
         "standalone_query": "wireless headphones Sony Bose",
         "generated_by": "llm", "reranker": "cross-encoder", "personalisation": "none",
+        "turn": "new", "unmatched": None, "notes": [],
+    }, {
+        "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11",
+        "answer": "We don't carry Dyson. The closest alternatives we have (1): ...",
+        "products": [{"item_id": "P0420", "title": "Hearthstone Cordless Stick Vacuum",
+                      "brand": "Hearthstone", "category": "Home & Kitchen", "price": 189.99,
+                      "rating": 4.2, "rating_count": 310, "score": 1.0, "relevance": 0.61,
+                      "affinity": None, "reason": "Cordless stick vacuum with a 40-minute "
+                      "battery.", "alternative": True}],
+        "filters": {}, "standalone_query": "Dyson vacuum", "generated_by": "fallback",
+        "reranker": "bi-encoder", "personalisation": "none", "turn": "new",
+        "unmatched": {"brands": ["Dyson"], "terms": [], "filters": []}, "notes": [],
     }]})  # fmt: skip
 
     session_id: str
@@ -134,8 +147,12 @@ class DeleteResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """``status`` alone without the API key (when one is set); each part's detail with it."""
+
     status: Literal["ok", "degraded", "down"]
-    embedding: dict[str, Any]
-    reranker: dict[str, Any]
-    llm: dict[str, Any]
-    chroma: dict[str, Any]
+    embedding: dict[str, Any] | None = None
+    reranker: dict[str, Any] | None = None
+    llm: dict[str, Any] | None = None
+    chroma: dict[str, Any] | None = None
+    postgres: dict[str, Any] | None = None
+    redis: dict[str, Any] | None = None
