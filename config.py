@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     products_collection: str = Field(
         "products", description="Chroma collection holding the catalogue's text embeddings."
     )
+    ingest_max_delete_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Largest share of the stored catalogue a Chroma ingest may delete (products "
+        "no longer in ProductsRAG.json); more is refused unless --allow-mass-delete.",
+    )
 
     # --- models -----------------------------------------------------------------------------
     embedding_model: str = Field(
@@ -111,6 +118,12 @@ class Settings(BaseSettings):
         2, description="Published versions kept (active + previous for rollback)."
     )
     fold_in_cache_s: float = Field(30.0, ge=0, description="How long a folded-in factor is cached.")
+    history_max_buffered: PositiveInt = Field(
+        100_000,
+        description="Served-recommendation history rows held in memory while Postgres is down "
+        "(retried until written); beyond this newly served ones are dropped, logged and "
+        "counted in /status and /metrics (~1 KB a row).",
+    )
     negative_rating_below: float = Field(
         3.0,
         ge=0,
@@ -156,7 +169,19 @@ class Settings(BaseSettings):
     chat_port: PositiveInt = Field(8001, description="chat_reco_engine port.")
     trainer_port: PositiveInt = Field(8002, description="als_trainer API port.")
     api_key: str | None = Field(
-        None, description="When set, every endpoint but /health needs header X-API-Key."
+        None,
+        description="When set, every endpoint but /health (/docs, /redoc and /openapi.json "
+        "included) needs header X-API-Key.",
+    )
+    api_docs_public: bool = Field(
+        False,
+        description="Serve /docs, /redoc and /openapi.json without the API key (they describe "
+        "routes and schemas, no data).",
+    )
+    max_request_bytes: PositiveInt = Field(
+        2 * 1024 * 1024,
+        description="Largest request body accepted; larger ones get a 413 before they are read "
+        "(a full 1,000-event interaction batch is ~0.4 MB).",
     )
 
     @model_validator(mode="after")

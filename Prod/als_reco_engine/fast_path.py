@@ -4,15 +4,17 @@ in-process: 2.8 ms with it, 0.8 ms for the service call).
 
 :class:`RecommendFastPath` is a pure ASGI layer in front of FastAPI's router. A request in the
 canonical form (known parameters, each once, plain decimal values within range, a valid API key
-when one is configured) is parsed by :func:`parse_recommend_query` and answered directly; anything
-else (a malformed or unusual value, a missing key, an error while serving) goes on to FastAPI's
-documented route, which validates it and answers exactly as it always does (422, 401, 503...).
-Both paths call the same service function and encoder, so their responses are identical.
+when one is configured, judged by :func:`Prod.common.api.api_key_ok` like every route) is parsed
+by :func:`parse_recommend_query` and answered directly; anything else (a malformed or unusual
+value, a missing key, an error while serving) goes on to FastAPI's documented route, which
+validates it and answers exactly as it always does (422, 401, 503...). Both paths call the same
+service function and encoder, so their responses are identical. The request guard
+(:class:`Prod.common.api.RequestGuard`, outside this layer) has already applied the API-key and
+body-size rules to every request, fast or not.
 """
 
 from __future__ import annotations
 
-import hmac
 import math
 import re
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from Prod.als_reco_engine.index import ItemFilters
 from Prod.als_reco_engine.schemas import ID_PATTERN
+from Prod.common.api import api_key_ok
 
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
 _K = re.compile(r"[1-9][0-9]{0,2}")
@@ -95,16 +98,6 @@ def _number(raw: str | None, *, upper: float) -> float | None:
     if not _NUMBER.fullmatch(raw) or float(raw) > upper:
         raise _NotCanonical(raw)
     return float(raw)
-
-
-def api_key_ok(headers: list[tuple[bytes, bytes]], expected: str | None) -> bool:
-    """The shared API-key rule (``require_api_key``) on raw ASGI headers."""
-    if not expected:
-        return True
-    for name, value in headers:
-        if name == b"x-api-key":
-            return hmac.compare_digest(value, expected.encode())
-    return False
 
 
 class RecommendFastPath:

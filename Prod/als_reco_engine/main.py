@@ -5,13 +5,22 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from config import Settings
 from Prod.als_reco_engine.fast_path import RecommendFastPath
+from Prod.als_reco_engine.history import HistoryCollector
 from Prod.als_reco_engine.routes import RECOMMEND_ROUTE, health_router, router
 from Prod.als_reco_engine.service import RecoEngine
-from Prod.common.api import attach_settings, install_error_handlers, install_metrics
-from Prod.common.logs import configure_logging
+from Prod.common.api import (
+    attach_settings,
+    install_error_handlers,
+    install_metrics,
+    install_request_guard,
+)
+from Prod.common.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
 
 DESCRIPTION = """Fast ALS recommendations: an in-memory item index of the active model version
 (hot-swapped when the trainer publishes), real-time fold-in for new users and fresh events,
@@ -37,6 +46,7 @@ def create_app(
         )
         engine.start()
         app.state.engine = engine
+        _register_collector(app, HistoryCollector(engine.history))
         try:
             yield
         finally:
@@ -47,12 +57,30 @@ def create_app(
     )
     attach_settings(app, settings)
     install_error_handlers(app)
-    # added before the metrics middleware, so metrics (outermost) count fast responses too
+    # added before the guard and the metrics middleware: metrics (outermost) count fast
+    # responses too, and the guard's key and body-size rules apply to the fast path as well
     app.add_middleware(RecommendFastPath, route=RECOMMEND_ROUTE)
+    install_request_guard(app)
     install_metrics(app, "als_reco_engine")
     app.include_router(health_router)
     app.include_router(router)
     return app
+
+
+def _register_collector(app: FastAPI, collector) -> None:
+    """Add ``collector`` to the registry ``/metrics`` renders (the request-metrics middleware's;
+    Starlette builds the middleware stack before the lifespan starts)."""
+    registry = getattr(app.state, "metrics_registry", None)
+    layer = app.middleware_stack
+    while registry is None and layer is not None:
+        found = getattr(layer, "registry", None)
+        if isinstance(found, CollectorRegistry):
+            registry = found
+        layer = getattr(layer, "app", None) or getattr(layer, "_inner", None)
+    if registry is None:
+        log.warning("no metrics registry found: history counters only in /status")
+        return
+    registry.register(collector)
 
 
 def serving_app() -> FastAPI:

@@ -31,7 +31,7 @@ from Prod.als_reco_engine.schemas import (
     StatusOut,
     StoredListOut,
 )
-from Prod.als_reco_engine.service import RecoEngine
+from Prod.als_reco_engine.service import RecoEngine, status_code
 from Prod.common.api import require_api_key
 from Prod.common.errors import InvalidInput
 
@@ -81,10 +81,15 @@ async def read_health() -> dict:
     "/status",
     response_model=StatusOut,
     tags=["ops"],
-    summary="Active model, index freshness, strategies available",
+    summary="Active model, index freshness, strategies available, each store",
+    responses={503: {"model": StatusOut, "description": "No strategy can serve"}},
 )
-def read_status(engine: EngineDep) -> dict:
-    return engine.status()
+def read_status(engine: EngineDep, response: Response) -> dict:
+    """HTTP 200 while some strategy serves (``status`` ok, degraded or no_model, with each
+    store's state), 503 when none can."""
+    report = engine.status()
+    response.status_code = status_code(report)
+    return report
 
 
 @router.get(

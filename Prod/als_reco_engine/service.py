@@ -45,7 +45,7 @@ from Prod.als_reco_engine.popularity import PopularityRefresher
 from Prod.als_reco_engine.profiles import ProfileCache, UserProfile
 from Prod.common import model_store
 from Prod.common.data.canonical import DEFAULT_WEIGHTS, RATING_EVENT
-from Prod.common.db import get_engine
+from Prod.common.db import get_engine, postgres_errors
 from Prod.common.errors import InfraError, InvalidInput, ModelNotReady, NotFound
 from Prod.common.feedback import category_share, dislike_push
 from Prod.common.logs import get_logger
@@ -124,7 +124,7 @@ class RecoEngine:
         self.popularity = PopularityRefresher(
             self.db, interval_s=popularity_interval_s, negative_below=negative_below
         )
-        self.history = HistoryWriter(self.db)
+        self.history = HistoryWriter(self.db, max_buffered=settings.history_max_buffered)
         self.scorer = BatchScorer()
         self._written_since_load: set[str] = set()  # users with events newer than the index
         self.started_at = datetime.now(timezone.utc)
@@ -202,7 +202,10 @@ class RecoEngine:
         try:
             return self.profiles.get(user_id)
         except SQLAlchemyError as exc:
-            raise InfraError("the interaction database is unreachable", store="postgres") from exc
+            raise InfraError(
+                "PostgreSQL is unavailable (the interaction database); try again shortly",
+                store="postgres",
+            ) from exc
 
     def _has_new_events(self, index: ItemIndex, profile: UserProfile) -> bool:
         if profile.user_id in self._written_since_load:
@@ -360,7 +363,10 @@ class RecoEngine:
                     .returning(Interaction.id)
                 ).all()
         except SQLAlchemyError as exc:
-            raise InfraError("the interaction database is unreachable", store="postgres") from exc
+            raise InfraError(
+                "PostgreSQL is unavailable (the interaction database); try again shortly",
+                store="postgres",
+            ) from exc
         self._forget_users(user_ids)
         return {
             "accepted": len(inserted),
@@ -382,7 +388,9 @@ class RecoEngine:
             rows, has_more = read_history(self.db, user_id=user_id, limit=limit, offset=offset)
             total = count_history(self.db, user_id=user_id)
         except SQLAlchemyError as exc:
-            raise InfraError("the history database is unreachable", store="postgres") from exc
+            raise InfraError(
+                "PostgreSQL is unavailable (the history); try again shortly", store="postgres"
+            ) from exc
         entries = [
             {
                 "id": r["id"],
@@ -433,7 +441,7 @@ class RecoEngine:
         item_ids = list(dict.fromkeys(item_ids))
         self._require_items(item_ids)
         table = RecommendationListItem.__table__
-        with self.db.begin() as conn:
+        with postgres_errors("stored lists"), self.db.begin() as conn:
             removed = conn.scalars(
                 table.delete()
                 .where(table.c.user_id == user_id, table.c.item_id.in_(item_ids))
@@ -470,7 +478,7 @@ class RecoEngine:
             .where(table.c.user_id == user_id)
             .order_by(table.c.position)
         )
-        with self.db.connect() as conn:
+        with postgres_errors("stored lists"), self.db.connect() as conn:
             rows = conn.execute(query).mappings().all()
         if not rows and not missing_ok:
             raise NotFound(f"no stored recommendation list for user {user_id!r}", user_id=user_id)
@@ -523,7 +531,7 @@ class RecoEngine:
     ) -> None:
         table = RecommendationListItem.__table__
         now = datetime.now(timezone.utc)
-        with self.db.begin() as conn:
+        with postgres_errors("stored lists"), self.db.begin() as conn:
             conn.execute(table.delete().where(table.c.user_id == user_id))
             if scored:
                 conn.execute(
@@ -542,7 +550,7 @@ class RecoEngine:
                 )
 
     def _require_items(self, item_ids: list[str]) -> None:
-        with self.db.connect() as conn:
+        with postgres_errors("the item catalogue"), self.db.connect() as conn:
             known = set(conn.scalars(select(Item.item_id).where(Item.item_id.in_(item_ids))))
         unknown = [i for i in item_ids if i not in known]
         if unknown:
@@ -551,14 +559,19 @@ class RecoEngine:
     # --- status ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """Model, index, strategies and each store. ``status``: ok (everything up), degraded
+        (a store down: fewer strategies), no_model (popularity only). Every strategy needs the
+        user's profile from Postgres (cached for a minute), so with Postgres down only ALS
+        users already cached are served. :func:`status_code` maps it to HTTP."""
         index = self.holder.current
         now = datetime.now(timezone.utc)
         redis_ok = self._ping_redis()
+        postgres_ok = self._ping_postgres()
         popularity = self.popularity.current
         return {
-            "status": "ok"
-            if index is not None and redis_ok
-            else ("no_model" if index is None else "degraded"),
+            "status": "no_model"
+            if index is None
+            else ("ok" if redis_ok and postgres_ok else "degraded"),
             "model_version": index.version if index is not None else None,
             "active_version": self.holder.active_version,
             "item_count": len(index) if index is not None else 0,
@@ -570,8 +583,8 @@ class RecoEngine:
             "last_error": self.holder.last_error,
             "strategies": {
                 ALS: index is not None and redis_ok,
-                FOLD_IN: index is not None,
-                POPULAR: popularity is not None,
+                FOLD_IN: index is not None and postgres_ok,
+                POPULAR: popularity is not None and postgres_ok,
             },
             "popularity": None
             if popularity is None
@@ -580,8 +593,8 @@ class RecoEngine:
                 "basis": popularity.basis,
                 "refreshed_at": popularity.refreshed_at,
             },
-            "stores": {"redis": redis_ok},
-            "history": {"written": self.history.written, "dropped": self.history.dropped},
+            "stores": {"redis": redis_ok, "postgres": postgres_ok},
+            "history": self.history.counts(),
             "cached_profiles": len(self.profiles),
         }
 
@@ -590,6 +603,20 @@ class RecoEngine:
             return bool(self.redis.ping())
         except (redis.RedisError, OSError):
             return False
+
+    def _ping_postgres(self) -> bool:
+        try:
+            with self.db.connect() as conn:
+                conn.execute(text("select 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+
+def status_code(report: dict[str, Any]) -> int:
+    """HTTP status of a :meth:`RecoEngine.status` report: 503 when no strategy can serve
+    (nothing published and Postgres down, or no model and no popularity yet), else 200."""
+    return 200 if any(report["strategies"].values()) else 503
 
 
 def _push_away(

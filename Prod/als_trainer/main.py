@@ -15,7 +15,12 @@ from fastapi import FastAPI
 from config import Settings, get_settings
 from Prod.als_trainer.routes import health_router, router
 from Prod.als_trainer.scheduler import TrainerRunner, TrainerScheduler
-from Prod.common.api import attach_settings, install_error_handlers, install_metrics
+from Prod.common.api import (
+    attach_settings,
+    install_error_handlers,
+    install_metrics,
+    install_request_guard,
+)
 from Prod.common.logs import configure_logging
 
 
@@ -43,6 +48,7 @@ def create_app(settings: Settings | None = None, *, schedule: bool = True) -> Fa
     app.state.runner = TrainerRunner(resolved)
     app.state.scheduler = None
     install_error_handlers(app)
+    install_request_guard(app)
     install_metrics(app, "als_trainer")
     app.include_router(health_router)
     app.include_router(router)

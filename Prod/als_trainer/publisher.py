@@ -8,6 +8,8 @@ The layout is the contract in :mod:`Prod.common.model_store`. Order of a publish
 3. the meta hash ``reco:model:{v}:meta`` (written last: meta present => version complete);
 4. :func:`switch_active`: ``active``/``previous`` pointers in one MULTI/EXEC, WATCHing ``active``.
 
+Rollback (:func:`Prod.als_trainer.service.rollback`) moves both pointers with :func:`set_pointers`.
+
 Nothing before step 4 is visible to readers, so a failure only needs :func:`delete_version`.
 """
 
@@ -250,35 +252,28 @@ def switch_active(client: redis.Redis, new_version: str, retries: int = 20) -> P
     raise TrainingError("could not switch the active model: pointers kept changing")
 
 
-def rollback_pointers(client: redis.Redis, retries: int = 20) -> Pointers:
-    """Swap ``active`` and ``previous`` atomically; returns the pointers after the swap.
+_MOVED = "the model pointers changed meanwhile (a training run or another rollback); retry"
 
-    Raises Conflict when there is no previous version or its data is no longer published.
-    """
-    for _ in range(retries):
-        with client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(model_store.ACTIVE_KEY, model_store.PREVIOUS_KEY)
-                before = read_pointers(pipe)
-                if not before.previous:
-                    raise Conflict("no previous model version to roll back to",
-                                   active=before.active)  # fmt: skip
-                if not pipe.exists(model_store.meta_key(before.previous)):
-                    raise Conflict(
-                        f"previous version {before.previous} is no longer published",
-                        active=before.active, previous=before.previous,
-                    )  # fmt: skip
-                pipe.multi()
-                pipe.set(model_store.ACTIVE_KEY, before.previous)
-                if before.active:
-                    pipe.set(model_store.PREVIOUS_KEY, before.active)
+
+def set_pointers(client: redis.Redis, expected: Pointers, new: Pointers) -> None:
+    """Compare-and-set: write ``new`` (None deletes a pointer) in one MULTI/EXEC, only while the
+    pointers still equal ``expected``; raises Conflict when a switch or rollback moved them."""
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(model_store.ACTIVE_KEY, model_store.PREVIOUS_KEY)
+            now = read_pointers(pipe)
+            if now != expected:
+                raise Conflict(_MOVED, active=now.active, previous=now.previous)
+            pipe.multi()
+            for key, value in ((model_store.ACTIVE_KEY, new.active),
+                               (model_store.PREVIOUS_KEY, new.previous)):  # fmt: skip
+                if value:
+                    pipe.set(key, value)
                 else:
-                    pipe.delete(model_store.PREVIOUS_KEY)
-                pipe.execute()
-                return Pointers(active=before.previous, previous=before.active)
-            except redis.WatchError:
-                continue
-    raise TrainingError("could not roll back: pointers kept changing")
+                    pipe.delete(key)
+            pipe.execute()
+        except redis.WatchError as exc:
+            raise Conflict(_MOVED) from exc
 
 
 # --- deleting -------------------------------------------------------------------------------

@@ -14,10 +14,21 @@ from Prod.common.stores import redis_for
 health_router = APIRouter(tags=["ops"])
 router = APIRouter(prefix="/api/v1", tags=["trainer"], dependencies=[Depends(require_api_key)])
 
-_CONFLICT = {409: {"description": "No previous version to roll back to",
+_UNAVAILABLE = {503: {"description": "Redis or Postgres is down (`store` names it); nothing "
+                       "was changed", "content": {"application/json": {"example": error_body(
+                           "infra_error", "PostgreSQL is unavailable (the model registry); "
+                           "try again shortly", store="postgres")}}}}  # fmt: skip
+_CONFLICT = {409: {"description": "No previous version to roll back to, the version is not "
+                   "published, or the pointers moved meanwhile",
                    "content": {"application/json": {"example": error_body(
                        "conflict", "no previous model version to roll back to",
                        active="20250301T120000.123Z-3fa9c1")}}}}  # fmt: skip
+_TRAIN_200 = {200: {"model": schemas.TrainTicket,
+                    "description": "A run was already going (`already_running: true`), or, with "
+                    "`force: false`, nothing new to train on (`status: skipped`, no version)",
+                    "content": {"application/json": {"examples": {
+                        "already_running": {"value": schemas.TICKET_RUNNING},
+                        "skipped": {"value": schemas.TICKET_SKIPPED}}}}}}  # fmt: skip
 
 
 def _runner(request: Request) -> TrainerRunner:
@@ -55,7 +66,8 @@ def read_health(request: Request, settings: SettingsDep, response: Response) -> 
     return health
 
 
-@router.get("/status", response_model=schemas.TrainerStatus, summary="Models and runs")
+@router.get("/status", response_model=schemas.TrainerStatus, summary="Models and runs",
+            responses=_UNAVAILABLE)  # fmt: skip
 def read_status(request: Request, settings: SettingsDep) -> schemas.TrainerStatus:
     """Active and previous version, last finished run, the run in progress, next scheduled run."""
     report = service.read_status(settings)
@@ -76,21 +88,32 @@ def read_status(request: Request, settings: SettingsDep) -> schemas.TrainerStatu
     response_model=schemas.TrainTicket,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a training run in the background",
-    responses={200: {"model": schemas.TrainTicket, "description": "A run was already going"}},
+    responses={**_TRAIN_200, **_UNAVAILABLE},
 )
 def create_training_run(
     request: Request, response: Response, body: schemas.TrainRequest | None = Body(None)
 ) -> schemas.TrainTicket:
-    """Starts one run (forced by default) and returns its id; a second request while it runs
-    returns the running one (200) instead of starting another."""
+    """Starts one run (forced by default) and returns its id (202). A request while a run is going
+    returns the running one (200) instead of starting another; a run whose trainer died (no lock
+    heartbeat) is marked failed first, never reported as running. With `force: false` and no
+    interaction since the newest model, nothing starts: 200 with `status: skipped` and the reason
+    ("skipped: no new interactions since watermark N")."""
     body = body or schemas.TrainRequest()
     ticket = _runner(request).start_background(force=body.force, evaluate=body.evaluate)
-    if ticket.already_running:
+    if ticket.already_running or ticket.status == "skipped":
         response.status_code = status.HTTP_200_OK
     return schemas.TrainTicket(**ticket.__dict__)
 
 
-@router.post("/rollback", response_model=schemas.RollbackResponse, responses=_CONFLICT,
-             summary="Re-activate the previous model version")  # fmt: skip
-def create_rollback(settings: SettingsDep) -> schemas.RollbackResponse:
-    return schemas.RollbackResponse(**service.rollback(settings))
+@router.post("/rollback", response_model=schemas.RollbackResponse,
+             responses={**_CONFLICT, **_UNAVAILABLE},
+             summary="Re-activate the previous (or a given) model version")  # fmt: skip
+def create_rollback(
+    settings: SettingsDep, body: schemas.RollbackRequest | None = Body(None)
+) -> schemas.RollbackResponse:
+    """Re-activates `version` (default: the recorded previous version) and says which. Repeating
+    it changes nothing (`changed: false`): the version rolled back from is marked `rolled_back`,
+    and a rollback onto it needs its `version` named. Registry and Redis pointer change together
+    or not at all; 503 when either store is down."""
+    version = body.version if body else None
+    return schemas.RollbackResponse(**service.rollback(settings, version))

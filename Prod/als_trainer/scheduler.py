@@ -11,10 +11,18 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from config import Settings
-from Prod.als_trainer.lock import TrainerLock, lock_holder
+from Prod.als_trainer.lock import TrainerLock
 from Prod.als_trainer.publisher import new_version_id
-from Prod.als_trainer.service import RunResult, run_training
+from Prod.als_trainer.service import (
+    RunResult,
+    fail_dead_runs,
+    run_training,
+    running_run,
+    skip_reason,
+    store_errors,
+)
 from Prod.common import model_store
+from Prod.common.errors import InfraError
 from Prod.common.logs import get_logger
 from Prod.common.stores import redis_for
 
@@ -25,12 +33,15 @@ JOB_ID = "als-retrain"
 
 @dataclass(frozen=True)
 class RunTicket:
-    """Answer to "start a run": the run that is going now, and whether it was already going."""
+    """Answer to "start a run": the run that is going now, and whether it was already going; or
+    ``skipped`` (with the reason) when a non-forced request found nothing new."""
 
     version_id: str | None
     status: str
     already_running: bool
     started_at: datetime | None = None
+    reason: str = ""
+    data_watermark: int | None = None
 
 
 @dataclass
@@ -55,15 +66,31 @@ class TrainerRunner:
     # --- starting -------------------------------------------------------------------------
 
     def _claim(self, force: bool) -> tuple[_Current, TrainerLock] | RunTicket:
-        """Take the in-process slot and the Redis lock, or say which run holds them."""
+        """Take the in-process slot and the Redis lock, or say which run holds them, or that a
+        non-forced run has nothing new to train on. Dead runs (a trainer killed mid-run) are
+        marked failed first and their lock removed. InfraError when Redis or Postgres is down."""
         with self._mutex:
             if self._current is not None:
                 cur = self._current
                 return RunTicket(cur.version_id, "running", True, cur.started_at)
-            version = new_version_id()
-            lock = TrainerLock(redis_for(self.settings), version, self.settings.train_lock_ttl_s)
-            if not lock.acquire():  # another process is training
-                return RunTicket(lock_holder(lock.client), "running", True)
+            with store_errors():
+                fail_dead_runs(self.settings)
+                version = new_version_id()
+                client = redis_for(self.settings)
+                lock = TrainerLock(client, version, self.settings.train_lock_ttl_s)
+                if not lock.acquire():  # another process is training (and alive)
+                    other = running_run(self.settings) or {"version_id": None}
+                    return RunTicket(other["version_id"], "running", True, other.get("started_at"))
+                try:
+                    reason, watermark = (None, None) if force else skip_reason(self.settings)
+                except BaseException:
+                    _release_quietly(lock)
+                    raise
+            if reason:
+                _release_quietly(lock)
+                log.info("training request skipped: %s", reason)
+                return RunTicket(None, "skipped", False, reason=f"skipped: {reason}",
+                                 data_watermark=watermark)  # fmt: skip
             self._current = _Current(version, datetime.now(timezone.utc), force)
             return self._current, lock
 
@@ -81,12 +108,25 @@ class TrainerRunner:
 
     def run_now(self, *, force: bool = False, evaluate: bool = True) -> RunResult:
         """Run in this thread (the scheduler's job); ``locked`` when another run is going."""
-        claimed = self._claim(force)
+        try:
+            claimed = self._claim(force)
+        except InfraError as exc:  # a store is down: this tick does nothing, the next one retries
+            log.warning("scheduled run not started: %s", exc.message)
+            return self._finish(RunResult("failed", None, error=exc.message))
         if isinstance(claimed, RunTicket):
+            if claimed.status == "skipped":
+                return self._finish(RunResult("skipped", None, reason=claimed.reason,
+                                              data_watermark=claimed.data_watermark))  # fmt: skip
             log.info("scheduled run not started: %s is running", claimed.version_id)
             return RunResult("locked", claimed.version_id, reason="another run is going")
         current, lock = claimed
         return self._execute(current, lock, evaluate)
+
+    def _finish(self, result: RunResult) -> RunResult:
+        with self._mutex:
+            self.last_result = result
+            self.last_finished_at = datetime.now(timezone.utc)
+        return result
 
     def _execute(self, current: _Current, lock: TrainerLock, evaluate: bool) -> RunResult:
         try:
@@ -96,13 +136,11 @@ class TrainerRunner:
             )  # fmt: skip
         except Exception as exc:  # e.g. Postgres down before the run registered itself
             log.exception("training run %s crashed", current.version_id)
-            lock.release()
+            _release_quietly(lock)
             result = RunResult("failed", current.version_id, error=f"{type(exc).__name__}: {exc}")
         with self._mutex:
             self._current = None
-            self.last_result = result
-            self.last_finished_at = datetime.now(timezone.utc)
-        return result
+        return self._finish(result)
 
     def _on_stage(self, stage: str) -> None:
         current = self._current
@@ -131,6 +169,13 @@ class TrainerRunner:
         if thread is not None:
             thread.join(timeout_s)
         return self.last_result
+
+
+def _release_quietly(lock: TrainerLock) -> None:
+    try:
+        lock.release()
+    except Exception as exc:  # Redis gone meanwhile: the lock expires without a heartbeat
+        log.warning("could not release the trainer lock: %s", exc)
 
 
 def first_run_at(has_active_model: bool, now: datetime, interval_minutes: int) -> datetime:

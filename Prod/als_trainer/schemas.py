@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 _VERSION_EXAMPLE = "20250301T120000.123Z-3fa9c1"
+_OLDER_EXAMPLE = "20250301T113000.001Z-aa11bb"
 
 
 class TrainRequest(BaseModel):
@@ -20,17 +21,27 @@ class TrainRequest(BaseModel):
     evaluate: bool = Field(True, description="Also fit on a holdout split and report metrics.")
 
 
+TICKET_STARTED = {"version_id": _VERSION_EXAMPLE, "status": "running", "already_running": False,
+                  "started_at": "2025-03-01T12:00:00.123Z", "reason": ""}  # fmt: skip
+TICKET_RUNNING = {**TICKET_STARTED, "already_running": True}
+TICKET_SKIPPED = {"version_id": None, "status": "skipped", "already_running": False,
+                  "started_at": None, "data_watermark": 120345,
+                  "reason": "skipped: no new interactions since watermark 120345"}  # fmt: skip
+
+
 class TrainTicket(BaseModel):
-    """The run that is going: 202 when this request started it, 200 when it was already going."""
+    """202 when this request started a run; 200 when one was already going (``already_running``)
+    or when a non-forced request found nothing new to train on (``status: skipped``)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"version_id": _VERSION_EXAMPLE, "status": "running", "already_running": False,
-         "started_at": "2025-03-01T12:00:00.123Z"}]})  # fmt: skip
+    model_config = ConfigDict(json_schema_extra={"examples": [TICKET_STARTED]})
 
-    version_id: str | None = Field(description="Run id = the model version it will publish.")
-    status: str
+    version_id: str | None = Field(description="Run id = the model version it will publish; "
+                                   "null when skipped.")  # fmt: skip
+    status: str = Field(description="`running` or `skipped`.")
     already_running: bool
     started_at: datetime | None = None
+    reason: str = Field("", description="Why the request was skipped.")
+    data_watermark: int | None = Field(None, description="Newest interaction id (when skipped).")
 
 
 class VersionInfo(BaseModel):
@@ -85,12 +96,27 @@ class TrainerStatus(BaseModel):
     last_check: LastCheck | None
 
 
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"version": _OLDER_EXAMPLE}]}
+    )
+
+    version: str | None = Field(None, description="Version to re-activate; default: the "
+                                "recorded previous version.", max_length=64)  # fmt: skip
+
+
 class RollbackResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [
-        {"active": "20250301T113000.001Z-aa11bb", "previous": _VERSION_EXAMPLE}]})  # fmt: skip
+        {"active": _OLDER_EXAMPLE, "previous": _VERSION_EXAMPLE, "changed": True,
+         "rolled_back_from": _VERSION_EXAMPLE,
+         "message": f"rolled back from {_VERSION_EXAMPLE} to {_OLDER_EXAMPLE}"}]})  # fmt: skip
 
     active: str | None
     previous: str | None
+    changed: bool = Field(description="False when the wanted version was already active (a "
+                          "repeated rollback changes nothing).")  # fmt: skip
+    rolled_back_from: str | None = Field(None, description="The version that was active before.")
+    message: str
 
 
 class Health(BaseModel):

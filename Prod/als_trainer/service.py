@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import redis
 import torch
 from sqlalchemy import func, select, update
 
@@ -39,10 +40,11 @@ from Prod.als_trainer.dataset import (
     read_watermark,
 )
 from Prod.als_trainer.holdout import evaluate_factors, split_holdout
-from Prod.als_trainer.lock import TrainerLock, lock_holder
+from Prod.als_trainer.lock import TrainerLock, lock_holder, reap_dead_lock
 from Prod.common import model_store
 from Prod.common.als import ALSParams, build_user_items, fit_als
-from Prod.common.db import session_scope
+from Prod.common.db import postgres_errors, session_scope
+from Prod.common.errors import Conflict, InfraError
 from Prod.common.logs import get_logger
 from Prod.common.models import ModelVersion
 from Prod.common.stores import chroma_for, redis_for
@@ -53,7 +55,11 @@ STAGES = (
     "load", "index", "evaluate", "train", "register", "item_metadata", "publish_users",
     "publish_items", "verify", "switch", "cleanup",
 )  # fmt: skip
-FINISHED_STATUSES = ("active", "retired", "failed")
+# a version left by rollback; a no-body rollback with this one as ``previous`` changes nothing
+ROLLED_BACK = "rolled_back"
+PUBLISHED_STATUSES = ("active", "retired", ROLLED_BACK)
+FINISHED_STATUSES = (*PUBLISHED_STATUSES, "failed")
+DEAD_RUN_ERROR = "trainer stopped without finishing (killed or crashed): its lock heartbeat stopped"
 
 StageHook = Callable[[str], None]  # called with a stage name just before the stage starts
 
@@ -85,6 +91,18 @@ class RunResult:
 # --- small pieces ---------------------------------------------------------------------------
 
 
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turn "Redis / Postgres unreachable" into :class:`InfraError` (503) naming the store."""
+    try:
+        with postgres_errors("the model registry"):
+            yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("redis unreachable (the model pointers): %s", exc)
+        raise InfraError("Redis is unavailable (the model pointers); try again shortly",
+                         store="redis") from exc  # fmt: skip
+
+
 def load_params(path: Path) -> ALSParams:
     """Hyperparameters from the params file (written by ``reco tune``); defaults when absent."""
     if Path(path).exists():
@@ -99,7 +117,7 @@ def last_trained_watermark(database_url: str) -> int:
         return int(
             session.scalar(
                 select(func.coalesce(func.max(ModelVersion.data_watermark), 0)).where(
-                    ModelVersion.status.in_(("active", "retired"))
+                    ModelVersion.status.in_(PUBLISHED_STATUSES)
                 )
             )
         )
@@ -117,8 +135,16 @@ def nothing_new(settings: Settings, watermark: int) -> str | None:
         return None
     last = last_trained_watermark(settings.database_url)
     if watermark <= last:
-        return f"no interactions since the last model's watermark {last}"
+        return f"no new interactions since watermark {last}"
     return None
+
+
+def skip_reason(settings: Settings) -> tuple[str | None, int]:
+    """(why a non-forced run would be skipped, or None; the current data watermark)."""
+    watermark = read_watermark(settings.database_url)
+    if watermark == 0:
+        return "no interactions in the database", 0
+    return nothing_new(settings, watermark), watermark
 
 
 def fit_factors(
@@ -232,6 +258,7 @@ def run_training(
     client = redis_for(settings)
     version = version_id or publisher.new_version_id()
     if lock is None:
+        fail_dead_runs(settings)  # a killed trainer's lock must not block this run for a TTL
         lock = TrainerLock(client, version, settings.train_lock_ttl_s)
         if not lock.acquire():
             holder = lock_holder(client)
@@ -246,11 +273,8 @@ def _run_locked(
     settings: Settings, version: str, *, force: bool, evaluate: bool, on_stage: StageHook | None
 ) -> RunResult:
     db = settings.database_url
-    watermark = read_watermark(db)
-    if watermark == 0:
-        return RunResult("skipped", None, reason="no interactions in the database",
-                         data_watermark=0)  # fmt: skip
-    if not force and (reason := nothing_new(settings, watermark)):
+    reason, watermark = skip_reason(settings)
+    if reason and (watermark == 0 or not force):
         log.info("training skipped: %s", reason)
         return RunResult("skipped", None, reason=reason, data_watermark=watermark)
 
@@ -374,15 +398,133 @@ def _discard(settings: Settings, version: str) -> None:
         log.warning("[%s] could not remove the failed version's data: %s", version, exc)
 
 
-# --- rollback and status --------------------------------------------------------------------
+# --- rollback, dead runs and status --------------------------------------------------------
 
 
-def rollback(settings: Settings) -> dict[str, str | None]:
-    """Re-activate the previous version (pointers swapped atomically), mirrored in Postgres."""
-    pointers = publisher.rollback_pointers(redis_for(settings))
-    mirror_pointers(settings.database_url, pointers)
-    log.info("rolled back: active %s, previous %s", pointers.active, pointers.previous)
-    return {"active": pointers.active, "previous": pointers.previous}
+def rollback(settings: Settings, version: str | None = None) -> dict[str, Any]:
+    """Re-activate ``version`` (default: the recorded previous one); says what it did.
+
+    Idempotent: the version rolled back from is marked ``rolled_back`` in the registry, and a
+    rollback whose previous version is marked so (a retry of one that succeeded) changes nothing.
+    Raises Conflict (no previous version; ``version`` unknown, failed or no longer published;
+    pointers moved meanwhile) and InfraError (503, naming the store) when Redis or Postgres is
+    down.
+
+    Order, so that a failure leaves registry and pointer agreeing: (1) read the Redis pointers;
+    (2) in one Postgres transaction lock the rows and write the new statuses, flushed but not
+    committed (Postgres down: nothing changed anywhere); (3) compare-and-set both Redis pointers
+    (Redis down or pointers moved: the transaction rolls back, nothing changed); (4) commit, and
+    if the commit fails put the pointers back (compare-and-set again). Postgres goes first because
+    its writes can wait uncommitted while Redis is written; the reverse would expose the new
+    pointer to the engines before knowing Postgres can record it. Left: a connection lost during
+    step 3's EXEC or step 4's commit with the other store failing too; the next run's switch
+    mirrors Redis into the registry again.
+    """
+    with store_errors():
+        client = redis_for(settings)
+        before = publisher.read_pointers(client)
+        with session_scope(settings.database_url) as session:
+            wanted = version or before.previous
+            if wanted is None:
+                raise Conflict("no previous model version to roll back to", active=before.active)
+            rows = {
+                row.version_id: row
+                for row in session.scalars(
+                    select(ModelVersion)
+                    .where(ModelVersion.version_id.in_({wanted, before.active} - {None}))
+                    .with_for_update()
+                )
+            }
+            target = rows.get(wanted)
+            if wanted == before.active or (
+                version is None and target is not None and target.status == ROLLED_BACK
+            ):
+                log.info("rollback: nothing to do, %s is active", before.active)
+                return _rollback_answer(before, changed=False)
+            if target is None or target.status not in PUBLISHED_STATUSES:
+                raise Conflict(f"version {wanted} is not a published model version",
+                               active=before.active, status=target and target.status)  # fmt: skip
+            if not client.exists(model_store.meta_key(wanted)):
+                raise Conflict(f"version {wanted} is no longer published",
+                               active=before.active, previous=before.previous)  # fmt: skip
+            after = publisher.Pointers(active=wanted, previous=before.active)
+            target.status, target.activated_at = "active", datetime.now(timezone.utc)
+            if before.active in rows:
+                rows[before.active].status = ROLLED_BACK
+            session.execute(  # one active row, even if the registry had drifted from Redis
+                update(ModelVersion)
+                .where(ModelVersion.status == "active",
+                       ModelVersion.version_id.not_in({wanted, before.active} - {None}))
+                .values(status="retired")
+            )  # fmt: skip
+            session.flush()  # step 2: Postgres took the writes (and holds the row locks)
+            publisher.set_pointers(client, before, after)  # step 3; raising rolls back step 2
+            try:
+                session.commit()  # step 4
+            except Exception:
+                _restore_pointers(client, after, before)
+                raise
+    log.info("rolled back: active %s (was %s)", after.active, before.active)
+    return _rollback_answer(after, changed=True, rolled_back_from=before.active)
+
+
+def _restore_pointers(client, now: publisher.Pointers, back: publisher.Pointers) -> None:
+    try:
+        publisher.set_pointers(client, now, back)
+        log.warning("rollback not recorded in postgres: pointers restored to %s", back.active)
+    except Exception as exc:  # both stores failing at once; the registry is behind Redis
+        log.error("rollback: could not restore the pointers to %s: %s", back.active, exc)
+
+
+def _rollback_answer(
+    pointers: publisher.Pointers, *, changed: bool, rolled_back_from: str | None = None
+) -> dict[str, Any]:
+    message = (f"rolled back from {rolled_back_from} to {pointers.active}" if changed
+               else f"{pointers.active} is already active; nothing changed")  # fmt: skip
+    return {"active": pointers.active, "previous": pointers.previous, "changed": changed,
+            "rolled_back_from": rolled_back_from, "message": message}  # fmt: skip
+
+
+def fail_dead_runs(settings: Settings) -> list[str]:
+    """Mark ``failed`` every registry row still ``training`` whose run is dead; returns them.
+
+    A run registers its row only while it holds the lock, and finishes its row before releasing
+    it; so a ``training`` row whose version does not hold a live lock is dead. A lock without a
+    live heartbeat is removed first (:func:`reap_dead_lock`). The rows are read before the lock
+    holder, so a run that starts in between is never mistaken for a dead one; the update only
+    touches rows still ``training``.
+    """
+    client = redis_for(settings)
+    reaped = reap_dead_lock(client)
+    with session_scope(settings.database_url) as session:
+        training = list(session.scalars(
+            select(ModelVersion.version_id).where(ModelVersion.status == "training")))  # fmt: skip
+        holder = lock_holder(client)
+        dead = [v for v in training if v != holder]
+        if dead:
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            session.execute(
+                update(ModelVersion)
+                .where(ModelVersion.version_id.in_(dead), ModelVersion.status == "training")
+                .values(status="failed", error=f"{DEAD_RUN_ERROR}; marked failed at {now}")
+            )
+    for version in dead:
+        log.warning("[%s] marked failed: %s", version, DEAD_RUN_ERROR)
+        _discard(settings, version)
+    if reaped and reaped not in dead:
+        log.warning("removed the lock of run %s, which never registered", reaped)
+    return dead
+
+
+def running_run(settings: Settings) -> dict[str, Any] | None:
+    """The run holding the lock, in any process: version id and start (from the registry)."""
+    holder = lock_holder(redis_for(settings))
+    if holder is None:
+        return None
+    with session_scope(settings.database_url) as session:
+        row = session.get(ModelVersion, holder)
+        return {"version_id": holder, "stage": None,
+                "started_at": row.created_at if row else None, "forced": None}  # fmt: skip
 
 
 def describe_version(row: ModelVersion | None, version: str | None = None) -> dict | None:
@@ -398,23 +540,29 @@ def describe_version(row: ModelVersion | None, version: str | None = None) -> di
 
 
 def read_status(settings: Settings) -> dict[str, Any]:
-    """Active/previous version, the last finished run, and the run in progress (any process)."""
-    client = redis_for(settings)
-    pointers = publisher.read_pointers(client)
-    running = lock_holder(client)
-    with session_scope(settings.database_url) as session:
-        def row(version: str | None) -> ModelVersion | None:
-            return session.get(ModelVersion, version) if version else None
+    """Active/previous version, the last finished run, and the run in progress (any process).
 
-        last = session.scalars(
-            select(ModelVersion)
-            .where(ModelVersion.status.in_(FINISHED_STATUSES))
-            .order_by(ModelVersion.created_at.desc(), ModelVersion.version_id.desc())
-            .limit(1)
-        ).first()
-        return {
-            "active": describe_version(row(pointers.active), pointers.active),
-            "previous": describe_version(row(pointers.previous), pointers.previous),
-            "last_run": describe_version(last),
-            "running": describe_version(row(running), running),
-        }
+    Dead runs are marked failed first (:func:`fail_dead_runs`), so none is reported running.
+    """
+    with store_errors():
+        fail_dead_runs(settings)
+        client = redis_for(settings)
+        pointers = publisher.read_pointers(client)
+        running = running_run(settings)
+        with session_scope(settings.database_url) as session:
+
+            def row(version: str | None) -> ModelVersion | None:
+                return session.get(ModelVersion, version) if version else None
+
+            last = session.scalars(
+                select(ModelVersion)
+                .where(ModelVersion.status.in_(FINISHED_STATUSES))
+                .order_by(ModelVersion.created_at.desc(), ModelVersion.version_id.desc())
+                .limit(1)
+            ).first()
+            return {
+                "active": describe_version(row(pointers.active), pointers.active),
+                "previous": describe_version(row(pointers.previous), pointers.previous),
+                "last_run": describe_version(last),
+                "running": running,
+            }

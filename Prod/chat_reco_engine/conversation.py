@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
 from Prod.chat_reco_engine.filters import ProductFilters
 from Prod.common.db import session_scope
@@ -69,8 +69,10 @@ def load_state(
     database_url: str, *, session_id: str | None, user_id: str | None, turns: int
 ) -> SessionState:
     """The session's state, or a fresh one when ``session_id`` is None. Unknown id -> NotFound;
-    a session bound to another user -> Conflict."""
+    a session bound to another user -> Conflict. Either way Postgres is reached first, so a turn
+    whose exchange could not be stored fails (503) before any retrieval or answer."""
     if session_id is None:
+        check_reachable(database_url)
         return SessionState(new_session_id(), user_id, ProductFilters(), [], exists=False)
     with session_scope(database_url) as db:
         row = db.get(ChatSession, session_id)
@@ -89,6 +91,12 @@ def load_state(
             turns=[_turn(m) for m in reversed(recent)],
             exists=True,
         )
+
+
+def check_reachable(database_url: str) -> None:
+    """One round trip; an unreachable server raises InfraError (store ``postgres``)."""
+    with session_scope(database_url) as db:
+        db.execute(text("select 1"))
 
 
 def save_exchange(

@@ -12,7 +12,12 @@ from fastapi import FastAPI  # noqa: E402
 from config import Settings  # noqa: E402
 from Prod.chat_reco_engine.routes import health_router, router  # noqa: E402
 from Prod.chat_reco_engine.service import ChatEngine  # noqa: E402
-from Prod.common.api import attach_settings, install_error_handlers, install_metrics  # noqa: E402
+from Prod.common.api import (  # noqa: E402
+    attach_settings,
+    install_error_handlers,
+    install_metrics,
+    install_request_guard,
+)
 from Prod.common.logs import configure_logging  # noqa: E402
 
 DESCRIPTION = """Conversational product recommender (RAG): filters read from the text, semantic
@@ -35,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     resolved = attach_settings(app, settings)
     app.state.engine = ChatEngine(resolved)
     install_error_handlers(app)
+    install_request_guard(app)
     install_metrics(app, "chat_reco_engine")
     app.include_router(health_router)
     app.include_router(router)

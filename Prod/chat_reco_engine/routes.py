@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import APIKeyHeader
 
 from Prod.chat_reco_engine.schemas import (
     ChatRequest,
@@ -19,7 +20,18 @@ from Prod.chat_reco_engine.schemas import (
     SearchResponse,
 )
 from Prod.chat_reco_engine.service import ChatEngine, validated_filters
-from Prod.common.api import require_api_key
+from Prod.common.api import (
+    SettingsDep,
+    api_key_matches,
+    error_body,
+    error_response,
+    require_api_key,
+)
+from Prod.common.errors import RecoError
+from Prod.common.logs import get_logger
+from Prod.common.stores import chroma_errors
+
+log = get_logger(__name__)
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)], tags=["chat"])
 health_router = APIRouter(tags=["ops"])
@@ -35,19 +47,40 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid X-API-Key"},
     404: {"description": "Unknown chat session"},
     422: {"description": "Invalid input (message length, filters)"},
-    503: {"description": "Product collection or embedding model unavailable"},
+    503: {
+        "description": "A store (Postgres, Chroma: `error.store`), the product collection or "
+        "the embedding model is unavailable"
+    },
 }
 
 
 @router.post("/chat", response_model=ChatResponse, responses=_ERRORS, summary="Chat turn")
 def create_chat_turn(body: ChatRequest, engine: EngineDep) -> ChatResponse:
     """Answer one message with grounded product recommendations (history is persisted)."""
-    return engine.chat(body)
+    with chroma_errors():  # Chroma dying mid-turn: 503 naming it
+        return engine.chat(body)
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
 def _sse(events: Iterator[tuple[str, dict[str, Any]]]) -> Iterator[str]:
-    for name, data in events:
-        yield f"event: {name}\ndata: {json.dumps(data, default=str)}\n\n"
+    """The events as SSE; a failure after the stream started becomes a last ``error`` event with
+    the JSON error body (the status line is already sent), so every stream ends with ``done``
+    or ``error``."""
+    try:
+        for name, data in events:
+            yield _event(name, data)
+    except RecoError as exc:
+        log.warning("chat stream ended with an error: %s", exc.message)
+        yield _event("error", json.loads(error_response(exc).body))
+    except Exception as exc:
+        log.exception("chat stream failed")
+        yield _event(
+            "error",
+            error_body("internal_error", f"unexpected {type(exc).__name__}; see the service log"),
+        )
 
 
 @router.post(
@@ -59,8 +92,10 @@ def _sse(events: Iterator[tuple[str, dict[str, Any]]]) -> Iterator[str]:
 )  # fmt: skip
 def create_chat_turn_stream(body: ChatRequest, engine: EngineDep) -> StreamingResponse:
     """Event `products` first, then one `token` event per piece of the answer, then `done`
-    with the same payload as POST /chat."""
-    turn = engine.prepare_turn(body)  # errors surface as HTTP statuses before streaming starts
+    with the same payload as POST /chat; a failure after the first event ends the stream with
+    an `error` event carrying the JSON error body instead of `done`."""
+    with chroma_errors():  # errors surface as HTTP statuses before streaming starts
+        turn = engine.prepare_turn(body)  # reaches Postgres first: no answer that can't be stored
     return StreamingResponse(
         _sse(engine.stream_events(turn)),
         media_type="text/event-stream",
@@ -99,10 +134,29 @@ def read_search(
         "brands": brand or [], "categories": category or [], "min_price": min_price,
         "max_price": max_price, "min_rating": min_rating,
     })  # fmt: skip
-    return engine.search(q, filters, k, user_id)
+    with chroma_errors():
+        return engine.search(q, filters, k, user_id)
 
 
-@health_router.get("/health", response_model=HealthResponse)
-def read_health(engine: EngineDep) -> HealthResponse:
-    """Embedding model, cross-encoder, LLM and Chroma status, reported separately."""
-    return engine.health()
+_optional_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+@health_router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "Down: no turn can be answered"}},
+)
+def read_health(
+    engine: EngineDep,
+    settings: SettingsDep,
+    api_key: Annotated[str | None, Depends(_optional_api_key)] = None,
+) -> JSONResponse:
+    """Overall verdict (HTTP 200 for ok/degraded, 503 for down) for anyone; the embedding
+    model, cross-encoder, LLM, Chroma, Postgres and Redis detail only with the API key (when
+    one is set), since it names models, collections and internal errors."""
+    report = engine.health()
+    if api_key_matches(api_key, settings.api_key):
+        body = report.model_dump(mode="json")
+    else:
+        body = {"status": report.status}  # the bare verdict is public
+    return JSONResponse(body, status_code=503 if report.status == "down" else 200)

@@ -59,9 +59,9 @@ from Prod.chat_reco_engine.schemas import (
     Unmatched,
 )
 from Prod.common.embeddings import embed_texts, load_embedder
-from Prod.common.errors import InvalidInput, ModelNotReady
+from Prod.common.errors import InfraError, InvalidInput, ModelNotReady
 from Prod.common.logs import get_logger
-from Prod.common.stores import chroma_for
+from Prod.common.stores import chroma_errors, chroma_for, ping_redis, redis_for
 
 log = get_logger(__name__)
 
@@ -197,7 +197,10 @@ class ChatEngine:
     def collection(self):
         name = self.settings.products_collection
         try:
-            return chroma_for(self.settings).get_collection(name)
+            with chroma_errors():  # the server is down: 503 naming chroma, not "run the ingest"
+                return chroma_for(self.settings).get_collection(name)
+        except InfraError:
+            raise
         except Exception as exc:
             raise ModelNotReady(
                 f"product collection {name!r} is not available (run the ingest job): {exc}"
@@ -552,16 +555,25 @@ class ChatEngine:
             count = self.collection().count()
             chroma = {"status": "ready", "collection": self.settings.products_collection,
                       "products": count, "relevance_floor": self._floor_status()}  # fmt: skip
-        except ModelNotReady as exc:
+        except (ModelNotReady, InfraError) as exc:
             chroma = {"status": "unavailable", "collection": self.settings.products_collection,
                       "error": exc.message[:300]}  # fmt: skip
+        try:
+            conversation.check_reachable(self.settings.database_url)
+            postgres = {"status": "ready"}
+        except InfraError as exc:
+            postgres = {"status": "unavailable", "error": exc.message}
+        redis_ok = ping_redis(redis_for(self.settings))
+        redis_state = {"status": "ready" if redis_ok else "unavailable"}
         llm = self.llm.status()
         reranker = self.reranker.status()
-        if embedding["status"] == "unavailable" or chroma["status"] != "ready":
-            overall = "down"
-        elif reranker["status"] == "ready" and llm["status"] == "ready":
+        if "unavailable" in (embedding["status"], postgres["status"]) or (
+            chroma["status"] != "ready"
+        ):
+            overall = "down"  # no turn can be answered and stored
+        elif reranker["status"] == "ready" and llm["status"] == "ready" and redis_ok:
             overall = "ok"
         else:
-            overall = "degraded"  # answers still work: bi-encoder scores / templated answers
+            overall = "degraded"  # bi-encoder scores / templated answers / no ALS affinity
         return HealthResponse(status=overall, embedding=embedding, reranker=reranker, llm=llm,
-                              chroma=chroma)  # fmt: skip
+                              chroma=chroma, postgres=postgres, redis=redis_state)  # fmt: skip

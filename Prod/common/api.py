@@ -1,11 +1,18 @@
-"""FastAPI pieces every service shares: settings injection, the optional API key, one error
-handler mapping domain errors to JSON, and Prometheus request metrics (pure ASGI, cheap on the hot
-path)."""
+"""FastAPI pieces every service shares: settings injection, the optional API key, a request guard
+(key and body size checked before the body is read), one error shape for every error, and
+Prometheus request metrics (pure ASGI, cheap on the hot path).
+
+Every error a client sees is ``{"error": {"type": "not_found", "message": "...", ...details}}``:
+domain errors, unknown routes (404), wrong methods (405), bodies that are not JSON (400), invalid
+input (422, naming each field and its problem), a missing key (401), a too-large body (413).
+"""
 
 from __future__ import annotations
 
 import hmac
+import re
 import time
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -19,12 +26,35 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Settings, get_settings
-from Prod.common.errors import RecoError
+from Prod.common.errors import InvalidJson, PayloadTooLarge, RecoError, Unauthorized
 from Prod.common.logs import get_logger
 
 log = get_logger(__name__)
+
+__all__ = [
+    "PUBLIC_PATHS",
+    "RequestGuard",
+    "SettingsDep",
+    "Unauthorized",
+    "api_key_matches",
+    "api_key_ok",
+    "attach_settings",
+    "describe_validation",
+    "error_body",
+    "error_response",
+    "get_app_settings",
+    "install_error_handlers",
+    "install_metrics",
+    "install_request_guard",
+    "require_api_key",
+]
+
+#: paths every service answers without the API key
+PUBLIC_PATHS = frozenset({"/health"})
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -46,19 +76,137 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 # --- API key --------------------------------------------------------------------------------
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+_KEY_MESSAGE = "missing or invalid API key (header X-API-Key)"
+
+
+def api_key_matches(presented: str | bytes | None, expected: str | None) -> bool:
+    """The one API-key rule: with no key configured everything passes; otherwise the presented
+    value must equal it, compared in constant time as bytes (so a non-ASCII header is a plain
+    mismatch, never an error). A ``str`` is a header as Starlette decodes it (latin-1), turned
+    back into the bytes the client sent; the configured key is UTF-8."""
+    if not expected:
+        return True
+    if presented is None:
+        return False
+    if isinstance(presented, str):
+        try:
+            presented = presented.encode("latin-1")
+        except UnicodeEncodeError:
+            presented = presented.encode("utf-8")
+    return hmac.compare_digest(presented, expected.encode("utf-8"))
+
+
+def api_key_ok(headers: list[tuple[bytes, bytes]], expected: str | None) -> bool:
+    """:func:`api_key_matches` on raw ASGI headers (the first ``X-API-Key`` counts)."""
+    if not expected:
+        return True
+    presented = next((value for name, value in headers if name == b"x-api-key"), None)
+    return api_key_matches(presented, expected)
 
 
 def require_api_key(
     settings: SettingsDep, api_key: Annotated[str | None, Depends(_api_key_header)] = None
 ) -> None:
-    """When ``settings.api_key`` is set, every request must carry it in ``X-API-Key``."""
-    expected = settings.api_key
-    if expected and not (api_key and hmac.compare_digest(api_key, expected)):
-        raise Unauthorized("missing or invalid API key (header X-API-Key)")
+    """When ``settings.api_key`` is set, every request must carry it in ``X-API-Key`` (the
+    request guard already refused requests without it; this documents the scheme in OpenAPI)."""
+    if not api_key_matches(api_key, settings.api_key):
+        raise Unauthorized(_KEY_MESSAGE)
 
 
-class Unauthorized(RecoError):
-    status_code = 401
+# --- request guard --------------------------------------------------------------------------
+
+
+def _public_paths(app: FastAPI, settings: Settings) -> frozenset[str]:
+    if not settings.api_docs_public:
+        return PUBLIC_PATHS
+    docs = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    return PUBLIC_PATHS | {path for path in docs if path}
+
+
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` once a streamed body passes the limit."""
+
+
+class RequestGuard:
+    """Pure ASGI layer in front of every app: the API key, then the body size, both judged
+    before the app reads a byte of the body.
+
+    A declared ``Content-Length`` over ``settings.max_request_bytes`` is a 413 at once; a
+    chunked body is counted as it streams and answered 413 when it passes the limit (whatever
+    the app made of the interrupted read is dropped).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        app = scope["app"]
+        settings: Settings = app.state.settings
+        headers = scope["headers"]
+        if (
+            settings.api_key
+            and scope["path"] not in _public_paths(app, settings)
+            and not api_key_ok(headers, settings.api_key)
+        ):
+            await _send_error(scope, receive, send, Unauthorized(_KEY_MESSAGE))
+            return
+        limit = settings.max_request_bytes
+        declared = next((value for name, value in headers if name == b"content-length"), None)
+        # (a malformed Content-Length never gets here: the server refuses it; counted below)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_error(scope, receive, send, _too_large(limit, int(declared)))
+            return
+        received = 0
+        over = started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over and not started:
+                return  # the app's answer to the interrupted read; the 413 replaces it
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except _BodyTooLarge:
+            pass
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await _send_error(scope, receive, send, _too_large(limit))
+
+
+def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
+    what = f"{size} bytes" if size is not None else "larger than that"
+    return PayloadTooLarge(
+        f"request body too large: the limit is {limit} bytes (MAX_REQUEST_BYTES), this one is "
+        f"{what}",
+        max_bytes=limit,
+    )
+
+
+async def _send_error(scope: Scope, receive: Receive, send: Send, exc: RecoError) -> None:
+    await error_response(exc)(scope, receive, send)
+
+
+def install_request_guard(app: FastAPI) -> None:
+    """Add :class:`RequestGuard`; call it after the app's other middleware and before
+    :func:`install_metrics`, so it runs first and its 401/413 answers are still counted."""
+    app.add_middleware(RequestGuard)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -68,32 +216,163 @@ def error_body(kind: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, **details}}
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
-    fields = []
-    for err in exc.errors():
-        location = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
-        fields.append({"field": location, "message": err.get("msg", "invalid")})
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields) or "invalid request"
-    return summary, fields
+def _kind(exc: RecoError) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+def error_response(exc: RecoError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The documented JSON error for a domain error (``type`` is its class name in snake case)."""
+    return JSONResponse(
+        error_body(_kind(exc), exc.message, **exc.details),
+        status_code=exc.status_code,
+        headers=headers,
+    )
+
+
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing errors (404, 405) and FastAPI's own HTTP errors in the documented shape."""
+    code = exc.status_code
+    method, path = request.method, request.url.path
+    if code == 404 and exc.detail == "Not Found":
+        message = f"no endpoint {method} {path}; the API is described at /docs"
+    elif code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{method} is not allowed on {path}" + (f"; use {allowed}" if allowed else "")
+    elif code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+        return error_response(InvalidJson("the request body is not UTF-8 JSON"))
+    else:
+        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(code).phrase
+    kind = HTTPStatus(code).phrase.lower().replace(" ", "_").replace("-", "_")
+    body = error_body(kind, message)
+    return JSONResponse(body, status_code=code, headers=exc.headers)
+
+
+# --- validation messages --------------------------------------------------------------------
+
+_SHOULD = re.compile(r"^(Input|String|List|Value|Dictionary|Object|Tuple|Set|Decimal) should ")
+_SCALARS = (str, int, float, bool)
+
+
+def _walk(loc: tuple, body: Any, error_type: str) -> tuple[list, tuple | None, str | None]:
+    """Split a body error location into the field path the client sent and the union branch
+    pydantic tried (its tags, e.g. ``function-after[_check(), InteractionIn]``, name no field).
+
+    Returns ``(path, site, tag)``: the field path, where the first union branch sits, its tag.
+    """
+    path: list = []
+    site = tag = None
+    node = body
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        elif last and error_type == "missing" and isinstance(node, dict):
+            path.append(part)  # a field the client left out
+        elif tag is None:
+            site, tag = tuple(path), str(part)  # a union branch, not a field
+        # deeper branch tags are dropped from the name too
+    return path, site, tag
+
+
+def _field_name(source: str, path: list) -> str:
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    if source == "body":
+        return name or "body"
+    return f"{source}.{name}" if name else source
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind in ("model_attributes_type", "model_type", "dict_type"):
+        return "must be a JSON object"
+    message = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    message = _SHOULD.sub("must ", message).replace(" after validation", "")
+    value = err.get("input")
+    if isinstance(value, _SCALARS) and len(str(value)) <= 60 and kind != "value_error":
+        message += f" (got {value!r})"
+    return message
+
+
+def describe_validation(
+    errors: list[dict[str, Any]], body: Any = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """One line and a ``[{"field", "message"}]`` list a client developer can act on.
+
+    Where the body may take one of several shapes (``InteractionIn | InteractionBatch``) only
+    the shape the client meant is reported: the one that knows every key it sent (fewest
+    ``extra_forbidden``), else the first declared.
+    """
+    walked = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        source, rest = (str(loc[0]), loc[1:]) if loc else ("body", ())
+        if source == "body":
+            path, site, tag = _walk(rest, body, err.get("type", ""))
+        else:
+            path, site, tag = list(rest), None, None
+        walked.append((err, source, path, site, tag))
+    best: dict[tuple, str] = {}
+    for site in {w[3] for w in walked if w[4] is not None}:
+        tags: dict[str, int] = {}
+        for err, _, _, s, tag in walked:
+            if s == site:
+                tags.setdefault(tag, 0)
+                tags[tag] += err.get("type") == "extra_forbidden"
+        best[site] = min(tags, key=lambda t: tags[t])  # ties: first declared (dicts keep order)
+    fields = [
+        {"field": _field_name(source, path), "message": _message(err)}
+        for err, source, path, site, tag in walked
+        if tag is None or best[site] == tag
+    ]
+    summary = "; ".join(
+        f["message"] if f["field"] == "body" else f"{f['field']}: {f['message']}" for f in fields
+    )
+    return summary or "invalid request", fields
+
+
+def _validation_error(exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if broken is not None:
+        position = broken.get("loc", ("body", 0))[-1]
+        reason = (broken.get("ctx") or {}).get("error", "JSON decode error")
+        return error_response(
+            InvalidJson(f"the request body is not valid JSON: {reason} (at character {position})")
+        )
+    summary, fields = describe_validation(errors, getattr(exc, "body", None))
+    return JSONResponse(error_body("invalid_input", summary, fields=fields), status_code=422)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Domain errors -> their status with a JSON body naming the problem; never a bare 500."""
+    """Every error -> its status with the documented JSON body naming the problem; never a bare
+    500 and never FastAPI's ``{"detail": ...}``."""
 
     @app.exception_handler(RecoError)
     async def _domain_error(request: Request, exc: RecoError) -> JSONResponse:
-        kind = type(exc).__name__
-        kind = "".join("_" + c.lower() if c.isupper() else c for c in kind).lstrip("_")
-        return JSONResponse(
-            error_body(kind, exc.message, **exc.details), status_code=exc.status_code
-        )
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _http_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        summary, fields = _describe_validation(exc)
-        return JSONResponse(
-            error_body("invalid_input", summary, fields=fields), status_code=422
-        )
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -50,3 +50,21 @@ class InfraError(RecoError):
 
 class TrainingError(RecoError):
     """Training produced unusable factors (e.g. not finite)."""
+
+
+class InvalidJson(RecoError):
+    """The request body is not (UTF-8) JSON."""
+
+    status_code = 400
+
+
+class Unauthorized(RecoError):
+    """Missing or wrong ``X-API-Key``."""
+
+    status_code = 401
+
+
+class PayloadTooLarge(RecoError):
+    """The request body is over ``MAX_REQUEST_BYTES``."""
+
+    status_code = 413

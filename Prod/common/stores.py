@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
+import httpx
 import redis
+
+from Prod.common.errors import InfraError
+from Prod.common.logs import get_logger
+
+log = get_logger(__name__)
 
 
 @lru_cache(maxsize=8)
@@ -32,3 +40,24 @@ def redis_for(settings) -> redis.Redis:
 
 def chroma_for(settings):
     return get_chroma(settings.chroma_host, int(settings.chroma_port))
+
+
+@contextmanager
+def chroma_errors(what: str = "the product collection") -> Iterator[None]:
+    """Turn a Chroma server that is down or dies mid-request (the HTTP client's connect, read or
+    protocol errors) into :class:`InfraError` (HTTP 503 naming the store)."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        log.warning("chroma unreachable (%s): %s: %s", what, type(exc).__name__, exc)
+        raise InfraError(
+            f"Chroma is unavailable ({what}); try again shortly", store="chroma"
+        ) from exc
+
+
+def ping_redis(client: redis.Redis) -> bool:
+    """Whether Redis answers a PING (False on any connection error)."""
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False

@@ -83,8 +83,11 @@ def test_sync_embeds_only_new_or_changed_and_deletes_removed(
     products[0]["metadata"]["price"] = 79.99  # metadata change -> new hash
     products = [p for p in products if p["item_id"] != f"{prefix}i3"]
     (dataset / "ProductsRAG.json").write_text(json.dumps(products))
-    third = ingest_chroma(client, dataset, embed, collection_name=collection_name)
+    third = ingest_chroma(
+        client, dataset, embed, collection_name=collection_name, max_delete_share=0.5
+    )
     assert (third.added, third.updated, third.unchanged, third.deleted) == (0, 1, 1, 1)
+    assert third.deleted_ids == [f"{prefix}i3"]
     assert embed.texts == [products[0]["text"]]
     stored = _stored(client, collection_name)
     assert set(stored) == {f"{prefix}i1", f"{prefix}i2"}
@@ -148,3 +151,69 @@ def test_vectors_are_of_the_text_without_price_and_rating(
     assert stored["documents"] == [text]  # the chat engine still quotes the whole text
     np.testing.assert_allclose(stored["embeddings"][0], embed_texts(embedder, [semantic])[0],
                                atol=1e-5)  # fmt: skip
+
+
+def _write_products(dataset: Path, products: list) -> None:
+    (dataset / "ProductsRAG.json").write_text(json.dumps(products, indent=1))
+
+
+def test_empty_catalogue_file_is_refused_and_deletes_nothing(
+    client, collection_name, dataset: Path, prefix: str, embedder
+) -> None:
+    """Issue 13 item 2: a ProductsRAG.json of [] deleted the whole live catalogue, exit 0."""
+    embed = CountingEmbedder(embedder)
+    ingest_chroma(client, dataset, embed, collection_name=collection_name)
+    stored = _stored(client, collection_name)
+    _write_products(dataset, [])
+    with pytest.raises(IngestError) as caught:
+        ingest_chroma(client, dataset, embed, collection_name=collection_name)
+    message = caught.value.message
+    assert message.startswith("refusing to delete 3 of the 3 stored products (100%, above the 20%")
+    assert f"{prefix}i1, {prefix}i2, {prefix}i3" in message and "--allow-mass-delete" in message
+    assert caught.value.details["would_delete"] == 3
+    assert _stored(client, collection_name) == stored
+
+    allowed = ingest_chroma(
+        client, dataset, embed, collection_name=collection_name, allow_mass_delete=True
+    )
+    assert allowed.deleted == 3 and allowed.deleted_ids == [f"{prefix}i{n}" for n in (1, 2, 3)]
+    assert _stored(client, collection_name) == {}
+
+
+def test_truncated_catalogue_above_the_share_writes_nothing(
+    client, collection_name, dataset: Path, prefix: str, embedder
+) -> None:
+    embed = CountingEmbedder(embedder)
+    ingest_chroma(client, dataset, embed, collection_name=collection_name)
+    stored = _stored(client, collection_name)
+    products = json.loads((dataset / "ProductsRAG.json").read_text())
+    products[0]["text"] += " Now lighter."  # a change that must not land either
+    _write_products(dataset, products[:1])  # truncated: 2 of 3 gone
+    embed.texts.clear()
+    with pytest.raises(IngestError, match=r"refusing to delete 2 of the 3 stored products"):
+        ingest_chroma(client, dataset, embed, collection_name=collection_name,
+                      max_delete_share=0.5)  # fmt: skip
+    assert embed.texts == [] and _stored(client, collection_name) == stored
+
+
+def test_skip_bad_rows_never_deletes_the_skipped_products(
+    client, collection_name, dataset: Path, prefix: str, embedder
+) -> None:
+    """Issue 13 item 2: --skip-bad-rows deleted the skipped products from Chroma."""
+    embed = CountingEmbedder(embedder)
+    ingest_chroma(client, dataset, embed, collection_name=collection_name)
+    stored = _stored(client, collection_name)
+    products = json.loads((dataset / "ProductsRAG.json").read_text())
+    products[1]["text"] = ""  # i2 is now a bad row
+    _write_products(dataset, products)
+    report = ingest_chroma(client, dataset, embed, collection_name=collection_name,
+                           skip_bad_rows=True, max_delete_share=1.0)  # fmt: skip
+    assert len(report.bad_rows) == 1 and report.deleted == 0 and report.kept_skipped == 1
+    assert _stored(client, collection_name) == stored  # i2 keeps its last good version
+
+    # a bad entry without a readable item_id could be any product: nothing is deleted
+    _write_products(dataset, [products[0], {"text": "no id"}])
+    held = ingest_chroma(client, dataset, embed, collection_name=collection_name,
+                         skip_bad_rows=True, allow_mass_delete=True)  # fmt: skip
+    assert held.deleted == 0 and held.deletes_held_back
+    assert set(_stored(client, collection_name)) == set(stored)

@@ -83,3 +83,61 @@ def test_chroma_job_embeds_then_skips_unchanged(settings, dataset: Path, prefix:
         ]
     finally:
         chroma_for(settings).delete_collection(collection)
+
+
+def test_postgres_job_keeps_an_absent_column_unless_told_to_clear_it(
+    settings, dataset: Path, prefix: str
+) -> None:
+    first = _run("Prod.scripts.ingest_postgres_db", settings, "--dataset", str(dataset))
+    assert first.returncode == 0, first.stderr
+    (dataset / "items.csv").write_text(
+        f"item_id,title\n{prefix}i1,Trail Boots\n{prefix}i2,Espresso Maker\n"
+        f"{prefix}i3,Puzzle Cube\n"
+    )
+    kept = _run("Prod.scripts.ingest_postgres_db", settings, "--dataset", str(dataset))
+    assert kept.returncode == 0, kept.stderr
+    assert "items.csv has no brand, category, price" in kept.stdout
+    prices = {row[0]: row[4] for row in snapshot(settings.database_url, prefix)["item"]}
+    assert prices[f"{prefix}i2"] == 149.0
+
+    cleared = _run("Prod.scripts.ingest_postgres_db", settings, "--dataset", str(dataset),
+                   "--clear-column", "price", "--clear-column", "brand")  # fmt: skip
+    assert cleared.returncode == 0, cleared.stderr
+    assert "cleared (set to NULL): brand, price" in cleared.stdout
+    rows = {row[0]: row for row in snapshot(settings.database_url, prefix)["item"]}
+    assert rows[f"{prefix}i2"][2] is None and rows[f"{prefix}i2"][4] is None  # brand, price
+    assert rows[f"{prefix}i2"][3] == "Home & Kitchen"  # category kept
+
+    edit(dataset / "users.csv", "user_id,name", "user_id,user_id")
+    duplicate = _run("Prod.scripts.ingest_postgres_db", settings, "--dataset", str(dataset))
+    assert duplicate.returncode == 1 and "Traceback" not in duplicate.stderr
+    assert _errors(duplicate.stderr) == [
+        "error: users.csv:1: column 'user_id' appears more than once in the header; "
+        "nothing was written"
+    ]
+
+
+def test_chroma_job_refuses_to_empty_the_catalogue(settings, dataset: Path, prefix: str) -> None:
+    from Prod.common.stores import chroma_for
+
+    collection = f"jobs-{prefix.rstrip('_')}"
+    try:
+        first = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
+                     collection=collection)  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        (dataset / "ProductsRAG.json").write_text("[]")
+        refused = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
+                       collection=collection)  # fmt: skip
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        [error] = _errors(refused.stderr)
+        assert error.startswith("error: refusing to delete 3 of the 3 stored products")
+        assert f"First ids: {prefix}i1, {prefix}i2, {prefix}i3." in error
+        assert chroma_for(settings).get_collection(collection).count() == 3
+
+        allowed = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
+                       "--allow-mass-delete", collection=collection)  # fmt: skip
+        assert allowed.returncode == 0, allowed.stderr
+        assert f"{collection}: 0 added, 0 updated, 0 unchanged, 3 deleted" in allowed.stdout
+        assert f"deleted: {prefix}i1, {prefix}i2, {prefix}i3" in allowed.stdout
+    finally:
+        chroma_for(settings).delete_collection(collection)

@@ -259,8 +259,133 @@ def test_fresh_bulk_copy_stores_the_same_rows_as_the_incremental_path(
 
     # the fast path reserved one block of ids from the sequence: later inserts follow it
     with (folder / "interactions.csv").open("a") as handle:
-        handle.write(f"{prefix}u0,{prefix}p,view,,,2030-01-01T00:00:00\n")
+        handle.write(f"{prefix}u0,{prefix}p,view,,,2025-12-31T23:59:59\n")
     assert ingest_postgres(scratch_database, folder).interactions.inserted == 1
     with psycopg.connect(psycopg_conninfo(scratch_database)) as conn:
         ids = [row[0] for row in conn.execute("select id from interaction order by id")]
     assert ids == list(range(ids[0], ids[0] + len(expected))) + [ids[0] + len(expected)]
+
+
+def _item_fields(database_url: str, prefix: str) -> dict[str, tuple]:
+    """item_id -> (title, brand, price, description, rating_count) of this test's items."""
+    with psycopg.connect(psycopg_conninfo(database_url)) as conn:
+        rows = conn.execute(
+            "select item_id, title, brand, price, description, rating_count from item "
+            "where item_id like %s",
+            (prefix + "%",),
+        ).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def _user_names(database_url: str, prefix: str) -> dict[str, str | None]:
+    return {row[0]: row[1] for row in snapshot(database_url, prefix)["user"]}
+
+
+def test_reingest_without_price_column_keeps_stored_prices(settings, dataset, prefix) -> None:
+    """Issue 13 item 1: items.csv without price/brand/description nulled every stored value."""
+    ingest_postgres(settings.database_url, dataset)
+    before = _item_fields(settings.database_url, prefix)
+    assert before[f"{prefix}i2"] == ("Espresso Maker", "Kitchara", 149.0, "Makes espresso", 33)
+    (dataset / "items.csv").write_text(
+        "item_id,title,category,avg_rating,rating_count,image_url\n"
+        f"{prefix}i1,Trail Boots,Sports & Outdoors,4.5,120,\n"
+        f"{prefix}i2,Espresso Maker Pro,Home & Kitchen,4.1,33,https://example.com/i2.jpg\n"
+        f"{prefix}i3,Puzzle Cube,Toys & Games,,,\n"
+        f"{prefix}i4,New Kettle,Home & Kitchen,,,\n"
+    )
+    report = ingest_postgres(settings.database_url, dataset)
+    assert report.kept_columns == {"items.csv": ["brand", "price", "description"]}
+    assert _counts(report)["items"] == {"inserted": 1, "updated": 1, "unchanged": 2}
+    after = _item_fields(settings.database_url, prefix)
+    assert after[f"{prefix}i2"] == ("Espresso Maker Pro", "Kitchara", 149.0, "Makes espresso", 33)
+    assert after[f"{prefix}i1"] == before[f"{prefix}i1"]
+    assert after[f"{prefix}i4"] == ("New Kettle", None, None, None, 0)  # new: unknown
+    # a rerun of the same files changes nothing
+    again = ingest_postgres(settings.database_url, dataset)
+    assert _counts(again)["items"] == {"inserted": 0, "updated": 0, "unchanged": 4}
+
+
+def test_reingest_without_name_column_keeps_stored_names(settings, dataset, prefix) -> None:
+    ingest_postgres(settings.database_url, dataset)
+    (dataset / "users.csv").write_text(f"user_id\n{prefix}u1\n{prefix}u2\n{prefix}u3\n")
+    report = ingest_postgres(settings.database_url, dataset)
+    assert report.kept_columns == {"users.csv": ["name"]}
+    assert _counts(report)["users"] == {"inserted": 0, "updated": 0, "unchanged": 3}
+    names = _user_names(settings.database_url, prefix)
+    assert names == {f"{prefix}u1": "Ada", f"{prefix}u2": "Grace", f"{prefix}u3": None}
+
+
+def test_clear_column_sets_an_absent_column_to_null(settings, dataset, prefix) -> None:
+    ingest_postgres(settings.database_url, dataset)
+    (dataset / "items.csv").write_text(
+        "item_id,title,brand\n"
+        f"{prefix}i1,Trail Boots,Trailforge\n{prefix}i2,Espresso Maker,Kitchara\n"
+        f"{prefix}i3,Puzzle Cube,Clever Fox\n"
+    )
+    report = ingest_postgres(settings.database_url, dataset, clear_columns=["price"])
+    assert report.cleared_columns == ["price"]
+    assert "price" not in report.kept_columns["items.csv"]
+    after = _item_fields(settings.database_url, prefix)
+    assert after[f"{prefix}i2"] == ("Espresso Maker", "Kitchara", None, "Makes espresso", 33)
+
+
+def test_clear_column_of_a_column_the_file_has_is_refused(settings, dataset, prefix) -> None:
+    ingest_postgres(settings.database_url, dataset)
+    before = snapshot(settings.database_url, prefix)
+    with pytest.raises(IngestError, match=r"items.csv has price.*nothing was written"):
+        ingest_postgres(settings.database_url, dataset, clear_columns=["price"])
+    with pytest.raises(IngestError, match=r"--clear-column title: only an optional column"):
+        ingest_postgres(settings.database_url, dataset, clear_columns=["title"])
+    assert snapshot(settings.database_url, prefix) == before
+
+
+def test_duplicate_header_is_an_error_naming_file_and_column(settings, dataset, prefix) -> None:
+    """Issue 13 item 1: users.csv with header user_id,user_id nulled every name."""
+    ingest_postgres(settings.database_url, dataset)
+    before = snapshot(settings.database_url, prefix)
+    (dataset / "users.csv").write_text(
+        f"user_id,user_id\n{prefix}u1,{prefix}u1\n{prefix}u2,{prefix}u2\n{prefix}u3,{prefix}u3\n"
+    )
+    with pytest.raises(IngestError) as caught:
+        ingest_postgres(settings.database_url, dataset)
+    assert caught.value.message.startswith(
+        "users.csv:1: column 'user_id' appears more than once in the header"
+    )
+    assert caught.value.details["duplicate_columns"] == ["user_id"]
+    assert snapshot(settings.database_url, prefix) == before
+
+
+def test_unicode_digit_timestamp_is_a_bad_row_not_a_crash(settings, dataset, prefix) -> None:
+    """Issue 13 item 12: '1735689600²' passed str.isdigit and crashed the ingest."""
+    edit(dataset / "interactions.csv", "purchase,,8,1714557600", "purchase,,8,1735689600²")
+    with pytest.raises(IngestError) as caught:
+        ingest_postgres(settings.database_url, dataset)
+    assert caught.value.details["bad_rows"] == [
+        "interactions.csv:4: timestamp '1735689600²' is neither ISO-8601 nor whole unix seconds"
+    ]
+    assert snapshot(settings.database_url, prefix) == {"user": [], "item": [], "interaction": []}
+    report = ingest_postgres(settings.database_url, dataset, skip_bad_rows=True)
+    assert [str(b) for b in report.bad_rows] == caught.value.details["bad_rows"]
+    assert report.interactions.inserted == 5
+
+
+def test_nul_byte_in_users_csv_is_a_bad_row_with_its_file_line(settings, dataset, prefix) -> None:
+    """Issue 13 item 12: a NUL passed validation and failed inside COPY at an internal line."""
+    edit(dataset / "users.csv", "Grace", "Gra\x00ce")  # line 3
+    with pytest.raises(IngestError) as caught:
+        ingest_postgres(settings.database_url, dataset)
+    assert caught.value.details["bad_rows"][0] == "users.csv:3: name contains a NUL character"
+    assert snapshot(settings.database_url, prefix) == {"user": [], "item": [], "interaction": []}
+    report = ingest_postgres(settings.database_url, dataset, skip_bad_rows=True)
+    assert str(report.bad_rows[0]) == "users.csv:3: name contains a NUL character"
+    assert list(_user_names(settings.database_url, prefix)) == [f"{prefix}u1", f"{prefix}u3"]
+
+
+def test_csv_parse_error_names_the_file_line_not_the_data_row(settings, dataset, prefix) -> None:
+    """Issue 13 item 12: an unclosed quote was reported as pandas' 0-based "row 2"."""
+    edit(dataset / "users.csv", "Grace", '"Grace')  # line 3 opens a quote nothing closes
+    with pytest.raises(IngestError) as caught:
+        ingest_postgres(settings.database_url, dataset)
+    assert caught.value.message.startswith("users.csv:3: not valid CSV")
+    assert caught.value.details["line"] == 3
+    assert snapshot(settings.database_url, prefix) == {"user": [], "item": [], "interaction": []}

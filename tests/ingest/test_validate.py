@@ -252,3 +252,27 @@ def test_product_text_and_metadata_are_cleaned_at_ingest(dataset: Path, prefix: 
     assert catalogue.cleaning["titles_rebuilt"] == 1
     assert catalogue.cleaning["brands_merged"] == 1
     assert catalogue.cleaning["text_cleaned"] == 1
+
+
+def test_csv_ingest_and_post_interactions_share_one_timestamp_rule(dataset: Path, prefix) -> None:
+    """Issue 13 item 13: the API read 32503680000 as milliseconds (1971), the CSV refused it."""
+    from pydantic import ValidationError
+
+    from Prod.als_reco_engine.schemas import InteractionIn
+
+    stamps = ["32503680000", "1735689600000", "1735689600²", "631151999", "1e9", "2999-01-01",
+              "1735689600", "2025-01-01T01:00:00+01:00", "1990-01-01T00:00:00"]  # fmt: skip
+    with (dataset / "interactions.csv").open("a") as handle:
+        for stamp in stamps:  # lines 9..17
+            handle.write(f"{prefix}u1,{prefix}i3,view,,,{stamp}\n")
+    csv_says = {b.line: b.reason for b in read_tables(dataset).bad_rows}
+    for line, stamp in enumerate(stamps, start=9):
+        try:
+            event = InteractionIn(user_id="u", item_id="i", event="view", timestamp=stamp)
+        except ValidationError as exc:
+            api_says = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        else:
+            api_says = None
+            assert event.timestamp.tzinfo is not None
+        assert csv_says.get(line) == api_says, stamp
+    assert set(csv_says) == set(range(9, 15))  # the first six are bad in both

@@ -47,6 +47,8 @@ def test_api_key_rule_on_raw_headers():
     assert api_key_ok([(b"x-api-key", b"k1")], "k1")
     assert not api_key_ok([(b"x-api-key", b"k2")], "k1")
     assert not api_key_ok([(b"host", b"x")], "k1")
+    assert not api_key_ok([(b"x-api-key", "k\u00e9".encode())], "k1")  # non-ASCII: no TypeError
+    assert api_key_ok([(b"x-api-key", "k\u00e9".encode())], "k\u00e9")
 
 
 @pytest.mark.parametrize(

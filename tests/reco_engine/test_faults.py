@@ -14,6 +14,7 @@ from hypothesis import settings as hypothesis_settings
 from Prod.als_reco_engine.main import create_app
 from Prod.common.supervisor import ChromaServer, RedisServer, free_port
 from tests.reco_engine.conftest import LiveServer, new_user_id, wait_for
+from tests.utils.faults import store_down
 from tests.utils.publish import train_and_publish
 
 
@@ -88,6 +89,75 @@ def test_store_outages_never_cause_a_5xx(private_stores, dataset, published):
         status = client.get("/api/v1/status").json()
         assert status["status"] == "degraded" and status["strategies"]["als"] is False
         assert status["model_version"] == version  # still serving the loaded index
+
+
+def test_history_is_not_dropped_while_postgres_is_down(settings, infra, dataset, published):
+    """Issue 13.3: rows served during an outage are held (bounded), counted, and written after."""
+    own = settings.model_copy(update={"history_max_buffered": 5})
+    user = dataset.user_ids[5]
+    with TestClient(create_app(own, poll_interval_s=0.2)) as client:
+        engine = client.app.state.engine
+        assert client.get(f"/api/v1/recommend/{user}").status_code == 200  # profile cached
+        before = client.get("/api/v1/history", params={"user_id": user}).json()["total"]
+        with store_down(infra, "postgres"):
+            for _ in range(8):  # the cached profile serves without Postgres
+                assert client.get(f"/api/v1/recommend/{user}").status_code == 200
+            engine.history.flush()  # one failed attempt: the rows stay queued
+            status = client.get("/api/v1/status")
+            assert status.status_code == 200, status.text
+            body = status.json()
+            assert body["status"] == "degraded" and body["stores"]["postgres"] is False
+            assert body["history"]["buffered"] == 5 and body["history"]["dropped"] == 3
+            metrics = client.get("/metrics").text
+            assert "reco_history_rows_buffered 5.0" in metrics
+            assert "reco_history_rows_dropped_total 3.0" in metrics
+        wait_for(lambda: client.get("/api/v1/status").json()["history"]["buffered"] == 0)
+        body = client.get("/api/v1/status").json()
+        assert body["status"] == "ok" and body["stores"]["postgres"] is True
+        assert body["history"]["flushed"] == 5 and body["history"]["dropped"] == 3
+        assert "reco_history_rows_flushed_total 5.0" in client.get("/metrics").text
+        after = client.get("/api/v1/history", params={"user_id": user}).json()["total"]
+        assert after == before + 5
+
+
+def test_lists_with_postgres_down_are_503_naming_postgres(settings, infra, dataset, published):
+    """Issue 13.5: stored lists and history were a 500 during a Postgres outage."""
+    user, item = new_user_id("lists-pg"), dataset.item_ids[0]
+    with TestClient(create_app(settings)) as client, store_down(infra, "postgres"):
+        for response in (
+            client.get(f"/api/v1/lists/{user}"),
+            client.post(f"/api/v1/lists/{user}"),
+            client.put(f"/api/v1/lists/{user}", json={"item_ids": [item]}),
+            client.delete(f"/api/v1/lists/{user}/items", params={"item_id": item}),
+            client.get("/api/v1/history", params={"user_id": user}),
+        ):
+            assert response.status_code == 503, (response.request.method, response.text)
+            error = response.json()["error"]
+            assert error["store"] == "postgres" and "PostgreSQL" in error["message"]
+
+
+def test_status_checks_postgres_and_is_503_when_nothing_can_serve(
+    settings, infra, dataset, published
+):
+    """Issue 13.6: /status said ok through a Postgres outage and never answered 503."""
+    dead_redis = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}  # nothing listens there
+    )
+    with (
+        TestClient(create_app(settings)) as client,
+        TestClient(create_app(dead_redis)) as unpublished,
+    ):
+        assert client.get("/api/v1/status").json()["stores"] == {"redis": True, "postgres": True}
+        with store_down(infra, "postgres"):
+            status = client.get("/api/v1/status")
+            assert status.status_code == 200  # degraded: ALS users still served
+            body = status.json()
+            assert body["status"] == "degraded" and body["stores"]["postgres"] is False
+            assert body["strategies"] == {"als": True, "fold_in": False, "popular": False}
+            down = unpublished.get("/api/v1/status")  # no model, no Postgres: nothing to serve
+            assert down.status_code == 503, down.text
+            assert down.json()["strategies"] == {"als": False, "fold_in": False, "popular": False}
+        assert client.get("/api/v1/status").json()["status"] == "ok"
 
 
 def test_no_model_published_serves_popularity_and_status_says_so(settings, dataset):

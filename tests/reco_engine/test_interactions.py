@@ -90,6 +90,31 @@ def test_malformed_events_are_422(client, dataset):
         assert response.json()["error"]["type"] == "invalid_input"
 
 
+def test_interaction_422_names_the_field_not_pydantic_internals(client, dataset):
+    # regression: messages named `function-after[_check(), InteractionIn]` and both union branches
+    item = dataset.item_ids[0]
+    cases = {
+        "event: must be 'view'": {"user_id": "u1", "item_id": item, "event": "teleport"},
+        "rating is required when event is 'rating'": {
+            "user_id": "u1", "item_id": item, "event": "rating"},
+        "user_id: must match pattern": {"user_id": "", "item_id": item, "event": "view"},
+        "colour: unknown field": {"user_id": "u1", "item_id": item, "event": "view",
+                                  "colour": "red"},
+        "events: must have at least 1 item": {"events": []},
+        "events[1].weight: must be greater than 0 (got -1)": {"events": [
+            {"user_id": "u1", "item_id": item, "event": "view"},
+            {"user_id": "u1", "item_id": item, "event": "view", "weight": -1}]},
+        "user_id: required; item_id: required; event: required": {},
+    }  # fmt: skip
+    for expected, body in cases.items():
+        response = client.post("/api/v1/interactions", json=body)
+        assert response.status_code == 422, body
+        error = response.json()["error"]
+        assert error["type"] == "invalid_input" and expected in error["message"], error
+        for internal in ("function-after", "InteractionIn", "InteractionBatch", "Value error"):
+            assert internal not in response.text, (internal, error)
+
+
 def test_resent_event_is_counted_as_duplicate(client, dataset):
     event = {
         "user_id": new_user_id(),
@@ -164,3 +189,24 @@ def test_delete_list_items_accepts_a_json_body(client, dataset):
     assert response.status_code == 200
     assert [i["item_id"] for i in response.json()["items"]] == [dataset.item_ids[2]]
     assert client.delete(f"/api/v1/lists/{user}/items").status_code == 422
+
+
+def test_far_future_unix_timestamp_is_rejected_not_read_as_milliseconds(client, dataset, settings):
+    """Issue 13 item 13: 32503680000 (year 3000 in seconds) was read as milliseconds and stored
+    as 1971; the CSV ingest rejects it. One rule (Prod/common/timestamps.py) for both."""
+    user = new_user_id("stamp")
+    event = {"user_id": user, "item_id": dataset.item_ids[2], "event": "view"}
+    for stamp in (32503680000, 1735689600000, "1735689600²", 1735689600.5, 0, True):
+        response = client.post("/api/v1/interactions", json={**event, "timestamp": stamp})
+        assert response.status_code == 422, stamp
+        error = response.json()["error"]
+        assert error["type"] == "invalid_input" and "timestamp" in error["message"], error
+    millis = client.post("/api/v1/interactions", json={**event, "timestamp": 1735689600000})
+    assert "milliseconds?" in millis.json()["error"]["message"]
+
+    for stamp in (1735689600, "1735689600", "2025-01-01T00:00:00Z", "2025-01-01T01:00:00+01:00"):
+        response = client.post("/api/v1/interactions", json={**event, "timestamp": stamp})
+        assert response.status_code == 201, (stamp, response.text)
+    with session_scope(settings.database_url) as session:
+        rows = session.scalars(select(Interaction).where(Interaction.user_id == user)).all()
+    assert [r.occurred_at.isoformat() for r in rows] == ["2025-01-01T00:00:00+00:00"]

@@ -93,7 +93,10 @@ def test_rollback_endpoint_swaps_and_answers_409_without_previous(app, settings)
     with TestClient(app) as client:
         response = client.post("/api/v1/rollback")
         assert response.status_code == 200
-        assert response.json() == {"active": older, "previous": newer}
+        assert response.json() == {
+            "active": older, "previous": newer, "changed": True, "rolled_back_from": newer,
+            "message": f"rolled back from {newer} to {older}",
+        }  # fmt: skip
         assert client.get("/api/v1/status").json()["active"]["version_id"] == older
 
         redis.delete(model_store.PREVIOUS_KEY)

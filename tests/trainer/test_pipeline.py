@@ -212,9 +212,10 @@ def test_cleanup_keeps_active_and_previous_and_rollback_is_mirrored(settings, da
     assert not client.exists(model_store.meta_key(v1))
     assert registry_row(settings, v1).status == "retired"
 
-    assert rollback(settings) == {"active": v2, "previous": v3}
+    answer = rollback(settings)
+    assert (answer["active"], answer["previous"], answer["rolled_back_from"]) == (v2, v3, v3)
     assert registry_row(settings, v2).status == "active"
-    assert registry_row(settings, v3).status == "retired"
+    assert registry_row(settings, v3).status == "rolled_back"
     with session_scope(settings.database_url) as session:
         actives = session.scalars(select(ModelVersion).where(ModelVersion.status == "active"))
         assert [r.version_id for r in actives] == [v2]

@@ -8,9 +8,11 @@ import pytest
 from chromadb.errors import ChromaError
 
 from Prod.als_trainer import publisher
-from Prod.als_trainer.service import publish_and_activate, rollback
+from Prod.als_trainer.service import mirror_pointers, publish_and_activate, rollback
 from Prod.common import model_store
+from Prod.common.db import session_scope
 from Prod.common.errors import Conflict
+from Prod.common.models import ModelVersion
 from Prod.common.stores import chroma_for, redis_for
 
 
@@ -109,14 +111,34 @@ def test_rollback_swaps_pointers_and_refuses_without_previous(settings, rng):
     publish_and_activate(settings, second, f2)
     assert publisher.read_pointers(client) == publisher.Pointers(second.version, first.version)
 
-    assert rollback(settings) == {"active": first.version, "previous": second.version}
+    register(settings, first.version, second.version)
+
+    answer = rollback(settings)
+    assert (answer["active"], answer["previous"]) == (first.version, second.version)
+    assert answer["changed"] and answer["rolled_back_from"] == second.version
     assert model_store.active_version(client) == first.version
-    assert rollback(settings) == {"active": second.version, "previous": first.version}
+    # not a toggle: the same request again changes nothing and says so
+    again = rollback(settings)
+    assert (again["active"], again["changed"]) == (first.version, False)
+    assert model_store.active_version(client) == first.version
+    # going back to the rolled-back version needs it named
+    forward = rollback(settings, second.version)
+    assert (forward["active"], forward["previous"]) == (second.version, first.version)
 
     client.delete(model_store.PREVIOUS_KEY)
     with pytest.raises(Conflict, match="no previous"):
         rollback(settings)
     assert model_store.active_version(client) == second.version
+    with pytest.raises(Conflict, match="not a published model version"):
+        rollback(settings, "20000101T000000.000Z-nosuch")
+
+
+def register(settings, *versions: str) -> None:
+    """Registry rows for versions published without the trainer (as a run would leave them)."""
+    with session_scope(settings.database_url) as session:
+        for version in versions:
+            session.add(ModelVersion(version_id=version, status="retired"))
+    mirror_pointers(settings.database_url, publisher.read_pointers(redis_for(settings)))
 
 
 def test_cleanup_keeps_active_previous_and_refuses_to_delete_them(settings, rng):

@@ -2,8 +2,10 @@
 
 Each product's content hash (sha256 of its text and metadata) is stored in its metadata as
 ``content_hash``; a re-run embeds only new or changed products, leaves unchanged ones alone and
-deletes products no longer in the catalogue. Writes go in batches no larger than the server's
-maximum batch size.
+deletes products no longer in the catalogue: never those skipped as bad rows, and no more than
+``INGEST_MAX_DELETE_SHARE`` (20%) of the stored catalogue unless ``allow_mass_delete``, so an
+empty or truncated file cannot wipe the live catalogue. Writes go in batches no larger than the
+server's maximum batch size.
 
 Each product's vector is of :func:`~Prod.common.data.canonical.embedding_text`, its text without
 the price and rating sentences (exact metadata filters, little use to a semantic match); the
@@ -20,15 +22,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from config import Settings
 from Prod.common.data.canonical import embedding_text
 from Prod.common.errors import IngestError
-from Prod.common.ingest.validate import BadRow, Product, describe_bad_rows, read_products
+from Prod.common.ingest.validate import (
+    PRODUCTS_FILE,
+    BadRow,
+    Product,
+    describe_bad_rows,
+    read_products,
+)
 from Prod.common.logs import get_logger
 
 log = get_logger(__name__)
@@ -39,6 +48,8 @@ EMBEDDER_KEY = "embedder"
 EMBEDDED_TEXT = "text-without-price-rating"
 COLLECTION_METADATA = {"hnsw:space": "cosine"}
 _READ_PAGE = 5_000
+DEFAULT_MAX_DELETE_SHARE: float = Settings.model_fields["ingest_max_delete_share"].default
+SHOWN_IDS = 20  # ids a report or refusal lists
 
 # texts -> (n, dim) float32 normalised embeddings
 Embed = Callable[[list[str]], np.ndarray]
@@ -52,6 +63,11 @@ class ChromaIngestReport:
     updated: int = 0
     unchanged: int = 0
     deleted: int = 0
+    deleted_ids: list[str] = field(default_factory=list)  # the first SHOWN_IDS
+    # products skipped as bad that are kept as stored, and whether deleting was held back
+    # because some bad entry had no item_id (so it could be any stored product)
+    kept_skipped: int = 0
+    deletes_held_back: bool = False
     embedded: int = 0
     embedder: str | None = None
     reembedded_all: bool = False
@@ -71,6 +87,9 @@ class ChromaIngestReport:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "deleted": self.deleted,
+            "deleted_ids": self.deleted_ids,
+            "kept_skipped": self.kept_skipped,
+            "deletes_held_back": self.deletes_held_back,
             "embedded": self.embedded,
             "embedder": self.embedder,
             "reembedded_all": self.reembedded_all,
@@ -121,17 +140,43 @@ def sync_products(
     embed_batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
     reembed_all: bool = False,
-) -> dict[str, int]:
-    """Make ``collection`` hold exactly ``products``; embeds only new or changed ones
-    (all of them with ``reembed_all``, e.g. after an embedder change).
+    keep: Iterable[str] = (),
+    delete: bool = True,
+    max_delete_share: float = DEFAULT_MAX_DELETE_SHARE,
+    allow_mass_delete: bool = False,
+) -> dict[str, int | list[str]]:
+    """Make ``collection`` hold exactly ``products`` (plus ``keep``: ids of entries skipped as
+    bad, never deleted); embeds only new or changed ones (all of them with ``reembed_all``,
+    e.g. after an embedder change). ``delete=False`` deletes nothing.
 
-    Returns counts: added, updated, unchanged, deleted, embedded. ``progress(done, total)``
-    follows the products to embed (called once with done=0 before the first batch).
+    Deleting more than ``max_delete_share`` of the stored products is refused with an
+    :class:`IngestError` before anything is written, unless ``allow_mass_delete``: a truncated
+    or empty file must not wipe the live catalogue.
+
+    Returns counts: added, updated, unchanged, deleted, embedded, kept_skipped (stored products
+    not in ``products`` but in ``keep``) and ``deleted_ids`` (the first :data:`SHOWN_IDS`).
+    ``progress(done, total)`` follows the products to embed (called once with done=0 before
+    the first batch).
     """
     stored = stored_hashes(collection)
     digests = {p.item_id: content_hash(p) for p in products}
     todo = [p for p in products if reembed_all or stored.get(p.item_id) != digests[p.item_id]]
-    gone = sorted(set(stored) - set(digests))
+    missing = set(stored) - set(digests)
+    kept = missing & set(keep)
+    gone = sorted(missing - kept) if delete else []
+    if len(gone) > max_delete_share * len(stored) and not allow_mass_delete:
+        raise IngestError(
+            f"refusing to delete {len(gone)} of the {len(stored)} stored products "
+            f"({len(gone) / len(stored):.0%}, above the {max_delete_share:.0%} limit) because "
+            f"they are not in {PRODUCTS_FILE}; nothing was written. First ids: "
+            f"{', '.join(gone[:SHOWN_IDS])}{' ...' if len(gone) > SHOWN_IDS else ''}. "
+            "Check the file; if they really are gone, re-run with --allow-mass-delete "
+            "(or raise --max-delete-share).",
+            would_delete=len(gone),
+            would_delete_ids=gone[:SHOWN_IDS],
+            stored=len(stored),
+            max_delete_share=max_delete_share,
+        )
     if progress is not None:
         progress(0, len(todo))
     # write in chunks that respect both the embedding batch and the server's limit
@@ -157,6 +202,8 @@ def sync_products(
         "unchanged": len(products) - len(todo),
         "deleted": len(gone),
         "embedded": len(todo),
+        "deleted_ids": gone[:SHOWN_IDS],
+        "kept_skipped": len(kept),
     }
 
 
@@ -170,6 +217,8 @@ def ingest_chroma(
     embed_batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
     embedder_id: str | None = None,
+    max_delete_share: float = DEFAULT_MAX_DELETE_SHARE,
+    allow_mass_delete: bool = False,
 ) -> ChromaIngestReport:
     """Validate ProductsRAG.json of ``dataset_dir`` and sync it into ``collection_name``.
 
@@ -178,6 +227,10 @@ def ingest_chroma(
     ``embed.embedder_id`` when present, as set by :func:`embedder_function`) is stored in the
     collection's metadata, as :func:`vectors_id`; a collection written by another embedder is
     re-embedded entirely.
+
+    Products no longer in the file are deleted, within ``max_delete_share`` of the stored
+    catalogue (see :func:`sync_products`). Products skipped as bad are never deleted; when a bad
+    entry has no readable item_id, nothing is deleted at all (it could be any product).
     """
     started = time.perf_counter()
     dataset_dir = Path(dataset_dir)
@@ -207,6 +260,10 @@ def ingest_chroma(
         embed_batch_size=embed_batch_size,
         progress=progress,
         reembed_all=stale,
+        keep=catalogue.skipped_ids,
+        delete=catalogue.unidentified_bad_rows == 0,
+        max_delete_share=max_delete_share,
+        allow_mass_delete=allow_mass_delete,
     )
     if embedder_id is not None and recorded != embedder_id:
         # only once every vector is the new embedder's: a failed run re-embeds again
@@ -216,6 +273,7 @@ def ingest_chroma(
         dataset=str(dataset_dir),
         collection=collection_name,
         bad_rows=catalogue.bad_rows,
+        deletes_held_back=catalogue.unidentified_bad_rows > 0,
         embedder=embedder_id,
         reembedded_all=stale,
         seconds={

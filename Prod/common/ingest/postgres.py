@@ -2,7 +2,8 @@
 an empty table), then upsert.
 
 Everything happens in one transaction: with bad rows (and no ``skip_bad_rows``) nothing is
-written; otherwise users and items are inserted or updated only when a value changed, and
+written; otherwise users and items are inserted or updated only when a value changed (an
+optional column the file leaves out keeps its stored values), and
 interactions are inserted unless the same event (user, item, event, time) is already stored, so
 re-running on the same files leaves exactly the same state.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,16 @@ from sqlalchemy.engine import make_url
 
 from Prod.common.db import migrate
 from Prod.common.errors import IngestError
-from Prod.common.ingest.validate import BadRow, CanonicalTables, describe_bad_rows, read_tables
+from Prod.common.ingest.validate import (
+    ITEM_COLUMNS,
+    ITEMS_FILE,
+    USER_COLUMNS,
+    USERS_FILE,
+    BadRow,
+    CanonicalTables,
+    describe_bad_rows,
+    read_tables,
+)
 from Prod.common.logs import get_logger
 
 log = get_logger(__name__)
@@ -53,6 +63,9 @@ class PostgresIngestReport:
     rows_read: dict[str, int]
     duplicate_interactions: int
     bad_rows: list[BadRow] = field(default_factory=list)
+    # optional columns absent from the file, by file: stored values kept / set to NULL
+    kept_columns: dict[str, list[str]] = field(default_factory=dict)
+    cleared_columns: list[str] = field(default_factory=list)
     interaction_mode: str = "incremental"  # or "bulk": indexes and FKs rebuilt once
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -69,6 +82,8 @@ class PostgresIngestReport:
             "rows_read": self.rows_read,
             "duplicate_interactions": self.duplicate_interactions,
             "skipped_rows": self.skipped_rows,
+            "kept_columns": self.kept_columns,
+            "cleared_columns": self.cleared_columns,
             "interaction_mode": self.interaction_mode,
             "bad_rows": [str(bad) for bad in self.bad_rows[:max_bad_rows]],
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -113,32 +128,37 @@ create temp table stage_item (
 """
 
 # (xmax = 0) is true for rows this statement inserted, false for rows it updated
-_UPSERT_USERS = """
-with written as (
-    insert into "user" (user_id, name)
-    select user_id, name from stage_user
-    on conflict (user_id) do update set name = excluded.name
-    where "user".name is distinct from excluded.name
-    returning (xmax = 0) as inserted
-)
+_COUNT_WRITTEN = """
 select count(*) filter (where inserted), count(*) filter (where not inserted) from written
 """
 
 _ITEM_COLUMNS = (
     "title", "brand", "category", "price", "avg_rating", "rating_count", "description", "image_url"
 )  # fmt: skip
-_UPSERT_ITEMS = f"""
-with written as (
-    insert into item (item_id, {", ".join(_ITEM_COLUMNS)})
-    select item_id, {", ".join(_ITEM_COLUMNS)} from stage_item
-    on conflict (item_id) do update set
-        {", ".join(f"{c} = excluded.{c}" for c in _ITEM_COLUMNS)}, updated_at = now()
-    where ({", ".join(f"item.{c}" for c in _ITEM_COLUMNS)})
-        is distinct from ({", ".join(f"excluded.{c}" for c in _ITEM_COLUMNS)})
-    returning (xmax = 0) as inserted
-)
-select count(*) filter (where inserted), count(*) filter (where not inserted) from written
-"""
+
+
+def _upsert_sql(table: str, key: str, columns: tuple[str, ...], updated: tuple[str, ...]) -> str:
+    """Insert staged rows; on an existing key set only the ``updated`` columns, and only when
+    one of them changed. Columns left out of ``updated`` keep their stored values (an optional
+    column absent from the file must not null what is stored)."""
+    quoted = f'"{table}"'
+    insert = (
+        f"insert into {quoted} ({key}, {', '.join(columns)}) "
+        f"select {key}, {', '.join(columns)} from stage_{table}"
+    )
+    if not updated:
+        conflict = f"on conflict ({key}) do nothing"
+    else:
+        stamp = ", updated_at = now()" if table == "item" else ""
+        conflict = (
+            f"on conflict ({key}) do update set "
+            f"{', '.join(f'{c} = excluded.{c}' for c in updated)}{stamp} "
+            f"where ({', '.join(f'{quoted}.{c}' for c in updated)}) "
+            f"is distinct from ({', '.join(f'excluded.{c}' for c in updated)})"
+        )
+    written = f"{insert} {conflict} returning (xmax = 0) as inserted"
+    return f"with written as ({written}) {_COUNT_WRITTEN}"
+
 
 _STAGE_INTERACTIONS_DDL = """
 create temp table stage_interaction (
@@ -401,11 +421,60 @@ def _upsert(cur: psycopg.Cursor, sql: str, staged: int) -> UpsertCounts:
     return UpsertCounts(inserted, updated, staged - inserted - updated)
 
 
+# optional columns of users.csv / items.csv that --clear-column may name
+_CLEARABLE = {USERS_FILE: USER_COLUMNS[1], ITEMS_FILE: ITEM_COLUMNS[1]}
+CLEARABLE_COLUMNS = tuple(c for columns in _CLEARABLE.values() for c in columns)
+
+
+def _updated(columns: tuple[str, ...], kept: frozenset[str]) -> tuple[str, ...]:
+    return tuple(c for c in columns if c not in kept)
+
+
+def kept_columns(
+    tables: CanonicalTables, clear_columns: Iterable[str] = ()
+) -> dict[str, list[str]]:
+    """Optional columns absent from users.csv / items.csv whose stored values are kept, by
+    file: all absent ones but those in ``clear_columns`` (which are set to NULL, rating_count
+    to 0). Naming a column that is not optional, or that the file has, is an IngestError."""
+    clear = set(clear_columns)
+    optional = _CLEARABLE
+    unknown = sorted(clear - set(CLEARABLE_COLUMNS))
+    if unknown:
+        raise IngestError(
+            f"--clear-column {', '.join(unknown)}: only an optional column of users.csv or "
+            f"items.csv can be cleared ({', '.join(CLEARABLE_COLUMNS)})",
+            clear_columns=unknown,
+        )
+    present = sorted(
+        f"{name} has {column}"
+        for name, columns in optional.items()
+        for column in columns
+        if column in clear and column not in tables.absent_columns.get(name, ())
+    )
+    if present:
+        raise IngestError(
+            f"--clear-column: {'; '.join(present)}; its values are loaded as they are (an empty "
+            "cell = unknown). Leave the column out of the file to clear it; nothing was written",
+            clear_columns=sorted(clear),
+        )
+    kept = {
+        name: [c for c in tables.absent_columns.get(name, ()) if c not in clear]
+        for name in optional
+    }
+    return {name: columns for name, columns in kept.items() if columns}
+
+
 def write_tables(
-    conn: psycopg.Connection, tables: CanonicalTables, bulk_min_rows: int = BULK_MIN_ROWS
+    conn: psycopg.Connection,
+    tables: CanonicalTables,
+    bulk_min_rows: int = BULK_MIN_ROWS,
+    *,
+    kept: Iterable[str] = (),
 ) -> tuple[dict[str, UpsertCounts], str]:
     """Stage and upsert the three tables inside the caller's transaction; returns the counts
-    and how interactions were inserted ("bulk" or "incremental")."""
+    and how interactions were inserted ("bulk" or "incremental"). Existing users and items keep
+    their stored values of the ``kept`` columns (see :func:`kept_columns`); new ones get NULL."""
+    kept = frozenset(kept)
     with conn.cursor() as cur:
         # sorts and index builds of a million rows stay in memory
         cur.execute("set local work_mem = '256MB'")
@@ -413,8 +482,10 @@ def write_tables(
         cur.execute(_STAGE_DDL)
         _copy_frame(cur, "stage_user", tables.users)
         _copy_frame(cur, "stage_item", tables.items)
-        users = _upsert(cur, _UPSERT_USERS, len(tables.users))
-        items = _upsert(cur, _UPSERT_ITEMS, len(tables.items))
+        user_sql = _upsert_sql("user", "user_id", ("name",), _updated(("name",), kept))
+        item_sql = _upsert_sql("item", "item_id", _ITEM_COLUMNS, _updated(_ITEM_COLUMNS, kept))
+        users = _upsert(cur, user_sql, len(tables.users))
+        items = _upsert(cur, item_sql, len(tables.items))
         staged = len(tables.interactions)
         inserted, mode = _insert_interactions(cur, tables.interactions, bulk_min_rows)
     counts = {
@@ -432,11 +503,14 @@ def ingest_postgres(
     skip_bad_rows: bool = False,
     progress: Progress | None = None,
     bulk_min_rows: int = BULK_MIN_ROWS,
+    clear_columns: Iterable[str] = (),
 ) -> PostgresIngestReport:
     """Migrate the schema, validate ``dataset_dir`` and load it in one transaction.
 
     Raises :class:`IngestError` (nothing written) on a missing file/column, or on any bad row
     unless ``skip_bad_rows``; the error's ``bad_rows`` detail lists every one as ``file:line``.
+    An optional column absent from users.csv or items.csv leaves the stored values alone,
+    unless named in ``clear_columns`` (then it is set to NULL for every user/item in the file).
     """
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -453,17 +527,24 @@ def ingest_postgres(
                 f"(--skip-bad-rows loads the good rows):\n{describe_bad_rows(tables.bad_rows)}",
                 bad_rows=[str(bad) for bad in tables.bad_rows],
             )
+        kept = kept_columns(tables, clear_columns)
+        for name, columns in kept.items():
+            say(f"{name} has no {', '.join(columns)} column: stored values kept")
         say(
             f"loading {len(tables.users)} users, {len(tables.items)} items, "
             f"{len(tables.interactions)} interactions"
         )
-        counts, mode = write_tables(conn, tables, bulk_min_rows)
+        counts, mode = write_tables(
+            conn, tables, bulk_min_rows, kept=[c for columns in kept.values() for c in columns]
+        )
     finished = time.perf_counter()
     report = PostgresIngestReport(
         dataset=str(dataset_dir),
         rows_read=tables.rows_read,
         duplicate_interactions=tables.duplicate_interactions,
         bad_rows=tables.bad_rows,
+        kept_columns=kept,
+        cleared_columns=sorted(set(clear_columns)),
         interaction_mode=mode,
         seconds={
             "validate": validated - started,

@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from Prod.common.data.canonical import DEFAULT_WEIGHTS
 from Prod.common.data.canonical import EVENTS as CANONICAL_EVENTS
 from Prod.common.data.cleaning import clean_catalogue, clean_products
 from Prod.common.errors import IngestError
+from Prod.common.timestamps import parse_timestamps_us
 
 USERS_FILE = "users.csv"
 ITEMS_FILE = "items.csv"
@@ -36,7 +37,8 @@ INTERACTIONS_FILE = "interactions.csv"
 PRODUCTS_FILE = "ProductsRAG.json"
 TABLE_FILES = (USERS_FILE, ITEMS_FILE, INTERACTIONS_FILE)
 
-# required columns first; optional columns are filled with "" when absent
+# required columns first; optional columns are filled with "" when absent (and the Postgres
+# loader then keeps what is stored for them, unless told to clear them)
 USER_COLUMNS = (("user_id",), ("name",))
 ITEM_COLUMNS = (
     ("item_id", "title"),
@@ -48,9 +50,6 @@ INTERACTION_COLUMNS = (("user_id", "item_id", "event", "timestamp"), ("rating", 
 EVENTS = CANONICAL_EVENTS
 EVENT_WEIGHTS = DEFAULT_WEIGHTS
 MAX_ID_LENGTH = 128
-# plausible event times: unix seconds in [1970, 2100); catches milliseconds given as seconds
-MIN_UNIX_S = 0
-MAX_UNIX_S = 4_102_444_800
 METADATA_TYPES = (str, int, float, bool)
 # title of an item whose title was only markup and that has nothing to rebuild one from
 FALLBACK_TITLE = "Product {}"
@@ -89,6 +88,8 @@ class CanonicalTables:
     rows_read: dict[str, int] = field(default_factory=dict)
     duplicate_interactions: int = 0
     cleaning: dict[str, int] = field(default_factory=dict)  # CleaningReport.as_dict() of items
+    # optional columns the file leaves out, by file (read as empty; stored values are kept)
+    absent_columns: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,6 +107,9 @@ class ProductCatalogue:
     products: list[Product]
     bad_rows: list[BadRow] = field(default_factory=list)
     cleaning: dict[str, int] = field(default_factory=dict)  # CleaningReport.as_dict()
+    # item_ids of bad entries (a sync must not delete them), and bad entries without one
+    skipped_ids: set[str] = field(default_factory=set)
+    unidentified_bad_rows: int = 0
 
 
 # --- files and CSV parsing ------------------------------------------------------------------
@@ -131,19 +135,53 @@ def _physical_lines(data: bytes) -> int:
     return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
 
 
+def _check_header(name: str, header: list[str]) -> list[str]:
+    """Stripped column names; a repeated name is an IngestError naming the file and column."""
+    columns = [str(c).strip() for c in header]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise IngestError(
+            f"{name}:1: column {', '.join(map(repr, repeated))} appears more than once in the "
+            "header; nothing was written",
+            file=name,
+            line=1,
+            duplicate_columns=repeated,
+        )
+    return columns
+
+
+def _records(name: str, reader) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each record; a CSV syntax error names the record's line."""
+    last_line = reader.line_num
+    while True:
+        start = last_line + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise IngestError(
+                f"{name}:{start}: not valid CSV ({exc}; an unclosed quote?)", file=name, line=start
+            ) from None
+        last_line = reader.line_num
+        yield start, record
+
+
 def _read_csv_slow(name: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
-    """Exact line numbers for files with quoted newlines, blank or ragged lines."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
+    """Exact line numbers for files with quoted newlines, blank or ragged lines.
+
+    Strict parsing: a quote left open to the end of the file is an error at the line where the
+    record starts, not a field swallowing the rest of the file."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records = _records(name, reader)
+    _, header = next(records, (1, None))
     if not header:
         raise IngestError(f"{name} is empty (no header line)", file=name)
+    columns = _check_header(name, header)
     rows: list[list[str]] = []
     lines: list[int] = []
     bad: list[BadRow] = []
-    last_line = reader.line_num
-    for record in reader:
-        start = last_line + 1
-        last_line = reader.line_num
+    for start, record in records:
         if not record:
             continue  # blank line
         if len(record) > len(header):
@@ -152,7 +190,7 @@ def _read_csv_slow(name: str, text: str) -> tuple[pd.DataFrame, np.ndarray, list
         record += [""] * (len(header) - len(record))  # as pandas does: missing trailing = empty
         rows.append(record)
         lines.append(start)
-    frame = pd.DataFrame(rows, columns=[c.strip() for c in header], dtype=object)
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
     return frame, np.asarray(lines, dtype=np.int64), bad
 
 
@@ -165,6 +203,35 @@ def read_csv_lines(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
     """
     name = path.name
     data = path.read_bytes()
+    frame, lines, bad = _parse_csv(name, data)
+    if b"\x00" in data:  # memchr: free when absent
+        frame, lines, bad = _drop_nul_rows(name, frame, lines, bad)
+    return frame, lines, bad
+
+
+def _drop_nul_rows(
+    name: str, frame: pd.DataFrame, lines: np.ndarray, bad: list[BadRow]
+) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
+    """Rows with a NUL character are bad rows: PostgreSQL text cannot hold one."""
+    has_nul = np.zeros(len(frame), dtype=bool)
+    reasons: dict[int, list[str]] = {}
+    for column in frame.columns:
+        in_column = frame[column].str.contains("\x00", regex=False).to_numpy(dtype=bool)
+        for pos in np.flatnonzero(in_column).tolist():
+            reasons.setdefault(pos, []).append(f"{column} contains a NUL character")
+        has_nul |= in_column
+    bad = bad + [BadRow(name, int(lines[pos]), "; ".join(why)) for pos, why in reasons.items()]
+    return frame[~has_nul].reset_index(drop=True), lines[~has_nul], bad
+
+
+def _decode(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{name} is not UTF-8 text: {exc}", file=name) from None
+
+
+def _parse_csv(name: str, data: bytes) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -176,16 +243,24 @@ def read_csv_lines(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
         raise IngestError(f"{name} is empty (no header line)", file=name) from None
     except UnicodeDecodeError as exc:
         raise IngestError(f"{name} is not UTF-8 text: {exc}", file=name) from None
-    except pd.errors.ParserError as exc:
-        raise IngestError(f"{name} is not valid CSV: {exc}", file=name) from None
+    except pd.errors.ParserError:
+        # pandas counts data rows from 0; the csv module finds the file line (or parses it)
+        return _read_csv_slow(name, _decode(name, data))
+    # pandas renames a repeated column ("user_id.1"): check the header as written
+    first_line = data.partition(b"\n")[0].decode("utf-8-sig", errors="replace")
+    _check_header(name, next(csv.reader([first_line]), []))
     parser_warned = any(issubclass(w.category, pd.errors.ParserWarning) for w in caught)
     if parser_warned or _physical_lines(data) != len(frame) + 1:
-        return _read_csv_slow(name, data.decode("utf-8-sig"))
+        return _read_csv_slow(name, _decode(name, data))
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame, np.arange(2, len(frame) + 2, dtype=np.int64), []
 
 
-def _select_columns(frame: pd.DataFrame, name: str, columns: tuple[tuple[str, ...], ...]):
+def _select_columns(
+    frame: pd.DataFrame, name: str, columns: tuple[tuple[str, ...], ...]
+) -> tuple[pd.DataFrame, list[str]]:
+    """(the required and optional columns, the optional ones absent from the file, read as
+    empty: the loader keeps stored values of an absent column)."""
     required, optional = columns
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -195,10 +270,10 @@ def _select_columns(frame: pd.DataFrame, name: str, columns: tuple[tuple[str, ..
             file=name,
             missing_columns=missing,
         )
-    for column in optional:
-        if column not in frame.columns:
-            frame[column] = ""
-    return frame[list(required + optional)]
+    absent = [column for column in optional if column not in frame.columns]
+    for column in absent:
+        frame[column] = ""
+    return frame[list(required + optional)], absent
 
 
 # --- row checks -----------------------------------------------------------------------------
@@ -291,37 +366,12 @@ def _strings(values: np.ndarray) -> pd.Series:
 
 
 def _timestamps_us(flags: _RowFlags, values: pd.Series) -> np.ndarray:
-    """Unix microseconds (UTC) from ISO-8601 (naive = UTC) or integer unix seconds."""
-    raw = values.to_numpy()
-    out = np.zeros(len(values), dtype=np.int64)
-    # str.isdigit is a C call per value, far cheaper than a regex over millions of rows
-    is_int = np.fromiter(map(str.isdigit, raw), dtype=bool, count=len(raw))
-    if is_int.any():
-        seconds = pd.to_numeric(values[is_int]).to_numpy(dtype=np.float64)
-        # out-of-range seconds are flagged below; clip so the multiplication cannot overflow
-        out[is_int] = np.clip(seconds, -1, MAX_UNIX_S).astype(np.int64) * 1_000_000
-    iso = ~is_int
-    valid = is_int.copy()
-    if iso.any():
-        parsed = pd.to_datetime(values[iso], format="ISO8601", utc=True, errors="coerce")
-        ok = parsed.notna().to_numpy()
-        micros = parsed[ok].dt.tz_localize(None).to_numpy(dtype="datetime64[us]").astype(np.int64)
-        iso_positions = np.flatnonzero(iso)
-        out[iso_positions[ok]] = micros
-        valid[iso_positions[ok]] = True
-    flags.flag(
-        ~valid,
-        lambda p: f"timestamp {_short(raw[p])} is neither ISO-8601 nor integer unix seconds",
-    )
-    out_of_range = valid & ((out < MIN_UNIX_S * 1_000_000) | (out >= MAX_UNIX_S * 1_000_000))
-    flags.flag(
-        out_of_range,
-        lambda p: (
-            f"timestamp {_short(raw[p])} is outside 1970..2099"
-            + (" (milliseconds? unix seconds expected)" if is_int[p] else "")
-        ),
-    )
-    return out
+    """Unix microseconds (UTC) by the shared rule (:data:`Prod.common.timestamps.RULE`)."""
+    micros, problems = parse_timestamps_us(values.to_numpy(dtype=object))
+    bad = np.zeros(len(micros), dtype=bool)
+    bad[list(problems)] = True
+    flags.flag(bad, problems.__getitem__)
+    return micros
 
 
 def _check_users(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, _RowFlags]:
@@ -498,7 +548,8 @@ def read_tables(folder: Path, known_ids: KnownIds | None = None) -> CanonicalTab
         ITEMS_FILE: ITEM_COLUMNS,
         INTERACTIONS_FILE: INTERACTION_COLUMNS,
     }
-    frames = {name: _select_columns(parsed[name][0], name, specs[name]) for name in TABLE_FILES}
+    selected = {name: _select_columns(parsed[name][0], name, specs[name]) for name in TABLE_FILES}
+    frames = {name: frame for name, (frame, _) in selected.items()}
     bad_rows = [bad for name in TABLE_FILES for bad in parsed[name][2]]
     rows_read = {name: len(frames[name]) + len(parsed[name][2]) for name in TABLE_FILES}
 
@@ -528,6 +579,7 @@ def read_tables(folder: Path, known_ids: KnownIds | None = None) -> CanonicalTab
         rows_read=rows_read,
         duplicate_interactions=duplicates,
         cleaning=cleaning.as_dict(),
+        absent_columns={name: absent for name, (_, absent) in selected.items() if absent},
     )
 
 
@@ -593,6 +645,8 @@ def read_products(folder: Path) -> ProductCatalogue:
     products: list[Product] = []
     bad: list[BadRow] = []
     first_line: dict[str, int] = {}
+    skipped_ids: set[str] = set()
+    unidentified = 0
     for line, entry in _json_array_with_lines(text, PRODUCTS_FILE):
         problem = _product_problem(entry)
         if problem is None and entry["item_id"] in first_line:
@@ -600,6 +654,11 @@ def read_products(folder: Path) -> ProductCatalogue:
             problem = f"duplicate item_id {_short(entry['item_id'])} (first on line {first})"
         if problem is not None:
             bad.append(BadRow(PRODUCTS_FILE, line, problem))
+            item_id = entry.get("item_id") if isinstance(entry, dict) else None
+            if isinstance(item_id, str) and item_id:
+                skipped_ids.add(item_id)
+            else:
+                unidentified += 1
             continue
         first_line[entry["item_id"]] = line
         metadata = {k: v for k, v in entry.get("metadata", {}).items() if v is not None}
@@ -611,7 +670,13 @@ def read_products(folder: Path) -> ProductCatalogue:
         Product(item_id, text, metadata, product.line)
         for (item_id, text, metadata), product in zip(cleaned, products, strict=True)
     ]
-    return ProductCatalogue(products=products, bad_rows=bad, cleaning=cleaning.as_dict())
+    return ProductCatalogue(
+        products=products,
+        bad_rows=bad,
+        cleaning=cleaning.as_dict(),
+        skipped_ids=skipped_ids - set(first_line),
+        unidentified_bad_rows=unidentified,
+    )
 
 
 def describe_bad_rows(bad_rows: list[BadRow], limit: int = 20) -> str:
