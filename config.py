@@ -10,11 +10,22 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent
+
+# Outside these environments the API key and the store passwords must be real secrets.
+TRUSTED_ENVIRONMENTS = frozenset({"local", "test"})
+# 16 characters: a guessed key is out of reach; `secrets.token_urlsafe(32)` gives 43.
+MIN_API_KEY_LENGTH = 16
+# Shipped defaults and common placeholders, refused as passwords outside local/test.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "reco-local-only", "postgres", "password", "secret", "redis"}
+)
+GENERATE_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 class Settings(BaseSettings):
@@ -24,7 +35,10 @@ class Settings(BaseSettings):
 
     # --- deployment -------------------------------------------------------------------------
     environment: Literal["local", "docker", "production", "test"] = Field(
-        "local", description="Where the platform runs; secrets are enforced outside local/test."
+        "local",
+        description="Where the platform runs. Outside local/test, start-up refuses an API_KEY "
+        f"shorter than {MIN_API_KEY_LENGTH} characters and a DATABASE_URL / REDIS_URL without "
+        "a password or with a default one (reco-local-only, postgres, password, ...).",
     )
     log_level: str = Field("INFO", description="Python logging level for every service.")
     data_dir: Path = Field(
@@ -171,7 +185,8 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         None,
         description="When set, every endpoint but /health (/docs, /redoc and /openapi.json "
-        "included) needs header X-API-Key.",
+        f"included) needs header X-API-Key. Required ({MIN_API_KEY_LENGTH}+ characters) outside "
+        "local/test; Docker mode generates one into DATA_DIR/docker.env.",
     )
     api_docs_public: bool = Field(
         False,
@@ -195,8 +210,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
-        if self.environment == "production" and self.api_key in (None, "", "changeme"):
-            raise ValueError("API_KEY must be set to a real secret when ENVIRONMENT=production")
+        """Outside local/test: a real API key and non-placeholder store passwords."""
+        if self.environment in TRUSTED_ENVIRONMENTS:
+            return self
+        where = f"when ENVIRONMENT={self.environment}"
+        key = self.api_key or ""
+        if len(key) < MIN_API_KEY_LENGTH or key.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                f"API_KEY must be a secret of at least {MIN_API_KEY_LENGTH} characters {where} "
+                f"(got {len(key)}); generate one with `{GENERATE_SECRET}`"
+            )
+        for name in ("database_url", "redis_url"):
+            password = unquote(urlsplit(getattr(self, name)).password or "")
+            if password.lower() in PLACEHOLDER_SECRETS:
+                what = "has no password" if not password else "uses a default password"
+                raise ValueError(
+                    f"{name.upper()} {what} {where}; put a generated one in the URL "
+                    f"(`{GENERATE_SECRET}`; Docker mode: POSTGRES_PASSWORD / REDIS_PASSWORD)"
+                )
         return self
 
     @property

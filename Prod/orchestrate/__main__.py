@@ -66,6 +66,7 @@ def _docker(args: argparse.Namespace) -> int:
             else:
                 for name, url in result["urls"].items():
                     print(f"  {name:<18} {url}  (docs: {url}/docs)")
+                print(f"  header X-API-Key: your API_KEY, else the one in {result['secrets_file']}")
             return 0
         if args.command == "down":
             docker.down(volumes=args.volumes)

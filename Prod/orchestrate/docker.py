@@ -2,17 +2,57 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
 import time
+from pathlib import Path
 
-from Prod.orchestrate.environment import ROOT, compose_command, setting
+from Prod.orchestrate.environment import ROOT, compose_command, data_dir, read_dotenv, setting
 
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ONE_SHOT = ("pull_ollama_model", "ingest_postgres_db", "ingest_chroma_db")
+# Required by docker-compose.yaml (`${NAME:?...}`): never shipped, generated once per machine.
+SECRETS = ("API_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 
 
 class DockerError(RuntimeError):
     """Compose is missing, or a compose command failed."""
+
+
+def secrets_file() -> Path:
+    """Where Docker mode keeps the secrets it generated (``DATA_DIR/docker.env``, git-ignored)."""
+    return data_dir() / "docker.env"
+
+
+def ensure_secrets(path: Path | None = None) -> dict[str, str]:
+    """The values of :data:`SECRETS` that compose must be given.
+
+    A secret set in the environment or ``.env`` wins and is not returned; any other comes from
+    ``path`` (default :func:`secrets_file`), where a missing one is generated once
+    (``secrets.token_urlsafe(32)``, 43 characters) and kept (mode 0600): the Postgres volume keeps
+    the password it was created with, so the file must outlive ``up``/``down``.
+    """
+    path = path or secrets_file()
+    stored = read_dotenv(path)
+    missing = [name for name in SECRETS if not setting(name) and not stored.get(name)]
+    if missing:
+        stored.update({name: secrets.token_urlsafe(32) for name in missing})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "# Docker mode's secrets, generated once by `start_services.sh --docker`; keep this",
+            "# file (the Postgres volume keeps its password). Send API_KEY as header X-API-Key.",
+            *(f"{name}={value}" for name, value in stored.items()),
+        ]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+    return {name: stored[name] for name in SECRETS if not setting(name)}
+
+
+def _env() -> dict[str, str]:
+    """The process environment plus the generated secrets (compose interpolates from both)."""
+    return {**os.environ, **ensure_secrets()}
 
 
 def _compose() -> list[str]:
@@ -23,7 +63,7 @@ def _compose() -> list[str]:
 
 
 def _run(args: list[str], check: bool = True) -> int:
-    code = subprocess.run([*_compose(), *args], cwd=str(ROOT), check=False).returncode
+    code = subprocess.run([*_compose(), *args], cwd=str(ROOT), env=_env(), check=False).returncode
     if check and code != 0:
         raise DockerError(f"`{' '.join(args)}` failed with exit code {code}")
     return code
@@ -40,18 +80,22 @@ def urls() -> dict[str, str]:
 
 def up(timeout_s: float = 1800) -> dict[str, object]:
     """Build and start every container; wait until healthy and the one-shot jobs are done."""
-    if _compose()[0] == "docker-compose":  # v1 has no --wait: poll its ps output instead
-        _run(["up", "-d", "--build"])
-        _poll_healthy(timeout_s)
-    else:
-        _run(["up", "-d", "--build", "--wait", "--wait-timeout", str(int(timeout_s))])
-    return {"mode": "docker", "urls": urls()}
+    v1 = _compose()[0] == "docker-compose"
+    try:
+        if v1:  # v1 has no --wait: poll its ps output instead
+            _run(["up", "-d", "--build"])
+            _poll_healthy(timeout_s)
+        else:
+            _run(["up", "-d", "--build", "--wait", "--wait-timeout", str(int(timeout_s))])
+    except DockerError as exc:  # e.g. a service refusing a weak API_KEY says so in its log
+        raise DockerError(f"{exc}; see `bash start_services.sh --docker logs <service>`") from exc
+    return {"mode": "docker", "urls": urls(), "secrets_file": str(secrets_file())}
 
 
 def _poll_healthy(timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        out = subprocess.run([*_compose(), "ps"], capture_output=True, text=True,
+        out = subprocess.run([*_compose(), "ps"], capture_output=True, text=True, env=_env(),
                              check=False).stdout  # fmt: skip
         if "starting" not in out and "unhealthy" not in out and "(healthy)" in out:
             return
