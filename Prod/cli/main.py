@@ -8,6 +8,7 @@ import typer
 
 from Prod.cli import (
     als_cmds,
+    bench_cmds,
     chat_cmds,
     data_cmds,
     infra_cmds,
@@ -29,7 +30,8 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 
 for module in (
-    infra_cmds, data_cmds, ingest_cmds, als_cmds, trainer_cmds, serving_cmds, chat_cmds
+    infra_cmds, data_cmds, ingest_cmds, als_cmds, trainer_cmds, serving_cmds, chat_cmds,
+    bench_cmds,
 ):
     module.register(app, bench_app, eval_app)
 

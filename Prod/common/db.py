@@ -1,20 +1,22 @@
-"""Engine, sessions and versioned schema migrations for PostgreSQL."""
+"""Engine, sessions and versioned schema migrations (Alembic) for PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import psycopg
-from sqlalchemy import Connection, Engine, create_engine, select, text
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from Prod.common import models
 from Prod.common.errors import InfraError
 from Prod.common.logs import get_logger
 
@@ -94,41 +96,56 @@ def session_scope(database_url: str) -> Iterator[Session]:
 
 # --- migrations -----------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    apply: Callable[[Connection], None]
-
-
-def _initial_schema(conn: Connection) -> None:
-    models.Base.metadata.create_all(conn)
-
-
-# Append only: a migration, once released, never changes.
-MIGRATIONS: list[Migration] = [
-    Migration(1, "initial schema", _initial_schema),
-]
-
-_MIGRATION_LOCK = 715_001  # pg advisory lock id: services starting together migrate once
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")  # Alembic: env.py, versions/
+MIGRATION_LOCK = 715_001  # pg advisory lock id: services starting together migrate once
+INITIAL_REVISION = "0001"  # today's schema as the pre-Alembic migrate() created it
+# how autogenerate (and the models-vs-migrations test) compares, beyond tables, columns,
+# indexes and constraints
+AUTOGENERATE_OPTIONS = {"compare_type": True, "compare_server_default": True}
+# Before Alembic, migrate() recorded its versions in schema_migration; version 1 (create_all of
+# the models) is the only one ever released, and revision 0001 creates exactly that schema.
+_LEGACY_TABLE = "schema_migration"
+_LEGACY_VERSION = 1
 
 
-def migrate(database_url: str) -> int:
-    """Bring the schema up to date; returns the schema version. Safe to call concurrently."""
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """Alembic's configuration in code (no ini file at run time); with ``connection``, env.py
+    migrates on it instead of opening its own."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _is_legacy_schema(conn: Connection) -> bool:
+    """Whether the pre-Alembic migrate() made this database (schema_migration, no Alembic)."""
+    tables = inspect(conn)
+    if tables.has_table("alembic_version") or not tables.has_table(_LEGACY_TABLE):
+        return False
+    newest = conn.scalar(text(f"select max(version) from {_LEGACY_TABLE}"))
+    if newest != _LEGACY_VERSION:
+        raise RuntimeError(
+            f"{_LEGACY_TABLE} is at version {newest}; the only pre-Alembic version is "
+            f"{_LEGACY_VERSION}, so this database was not created by this platform"
+        )
+    return True
+
+
+def migrate(database_url: str) -> str:
+    """Upgrade the schema to the newest Alembic revision and return it. Safe to call
+    concurrently: one transaction holds an advisory lock for the whole upgrade, so services
+    starting together migrate once and the others find it done. A database created before
+    Alembic is stamped at :data:`INITIAL_REVISION` (its tables are kept), then upgraded."""
     engine = get_engine(database_url)
     with engine.begin() as conn:
-        conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        models.SchemaMigration.__table__.create(conn, checkfirst=True)
-        applied = set(conn.scalars(select(models.SchemaMigration.version)))
-        for migration in MIGRATIONS:
-            if migration.version in applied:
-                continue
-            log.info("applying migration %d: %s", migration.version, migration.description)
-            migration.apply(conn)
-            conn.execute(
-                models.SchemaMigration.__table__.insert().values(
-                    version=migration.version, description=migration.description
-                )
-            )
-    return MIGRATIONS[-1].version
+        conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        cfg = alembic_config(conn)
+        if _is_legacy_schema(conn):
+            log.info("adopting a pre-Alembic schema at revision %s", INITIAL_REVISION)
+            command.stamp(cfg, INITIAL_REVISION)
+        command.upgrade(cfg, "head")
+        revision = MigrationContext.configure(conn).get_current_revision()
+    if revision is None:  # pragma: no cover - upgrade to head always leaves a revision
+        raise RuntimeError("migration left no alembic_version")
+    return revision
