@@ -143,6 +143,87 @@ def test_gzipped_amazon_files_are_read(tmp_path):
     assert dataset.source_format == "amazon-2023" and len(dataset.interactions) == 4
 
 
+def _written_files(dataset, folder: Path) -> dict[str, bytes]:
+    write_dataset(folder, dataset.users, dataset.items, dataset.interactions)
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_amazon_2023_reviews_csv_is_imported_like_the_jsonl(tmp_path):
+    # the same six reviews as CSV (datetime strings and epoch ms, quoted commas and line breaks,
+    # a missing rating, an empty parent_asin) and as JSONL
+    from_csv = import_amazon(FIXTURES / "amazon2023-csv")
+    from_jsonl = import_amazon(FIXTURES / "amazon2023-csv-as-jsonl")
+
+    assert (from_csv.source_format, from_jsonl.source_format) == ("amazon-2023-csv", "amazon-2023")
+    assert from_csv.report == from_jsonl.report
+    assert from_csv.report["rows_read"] == 6  # line breaks inside quotes did not split rows
+    assert from_csv.report["rows_invalid"] == 1  # the review without a rating
+    assert _written_files(from_csv, tmp_path / "csv") == _written_files(
+        from_jsonl, tmp_path / "jsonl"
+    )
+
+
+def test_amazon_2023_reviews_csv_timestamps_and_items():
+    dataset = import_amazon(FIXTURES / "amazon2023-csv")
+    events = dataset.interactions.set_index(["user_id", "item_id"])["timestamp"]
+
+    # "2020-05-05 14:08:48.923" (UTC) and 1588687728923 ms are the same second
+    assert events[("AGUSER1", "B0PARENT1")] == 1_588_687_728
+    assert events[("AGUSER1", "B0PARENT2")] == 1_600_000_000  # epoch milliseconds
+    assert events[("AGUSER5", "B0PARENT2")] == 1_620_000_000  # no parent_asin: the asin
+    assert "AGUSER4" not in set(dataset.users["user_id"])  # their only review had no rating
+    assert _items_by_id(dataset)["B0PARENT2"]["brand"] == "Balmy"  # meta_*.jsonl as for JSONL
+
+
+@pytest.mark.parametrize(
+    ("stamp", "seconds"),
+    [
+        ("1588687728923", 1_588_687_728),
+        ("2020-05-05 14:08:48.923", 1_588_687_728),
+        ("2020-05-05T14:08:48Z", 1_588_687_728),
+        ("2020-05-05 16:08:48+02:00", 1_588_687_728),
+        ("2020-05-05 14:08:48", 1_588_687_728),
+    ],
+)
+def test_amazon_2023_csv_timestamp_styles(stamp, seconds, tmp_path):
+    header = "user_id,parent_asin,rating,timestamp\n"
+    (tmp_path / "Tiny.csv").write_text(f"{header}U1,B0ITEM,4.0,{stamp}\n")
+    assert import_amazon(tmp_path).interactions["timestamp"].tolist() == [seconds]
+
+
+def test_amazon_2023_csv_is_told_apart_by_its_header(tmp_path):
+    shutil.copy(FIXTURES / "ml-latest-small" / "ratings.csv", tmp_path)  # userId, movieId, ...
+    with pytest.raises(InvalidInput, match="no Amazon review file"):
+        import_amazon(tmp_path)
+    review_csv = (FIXTURES / "amazon2023-csv" / "All_Beauty.csv").read_bytes()
+    with gzip.open(tmp_path / "All_Beauty.csv.gz", "wb") as target:
+        target.write(review_csv)
+    assert detect_amazon_format(tmp_path) == "amazon-2023-csv"
+    assert len(import_amazon(tmp_path).interactions) == 5
+    # a folder with JSONL reviews too is read from the JSONL, as before
+    shutil.copy(FIXTURES / "amazon2023" / "All_Beauty.jsonl", tmp_path)
+    assert detect_amazon_format(tmp_path) == "amazon-2023"
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "where"),
+    [
+        (
+            "4.0,Extra,x,[],B0X,B0X,U9,1600000000000,0,True,surplus\n",
+            r"All_Beauty.csv:12: expected",
+        ),
+        ('4.0,"Unclosed,x,[],B0X,B0X,U9,1600000000000,0,True\n', r"All_Beauty.csv:12: not valid"),
+    ],
+)
+def test_a_malformed_csv_row_is_named_by_its_line(bad_row, where, tmp_path):
+    shutil.copy(FIXTURES / "amazon2023-csv" / "meta_All_Beauty.jsonl", tmp_path)
+    good = (FIXTURES / "amazon2023-csv" / "All_Beauty.csv").read_text()
+    # the header and six rows take 11 lines (their quoted line breaks counted)
+    (tmp_path / "All_Beauty.csv").write_text(good + bad_row)
+    with pytest.raises(InvalidInput, match=where):
+        import_amazon(tmp_path)
+
+
 def test_movielens_100k():
     dataset = import_movielens(FIXTURES / "ml-100k")
     items = _items_by_id(dataset)
@@ -186,7 +267,9 @@ def test_movielens_1m_dat_files(tmp_path):
     assert _items_by_id(dataset)["661"]["category"] == "Animation"
 
 
-@pytest.mark.parametrize("fixture", ["amazon2018", "amazon2023", "ml-100k", "ml-latest-small"])
+@pytest.mark.parametrize(
+    "fixture", ["amazon2018", "amazon2023", "amazon2023-csv", "ml-100k", "ml-latest-small"]
+)
 def test_imported_datasets_write_valid_canonical_files(fixture, tmp_path):
     importer = import_amazon if fixture.startswith("amazon") else import_movielens
     dataset = importer(FIXTURES / fixture)

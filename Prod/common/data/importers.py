@@ -10,6 +10,13 @@ Supported sources (the format is detected from the files in the folder; ``.gz`` 
   ``rating``, ``timestamp`` (ms); ``meta_*.jsonl`` with ``parent_asin``, ``title``, ``store``,
   ``price`` (number or null), ``average_rating``, ``rating_number``, ``categories``,
   ``description`` (list), ``images``.
+- Amazon Reviews 2023 reviews as CSV (``*.csv``, no ``meta_`` prefix, told apart by its header:
+  ``user_id``, ``asin`` and/or ``parent_asin``, ``rating``, ``timestamp``; the full export adds
+  ``title``, ``text``, ``images``, ``helpful_vote``, ``verified_purchase``): quoted fields may hold
+  commas and line breaks; ``timestamp`` is epoch milliseconds or a datetime string
+  ("2020-05-05 14:08:48.923", no offset = UTC). Read exactly as the JSONL reviews (same columns,
+  same rules); the metadata still comes from ``meta_*.jsonl`` (the 2023 release has no meta CSV).
+  A folder with both review files is read from the JSONL.
 - MovieLens 100k: ``u.data`` (tab-separated user, item, rating, timestamp) and ``u.item``
   (pipe-separated, latin-1, 19 genre flags).
 - MovieLens latest / 20m / 25m style: ``ratings.csv`` + ``movies.csv`` (genres "A|B").
@@ -28,6 +35,7 @@ fields, brand wrappers removed and case variants merged. The report counts what 
 from __future__ import annotations
 
 import ast
+import csv
 import gzip
 import io
 import json
@@ -35,6 +43,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +90,10 @@ ML100K_GENRES = [
     "Western",
 ]
 NO_GENRE = "(no genres listed)"
+# a CSV is an Amazon 2023 review file when its header has all of these and an item column
+AMAZON_2023_CSV_REQUIRED = ("user_id", "rating", "timestamp")
+AMAZON_2023_CSV_ITEM = ("parent_asin", "asin")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -108,14 +121,18 @@ class ImportedDataset:
 
 
 def detect_amazon_format(source: Path) -> str:
-    """``"amazon-2018"`` or ``"amazon-2023"`` from the file names in ``source``."""
+    """``"amazon-2018"``, ``"amazon-2023"`` (JSONL reviews) or ``"amazon-2023-csv"`` (reviews
+    CSV) from the file names in ``source`` (and, for a CSV, its header)."""
     if _find(source, ["*.jsonl", "*.jsonl.gz"], meta=False):
         return "amazon-2023"
+    if _amazon_2023_csv(source):
+        return "amazon-2023-csv"
     if _find(source, ["*.json", "*.json.gz"], meta=False):
         return "amazon-2018"
     raise InvalidInput(
-        f"{source}: no Amazon review file found (expected *_5.json / *.json for 2018 "
-        "or *.jsonl for 2023, optionally .gz)"
+        f"{source}: no Amazon review file found (expected *_5.json / *.json for 2018, "
+        "*.jsonl or a reviews *.csv with user_id, parent_asin/asin, rating, timestamp columns "
+        "for 2023, optionally .gz)"
     )
 
 
@@ -129,8 +146,11 @@ def import_amazon(source: str | Path, *, reviewed_only: bool = False) -> Importe
     fmt = detect_amazon_format(source)
     if fmt == "amazon-2018":
         reviews, meta = _amazon_2018(source)
+    elif fmt == "amazon-2023-csv":
+        reviews, meta = _amazon_2023(source, _csv_records(_amazon_2023_csv(source)[0]))
     else:
-        reviews, meta = _amazon_2023(source)
+        review_file = _review_file(source, ["*.jsonl", "*.jsonl.gz"])
+        reviews, meta = _amazon_2023(source, _json_lines(review_file))
     return _assemble_amazon(reviews, meta, fmt, reviewed_only)
 
 
@@ -170,17 +190,22 @@ def _amazon_2018(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return reviews, pd.DataFrame(rows)
 
 
-def _amazon_2023(source: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    review_file = _review_file(source, ["*.jsonl", "*.jsonl.gz"])
+def _amazon_2023(
+    source: Path, records: Iterator[dict[str, Any]]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reviews from ``records`` (JSONL or CSV: one mapping for both) and ``meta_*.jsonl``."""
     reviews = pd.DataFrame(
-        {
-            "user_id": rec.get("user_id"),
-            "item_id": rec.get("parent_asin") or rec.get("asin"),
-            "rating": rec.get("rating"),
-            "timestamp": _ms_to_seconds(rec.get("timestamp")),
-            "name": None,
-        }
-        for rec in _json_lines(review_file)
+        (
+            {
+                "user_id": rec.get("user_id"),
+                "item_id": rec.get("parent_asin") or rec.get("asin"),
+                "rating": rec.get("rating"),
+                "timestamp": _review_seconds(rec.get("timestamp")),
+                "name": None,
+            }
+            for rec in records
+        ),
+        columns=["user_id", "item_id", "rating", "timestamp", "name"],
     )
     meta_file = _find(source, ["meta_*.jsonl", "meta_*.jsonl.gz"], meta=True)
     rows = []
@@ -507,9 +532,27 @@ def _image_2023(images: Any) -> str:
     return ""
 
 
-def _ms_to_seconds(value: Any) -> Any:
+def _review_seconds(value: Any) -> int | None:
+    """Unix seconds of a 2023 review timestamp: epoch milliseconds (a number, or its digits in
+    the CSV) or a datetime string ("2020-05-05 14:08:48.923"; no offset = UTC), rounded down as
+    the milliseconds are; anything else -> None (the row is invalid)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value // 1000
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            return int(text) // 1000
+        try:  # tried before to_numeric, whose failure costs ~30 us a row
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            return (moment - _EPOCH) // timedelta(seconds=1)
+    if not isinstance(value, float | str):
+        return None  # null, true/false, lists: not a time
     number = pd.to_numeric(value, errors="coerce")
-    return None if pd.isna(number) else int(number) // 1000
+    return int(number) // 1000 if np.isfinite(number) else None
 
 
 def _number_or_nan(value: Any) -> float:
@@ -634,6 +677,59 @@ def _review_file(source: Path, patterns: list[str]) -> Path:
         if found:
             return found[0]
     raise InvalidInput(f"{source}: no review file matching {patterns}")
+
+
+def _amazon_2023_csv(source: Path) -> list[Path]:
+    """The non-meta ``*.csv`` files in ``source`` whose header is an Amazon 2023 review one."""
+    found = []
+    for path in _find(source, ["*.csv", "*.csv.gz"], meta=False):
+        try:
+            with _open_text(path) as handle:
+                header = {c.strip() for c in next(csv.reader(handle), [])}
+        except (csv.Error, UnicodeDecodeError, OSError):
+            continue  # not a readable CSV: not a review file (a bad gzip is an OSError)
+        item_column = any(c in header for c in AMAZON_2023_CSV_ITEM)
+        if item_column and all(c in header for c in AMAZON_2023_CSV_REQUIRED):
+            found.append(path)
+    return found
+
+
+def _open_text(path: Path) -> io.TextIOWrapper:
+    """A text handle on a CSV (plain or gzip) for the csv module: UTF-8, an Excel BOM skipped,
+    line breaks left to the reader (quoted fields may hold them)."""
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+
+def _csv_records(path: Path) -> Iterator[dict[str, str]]:
+    """Rows of a CSV (plain or gzip) by header name, streamed; blank lines skipped. A row that is
+    not valid CSV (an unclosed quote, more or fewer fields than the header) is named by the line
+    it starts on, as an editor counts them (header = line 1, quoted line breaks counted)."""
+    with _open_text(path) as handle:
+        reader = csv.reader(handle, strict=True)
+        header: list[str] | None = None
+        last_line = 0
+        while True:
+            start = last_line + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                message = f"{path.name}:{start}: not valid CSV ({exc}; an unclosed quote?)"
+                raise InvalidInput(message) from None
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(f"{path.name}:{start}: not UTF-8 text ({exc})") from None
+            last_line = reader.line_num
+            if not row:
+                continue
+            if header is None:
+                header = [c.strip() for c in row]
+            elif len(row) != len(header):
+                message = f"{path.name}:{start}: expected {len(header)} fields, found {len(row)}"
+                raise InvalidInput(message)
+            else:
+                yield dict(zip(header, row, strict=True))
 
 
 def _python_literal(line: str) -> Any:

@@ -10,11 +10,10 @@ import pandas as pd
 import torch
 
 from Prod.common.als import build_user_items
+from Prod.common.data.canonical import INTERACTIONS_FILE
 from Prod.common.errors import InvalidInput
 
 __all__ = ["IndexMaps", "load_interactions", "to_user_items", "seen_items"]
-
-INTERACTIONS_FILE = "interactions.csv"
 
 
 def load_interactions(dataset_dir: str | Path) -> pd.DataFrame:

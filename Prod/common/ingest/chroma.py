@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from config import Settings
-from Prod.common.data.canonical import embedding_text
+from Prod.common.data.canonical import RAG_FILE, embedding_text
 from Prod.common.errors import IngestError
 from Prod.common.ingest.validate import (
-    PRODUCTS_FILE,
     BadRow,
     Product,
     describe_bad_rows,
@@ -168,7 +167,7 @@ def sync_products(
         raise IngestError(
             f"refusing to delete {len(gone)} of the {len(stored)} stored products "
             f"({len(gone) / len(stored):.0%}, above the {max_delete_share:.0%} limit) because "
-            f"they are not in {PRODUCTS_FILE}; nothing was written. First ids: "
+            f"they are not in {RAG_FILE}; nothing was written. First ids: "
             f"{', '.join(gone[:SHOWN_IDS])}{' ...' if len(gone) > SHOWN_IDS else ''}. "
             "Check the file; if they really are gone, re-run with --allow-mass-delete "
             "(or raise --max-delete-share).",

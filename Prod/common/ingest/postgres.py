@@ -21,13 +21,12 @@ import pandas as pd
 import psycopg
 from sqlalchemy.engine import make_url
 
+from Prod.common.data.canonical import ITEMS_FILE, USERS_FILE
 from Prod.common.db import migrate
 from Prod.common.errors import IngestError
 from Prod.common.ingest.validate import (
     ITEM_COLUMNS,
-    ITEMS_FILE,
     USER_COLUMNS,
-    USERS_FILE,
     BadRow,
     CanonicalTables,
     describe_bad_rows,

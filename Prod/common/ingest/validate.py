@@ -25,16 +25,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from Prod.common.data.canonical import DEFAULT_WEIGHTS
-from Prod.common.data.canonical import EVENTS as CANONICAL_EVENTS
+from Prod.common.data.canonical import (
+    DEFAULT_WEIGHTS,
+    EVENTS,
+    INTERACTIONS_FILE,
+    ITEMS_FILE,
+    RAG_FILE,
+    USERS_FILE,
+)
 from Prod.common.data.cleaning import clean_catalogue, clean_products
 from Prod.common.errors import IngestError
 from Prod.common.timestamps import parse_timestamps_us
 
-USERS_FILE = "users.csv"
-ITEMS_FILE = "items.csv"
-INTERACTIONS_FILE = "interactions.csv"
-PRODUCTS_FILE = "ProductsRAG.json"
 TABLE_FILES = (USERS_FILE, ITEMS_FILE, INTERACTIONS_FILE)
 
 # required columns first; optional columns are filled with "" when absent (and the Postgres
@@ -46,9 +48,6 @@ ITEM_COLUMNS = (
 )
 INTERACTION_COLUMNS = (("user_id", "item_id", "event", "timestamp"), ("rating", "weight"))
 
-# events and the weight used when the file leaves it empty (rating events weigh their rating)
-EVENTS = CANONICAL_EVENTS
-EVENT_WEIGHTS = DEFAULT_WEIGHTS
 MAX_ID_LENGTH = 128
 METADATA_TYPES = (str, int, float, bool)
 # title of an item whose title was only markup and that has nothing to rebuild one from
@@ -508,7 +507,8 @@ def _check_interactions(
         lambda p: f"rating is only allowed when event=rating (event={event_names[event_codes[p]]})",
     )
     weight = _numbers(flags, frame["weight"], "weight", 0, None, low_inclusive=False)
-    weight_by_event = np.array([EVENT_WEIGHTS.get(name, np.nan) for name in event_names])
+    # an empty weight takes the event's default; a rating weighs its rating
+    weight_by_event = np.array([DEFAULT_WEIGHTS.get(name, np.nan) for name in event_names])
     default_weight = np.where(is_rating, rating, weight_by_event[event_codes])
     weight = np.where(np.isnan(weight), default_weight, weight)
     occurred_us = _timestamps_us(flags, frame["timestamp"])
@@ -637,23 +637,23 @@ def _product_problem(entry: object) -> str | None:
 def read_products(folder: Path) -> ProductCatalogue:
     """Read and validate ProductsRAG.json; bad entries are reported with their line."""
     folder = Path(folder)
-    require_files(folder, (PRODUCTS_FILE,))
+    require_files(folder, (RAG_FILE,))
     try:
-        text = (folder / PRODUCTS_FILE).read_text(encoding="utf-8-sig")
+        text = (folder / RAG_FILE).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise IngestError(f"{PRODUCTS_FILE} is not UTF-8 text: {exc}", file=PRODUCTS_FILE) from None
+        raise IngestError(f"{RAG_FILE} is not UTF-8 text: {exc}", file=RAG_FILE) from None
     products: list[Product] = []
     bad: list[BadRow] = []
     first_line: dict[str, int] = {}
     skipped_ids: set[str] = set()
     unidentified = 0
-    for line, entry in _json_array_with_lines(text, PRODUCTS_FILE):
+    for line, entry in _json_array_with_lines(text, RAG_FILE):
         problem = _product_problem(entry)
         if problem is None and entry["item_id"] in first_line:
             first = first_line[entry["item_id"]]
             problem = f"duplicate item_id {_short(entry['item_id'])} (first on line {first})"
         if problem is not None:
-            bad.append(BadRow(PRODUCTS_FILE, line, problem))
+            bad.append(BadRow(RAG_FILE, line, problem))
             item_id = entry.get("item_id") if isinstance(entry, dict) else None
             if isinstance(item_id, str) and item_id:
                 skipped_ids.add(item_id)
