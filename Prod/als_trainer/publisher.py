@@ -106,7 +106,7 @@ def write_user_factors(
         pipe = client.pipeline(transaction=False)
         for chunk in range(start, stop, USER_FIELDS_PER_COMMAND):
             end = min(chunk + USER_FIELDS_PER_COMMAND, stop)
-            # row.tobytes() of a C-contiguous float32 row is exactly encode_factor's output
+            # the stored format: row.tobytes() of a C-contiguous float32 row (decode_factor)
             pipe.hset(key, mapping={user_ids[i]: factors[i].tobytes() for i in range(chunk, end)})
         pipe.execute()
         if progress:

@@ -42,15 +42,9 @@ def item_collection_name(version: str) -> str:
     return f"als-items-{version}"
 
 
-def encode_factor(vector) -> bytes:
-    """(dim,) float vector (numpy or torch) -> raw float32 bytes."""
-    if hasattr(vector, "detach"):
-        vector = vector.detach().cpu().numpy()
-    return np.ascontiguousarray(vector, dtype=FACTOR_DTYPE).tobytes()
-
-
 def decode_factor(raw: bytes, dim: int) -> np.ndarray:
-    """Raw float32 bytes -> (dim,) float32 array (read-only view)."""
+    """Raw float32 bytes (``row.tobytes()`` of a C-contiguous ``FACTOR_DTYPE`` row, as the
+    publisher writes them) -> (dim,) float32 array (read-only view)."""
     vector = np.frombuffer(raw, dtype=FACTOR_DTYPE)
     if vector.shape != (dim,):
         raise ValueError(f"factor has {vector.size} values, expected {dim}")

@@ -50,10 +50,6 @@ def run_dir() -> Path:
     return data_dir() / "run"
 
 
-def logs_dir() -> Path:
-    return data_dir() / "logs"
-
-
 def _succeeds(cmd: list[str], timeout_s: float = 15) -> bool:
     try:
         result = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
