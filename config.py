@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         "a password or with a default one (reco-local-only, postgres, password, ...).",
     )
     log_level: str = Field("INFO", description="Python logging level for every service.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log line format for every service and job: `text` (one readable line) or "
+        "`json` (one JSON object per line: time, level, logger, message, service, request_id, "
+        "exception). Inside an HTTP request every line carries the request's id.",
+    )
     data_dir: Path = Field(
         ROOT / ".local", description="Folder for the local servers' data, logs and pid files."
     )

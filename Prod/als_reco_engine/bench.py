@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 
 from Prod.common.errors import InfraError
+from Prod.common.hub import OFFLINE_ENV
 from Prod.common.logs import get_logger
 
 log = get_logger(__name__)
@@ -197,7 +198,7 @@ def _env(settings, port: int, workers: int = 1) -> dict[str, str]:
             "RECO_WORKERS": str(workers),
             "HOST": "127.0.0.1",
             "LOG_LEVEL": "WARNING",
-            "HF_HUB_OFFLINE": "1",
+            **OFFLINE_ENV,
             "OPENBLAS_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
             "API_KEY": "",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 
 from config import Settings
 from Prod.als_reco_engine.fast_path import RecommendFastPath
 from Prod.als_reco_engine.history import HistoryCollector
+from Prod.als_reco_engine.metrics import ModelCollector
 from Prod.als_reco_engine.routes import RECOMMEND_ROUTE, health_router, router
 from Prod.als_reco_engine.service import RecoEngine
 from Prod.common.api import (
@@ -18,9 +18,8 @@ from Prod.common.api import (
     install_metrics,
     install_request_guard,
 )
-from Prod.common.logs import configure_logging, get_logger
-
-log = get_logger(__name__)
+from Prod.common.logs import configure_logging
+from Prod.common.metrics import register_metrics
 
 DESCRIPTION = """Fast ALS recommendations: an in-memory item index of the active model version
 (hot-swapped when the trainer publishes), real-time fold-in for new users and fresh events,
@@ -46,7 +45,10 @@ def create_app(
         )
         engine.start()
         app.state.engine = engine
-        _register_collector(app, HistoryCollector(engine.history))
+        register_metrics(
+            app, *engine.metrics.collectors(), ModelCollector(engine),
+            HistoryCollector(engine.history),
+        )
         try:
             yield
         finally:
@@ -65,22 +67,6 @@ def create_app(
     app.include_router(health_router)
     app.include_router(router)
     return app
-
-
-def _register_collector(app: FastAPI, collector) -> None:
-    """Add ``collector`` to the registry ``/metrics`` renders (the request-metrics middleware's;
-    Starlette builds the middleware stack before the lifespan starts)."""
-    registry = getattr(app.state, "metrics_registry", None)
-    layer = app.middleware_stack
-    while registry is None and layer is not None:
-        found = getattr(layer, "registry", None)
-        if isinstance(found, CollectorRegistry):
-            registry = found
-        layer = getattr(layer, "app", None) or getattr(layer, "_inner", None)
-    if registry is None:
-        log.warning("no metrics registry found: history counters only in /status")
-        return
-    registry.register(collector)
 
 
 def serving_app() -> FastAPI:
@@ -106,10 +92,12 @@ def main() -> None:
     from config import get_settings
 
     settings = get_settings()
+    configure_logging("als_reco_engine", settings.log_level)
     options = dict(
         host=settings.host,
         port=settings.reco_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's own lines go through configure_logging's handler (LOG_FORMAT)
         access_log=False,
         server_header=False,  # fewer bytes to build and send per response
         **_fast_server_options(),

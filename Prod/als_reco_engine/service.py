@@ -41,6 +41,7 @@ from Prod.als_reco_engine.index import (
     round_scores,
     top_k,
 )
+from Prod.als_reco_engine.metrics import RecoMetrics
 from Prod.als_reco_engine.popularity import PopularityRefresher
 from Prod.als_reco_engine.profiles import ProfileCache, UserProfile
 from Prod.common import model_store
@@ -126,6 +127,7 @@ class RecoEngine:
         )
         self.history = HistoryWriter(self.db, max_buffered=settings.history_max_buffered)
         self.scorer = BatchScorer()
+        self.metrics = RecoMetrics((ALS, FOLD_IN, POPULAR))
         self._written_since_load: set[str] = set()  # users with events newer than the index
         self.started_at = datetime.now(timezone.utc)
 
@@ -253,7 +255,9 @@ class RecoEngine:
         rows = profile.rows_for(index.catalogue)
         if rows.liked.size == 0:  # none of their liked items is in this model
             return None
+        start = time.perf_counter()
         factor = solve_user_factor(index, rows.liked, rows.weights)  # dislikes add no confidence
+        self.metrics.fold_in_seconds.observe(time.perf_counter() - start)
         self.fold_ins.put(index.version, profile.user_id, factor)
         return factor
 
@@ -292,6 +296,7 @@ class RecoEngine:
             scores = _push_away(index, catalogue, scores, profile)
         rows, best = top_k(scores, k, excluded, filter_mask(catalogue, filters))
         result = Recommendation(user_id, strategy, version, catalogue, rows, round_scores(best))
+        self.metrics.served[strategy].inc()
         if log_history:
             self.history.log(
                 user_id=user_id,

@@ -6,13 +6,13 @@ active) and stops it on shutdown.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from config import Settings, get_settings
+from Prod.als_trainer.metrics import TRAINER_METRICS
 from Prod.als_trainer.routes import health_router, router
 from Prod.als_trainer.scheduler import TrainerRunner, TrainerScheduler
 from Prod.common.api import (
@@ -21,7 +21,9 @@ from Prod.common.api import (
     install_metrics,
     install_request_guard,
 )
+from Prod.common.hub import prefer_offline_hub
 from Prod.common.logs import configure_logging
+from Prod.common.metrics import register_metrics
 
 
 def create_app(settings: Settings | None = None, *, schedule: bool = True) -> FastAPI:
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None, *, schedule: bool = True) -> Fa
     install_error_handlers(app)
     install_request_guard(app)
     install_metrics(app, "als_trainer")
+    register_metrics(app, *TRAINER_METRICS.collectors())
     app.include_router(health_router)
     app.include_router(router)
     return app
@@ -58,7 +61,7 @@ def create_app(settings: Settings | None = None, *, schedule: bool = True) -> Fa
 def main() -> None:
     import uvicorn
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    prefer_offline_hub()
     settings = get_settings()
     configure_logging("als_trainer", settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.trainer_port,

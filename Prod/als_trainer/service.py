@@ -15,7 +15,6 @@ its registry row says ``failed`` with the error, and the previously active versi
 from __future__ import annotations
 
 import json
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from Prod.als_trainer.dataset import (
 )
 from Prod.als_trainer.holdout import evaluate_factors, split_holdout
 from Prod.als_trainer.lock import TrainerLock, lock_holder, reap_dead_lock
+from Prod.als_trainer.metrics import TRAINER_METRICS
 from Prod.common import model_store
 from Prod.common.als import ALSParams, build_user_items, fit_als
 from Prod.common.db import postgres_errors, session_scope
@@ -178,34 +178,22 @@ def _error_text(exc: BaseException) -> str:
 
 
 class _Stages:
-    """Times each stage, logs it, calls the hook, and drives a bar when stderr is a terminal."""
+    """Times each stage, logs it and calls the hook (``reco train`` draws its progress from the
+    hook; the service prints nothing)."""
 
-    def __init__(self, version: str, hook: StageHook | None, stages: tuple[str, ...]) -> None:
+    def __init__(self, version: str, hook: StageHook | None) -> None:
         self.version = version
         self.hook = hook
         self.durations: dict[str, float] = {}
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=len(stages), desc=f"train {version}", unit="stage", leave=False)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         if self.hook:
             self.hook(name)
-        if self.bar:
-            self.bar.set_postfix_str(name)
         start = time.perf_counter()
         yield
         self.durations[name] = round(time.perf_counter() - start, 4)
         log.info("[%s] %s done in %.2f s", self.version, name, self.durations[name])
-        if self.bar:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar:
-            self.bar.close()
 
 
 # --- registry -------------------------------------------------------------------------------
@@ -254,7 +242,9 @@ def run_training(
     on_stage: StageHook | None = None,
 ) -> RunResult:
     """Run once (see the module docstring). ``lock``: an already acquired lock (it is released
-    here); without one, this call takes the lock and returns status ``locked`` if it cannot."""
+    here); without one, this call takes the lock and returns status ``locked`` if it cannot.
+    ``on_stage`` is called with each stage's name (:data:`STAGES` order) as it starts. Every
+    outcome is counted in :data:`Prod.als_trainer.metrics.TRAINER_METRICS`."""
     client = redis_for(settings)
     version = version_id or publisher.new_version_id()
     if lock is None:
@@ -262,11 +252,17 @@ def run_training(
         lock = TrainerLock(client, version, settings.train_lock_ttl_s)
         if not lock.acquire():
             holder = lock_holder(client)
-            return RunResult("locked", holder, reason=f"another training run ({holder}) is going")
+            return TRAINER_METRICS.record_run(
+                RunResult("locked", holder, reason=f"another training run ({holder}) is going")
+            )
     try:
-        return _run_locked(settings, version, force=force, evaluate=evaluate, on_stage=on_stage)
+        result = _run_locked(settings, version, force=force, evaluate=evaluate, on_stage=on_stage)
+    except Exception:  # e.g. Postgres down before the run registered itself
+        TRAINER_METRICS.record_run(RunResult("failed", version))
+        raise
     finally:
         lock.release()
+    return TRAINER_METRICS.record_run(result)
 
 
 def _run_locked(
@@ -281,8 +277,7 @@ def _run_locked(
     params = load_params(settings.als_params_path)
     result = RunResult("training", version, data_watermark=watermark, params=params.to_dict())
     register_version(db, version, watermark, result.params)
-    stages = _Stages(version, on_stage, STAGES if evaluate else
-                     tuple(s for s in STAGES if s != "evaluate"))  # fmt: skip
+    stages = _Stages(version, on_stage)
     log.info("[%s] training run started (watermark %d, force=%s)", version, watermark, force)
     try:
         _train_and_publish(settings, version, params, watermark, evaluate, stages, result)
@@ -293,7 +288,6 @@ def _run_locked(
         _discard(settings, version)
         update_version(db, version, status="failed", error=result.error,
                        durations=result.durations, metrics=result.metrics)  # fmt: skip
-        stages.close()
         return result
 
     with stages.stage("cleanup"):
@@ -303,7 +297,6 @@ def _run_locked(
             )
         except Exception as exc:  # the new model is live; a failed cleanup is only logged
             log.warning("[%s] cleanup of old versions failed: %s", version, _error_text(exc))
-    stages.close()
     result.durations = dict(stages.durations)
     result.durations["total"] = round(sum(stages.durations.values()), 4)
     update_version(db, version, durations=result.durations)

@@ -37,6 +37,7 @@ import httpx
 import numpy as np
 
 from Prod.common.errors import InfraError, InvalidInput
+from Prod.common.hub import OFFLINE_ENV
 from Prod.common.supervisor import LocalInfra, free_port, pid_alive
 
 Progress = Callable[[str], None]
@@ -256,8 +257,7 @@ def _service_env(settings_overrides: dict, ports: dict[str, int], dataset: Path)
             "API_KEY": "",
             "RERANKER_MODEL": "",  # no hub download; the chat ranks by embedding similarity
             "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",  # nothing there: template answers
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
+            **OFFLINE_ENV,
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": "1",  # 3 servers + clients share the cores

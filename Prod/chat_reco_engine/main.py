@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import asynccontextmanager
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # respect an explicit 0; never hang on a hub
+from Prod.common.hub import prefer_offline_hub
+
+prefer_offline_hub()  # before the models' libraries read it; an explicit 0 is kept
 
 from fastapi import FastAPI  # noqa: E402
 
@@ -19,6 +20,7 @@ from Prod.common.api import (  # noqa: E402
     install_request_guard,
 )
 from Prod.common.logs import configure_logging  # noqa: E402
+from Prod.common.metrics import register_metrics  # noqa: E402
 
 DESCRIPTION = """Conversational product recommender (RAG): filters read from the text, semantic
 retrieval from Chroma, cross-encoder reranking, ALS-personalised ranking, answers by Mistral via
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_request_guard(app)
     install_metrics(app, "chat_reco_engine")
+    register_metrics(app, *app.state.engine.metrics.collectors())
     app.include_router(health_router)
     app.include_router(router)
     return app
@@ -54,7 +57,10 @@ def main() -> None:
     configure_logging("chat_reco_engine", settings.log_level)
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.chat_port)
+    # log_config=None: uvicorn's own lines go through configure_logging's handler (LOG_FORMAT)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.chat_port, log_config=None
+    )
 
 
 if __name__ == "__main__":

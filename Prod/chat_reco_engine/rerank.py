@@ -8,7 +8,6 @@ category, first description sentence) truncated to ``max_length`` tokens, in one
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from Prod.chat_reco_engine.retrieval import Candidate, description_sentences
+from Prod.common.hub import prefer_offline_hub
 from Prod.common.logs import get_logger
 
 log = get_logger(__name__)
@@ -84,7 +84,7 @@ class Reranker:
         started = time.perf_counter()
         try:
             if Path(self.model_name).exists():
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                prefer_offline_hub()
             from sentence_transformers import CrossEncoder
 
             self._model = CrossEncoder(self.model_name, device="cpu", max_length=self.max_length)

@@ -33,6 +33,7 @@ from Prod.chat_reco_engine.llm import (
     fallback_answer,
     grounded_proposal,
 )
+from Prod.chat_reco_engine.metrics import ChatMetrics
 from Prod.chat_reco_engine.personalise import Personaliser, blend, min_max
 from Prod.chat_reco_engine.relevance import (
     RelevanceFloor,
@@ -151,6 +152,7 @@ class ChatEngine:
                                  top_n=settings.rerank_top_n)  # fmt: skip
         self.llm = LLMClient(settings.ollama_host, settings.ollama_model, settings.ollama_timeout_s)
         self.personaliser = Personaliser(settings)
+        self.metrics = ChatMetrics(self.reranker)
         self._embedder = None
         self._embedding_state = "loading"
         self._embedding_error: str | None = None
@@ -162,6 +164,7 @@ class ChatEngine:
         """An engine for other settings (e.g. another collection) that shares this one's loaded
         cross-encoder; the embedding model is shared through ``load_embedder``'s cache."""
         engine = ChatEngine(settings)
+        engine.metrics = self.metrics
         if _reranking(settings) == _reranking(self.settings):
             engine.reranker = self.reranker
         else:
@@ -463,6 +466,7 @@ class ChatEngine:
             standalone_query=turn.query, filters=turn.filters, answer=answer,
             item_ids=[p.item_id for p in turn.products], generated_by=generated_by,
         )  # fmt: skip
+        self.metrics.record_turn(turn.turn.value, generated_by, turn.unmatched)
         return ChatResponse(
             session_id=turn.state.session_id, answer=answer, products=turn.products,
             filters=turn.filters.set_fields(), standalone_query=turn.query,
@@ -478,13 +482,17 @@ class ChatEngine:
             yield RESET_ANSWER, FALLBACK
             return
         produced = False
+        started = time.perf_counter()
         try:
             for token in self.llm.stream_answer(self._prompt(turn)):
                 produced = True
                 yield token, LLM
         except LLMUnavailable:
             pass
-        if not produced:  # unreachable, timed out, model missing, or an empty answer
+        if produced:
+            self.metrics.llm_seconds.observe(time.perf_counter() - started)
+        else:  # unreachable, timed out, model missing, or an empty answer
+            self.metrics.llm_errors.inc()
             for line in self._fallback(turn).splitlines(keepends=True):
                 yield line, FALLBACK
 

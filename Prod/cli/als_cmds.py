@@ -99,7 +99,7 @@ def tune(
     ),
     trials: int = typer.Option(30, "--trials", min=1, help="Random-search trials for ALS."),
     protocol: str = typer.Option("ms-stratified-item", "--protocol", help=PROTOCOL_HELP),
-    k: int = typer.Option(10, "--k", min=1),
+    k: int = typer.Option(10, "--k", min=1, help="Cut-off of the nDCG the search maximises."),
     seed: int = typer.Option(42, help="Split and search seed."),
     with_implicit: bool = typer.Option(True, help="Also tune implicit's ALS (trials/2)."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest for small data)."),
@@ -166,8 +166,8 @@ def bench_als(
     dataset: Path | None = typer.Option(
         None, "--dataset", help="Canonical dataset folder instead (e.g. from reco generate)."
     ),
-    factors: int = typer.Option(64, "--factors", min=1),
-    iterations: int = typer.Option(5, "--iterations", min=1),
+    factors: int = typer.Option(64, "--factors", min=1, help="Latent factors of both ALS."),
+    iterations: int = typer.Option(5, "--iterations", min=1, help="ALS iterations per fit."),
     threads: int = typer.Option(2, "--threads", min=1, help="Threads for both implementations."),
     repeats: int = typer.Option(3, "--repeats", min=1, help="Timed runs each; medians reported."),
     seed: int = typer.Option(0, "--seed", help="Split (and synthetic data) seed."),

@@ -123,10 +123,9 @@ def _dialogue_runs(engine, products: list, per_kind: int, seed: int) -> dict:
             "relevance_floor": floor.as_dict() if floor else None, "runs": runs}  # fmt: skip
 
 
-def _run_eval(dataset_dir: Path, n_queries: int, max_products: int | None,
+def _run_eval(settings, dataset_dir: Path, n_queries: int, max_products: int | None,
               reranker: str | None, seed: int, threads: int | None,
               dialogues: int = 0) -> dict:  # fmt: skip
-    from config import get_settings
     from Prod.chat_reco_engine.evaluation import (
         CROSS_ENCODER,
         RANKERS,
@@ -136,7 +135,6 @@ def _run_eval(dataset_dir: Path, n_queries: int, max_products: int | None,
     )
 
     _limit_threads(threads)
-    settings = get_settings()
     engine = _engine(settings, reranker)  # load the models before timing anything
     started = time.perf_counter()
     with _progress(0, "indexing products") as bar:
@@ -178,9 +176,8 @@ def _render_bench(result: dict) -> None:
                               if k not in ("ranking", "first_token")}, title="setup"))  # fmt: skip
 
 
-def _run_bench(dataset_dir: Path, repeats: int, max_products: int | None,
+def _run_bench(settings, dataset_dir: Path, repeats: int, max_products: int | None,
                user_id: str | None, threads: int | None) -> dict:  # fmt: skip
-    from config import get_settings
     from Prod.chat_reco_engine.evaluation import (
         FREE_TEXT,
         bench_first_token,
@@ -192,7 +189,6 @@ def _run_bench(dataset_dir: Path, repeats: int, max_products: int | None,
     from Prod.chat_reco_engine.rerank import save_minilm_cross_encoder
 
     _limit_threads(threads)
-    settings = get_settings()
     engine = _engine(settings)
     reranker_note = f"configured {settings.reranker_model}"
     with temporary_folder() as folder:
@@ -216,6 +212,16 @@ def _run_bench(dataset_dir: Path, repeats: int, max_products: int | None,
             "dataset": str(dataset_dir), "cpus": os.cpu_count(),
             "torch_threads": _torch_threads(),
             "load_average_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
+
+
+def _with_servers(run, *args) -> dict:
+    """``run(settings, *args)`` against the configured stores, or temporary ones started (and
+    removed) for this run when the configured ones do not answer."""
+    from config import get_settings
+    from Prod.cli.servers import configured_or_temporary
+
+    with configured_or_temporary(get_settings()) as (settings, which):
+        return {**run(settings, *args), "servers": which}
 
 
 _THREADS_HELP = "torch CPU threads (default: torch's own choice)."
@@ -242,10 +248,11 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         two generated query sets: "filtered" ("<brand> <category> <title words> under
         $<price*1.2>") and "free_text" (title and description words only, no filters); then
         the share of multi-turn dialogues passed per kind (refinements, topic switches, resets,
-        out-of-catalogue brands and kinds, injections), with the LLM stand-in and without."""
+        out-of-catalogue brands and kinds, injections), with the LLM stand-in and without.
+        Uses the configured servers, or temporary ones when those do not answer."""
         result = run_reporting_errors(
-            lambda: _run_eval(dataset_dir, queries, max_products, reranker, seed, threads,
-                              dialogues))
+            lambda: _with_servers(_run_eval, dataset_dir, queries, max_products, reranker, seed,
+                                  threads, dialogues))  # fmt: skip
         emit(result, as_json, _render_eval)
 
     @bench_app.command("chat")
@@ -259,10 +266,11 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
     ) -> None:
         """Latency of embed + retrieve 50 + rerank + blend (p50/p99, no LLM; free-text queries,
         so all candidates are reranked) and time to first streamed token with the loopback
-        Ollama stand-in (ollama_stub)."""
+        Ollama stand-in (ollama_stub). Uses the configured servers, or temporary ones when those
+        do not answer."""
         from config import get_settings
 
         folder = dataset_dir or get_settings().dataset_dir
         result = run_reporting_errors(
-            lambda: _run_bench(folder, repeats, max_products, user_id, threads))
+            lambda: _with_servers(_run_bench, folder, repeats, max_products, user_id, threads))
         emit(result, as_json, _render_bench)

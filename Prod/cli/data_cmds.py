@@ -8,17 +8,19 @@ from typing import Any
 
 import typer
 
-from Prod.cli.output import JsonOption, console, emit, run_reporting_errors
-
-OutOption = typer.Option(
-    None, "--out", help="Output folder (default: the settings' dataset_dir, Prod/data_ingest)."
-)
+from Prod.cli.output import JsonOption, console, emit, fail, run_reporting_errors
 
 
-def _default_out() -> Path:
+def _refuse_to_overwrite(folder: Path, force: bool) -> None:
+    """An existing non-empty folder (the shipped default dataset included) is only written over
+    with ``--force``."""
     from config import get_settings
 
-    return get_settings().dataset_dir
+    if force or not folder.exists() or not any(folder.iterdir()):
+        return
+    shipped = folder.resolve() == Path(get_settings().dataset_dir).resolve()
+    what = "the configured default dataset" if shipped else "a non-empty folder"
+    raise fail(f"{folder} is {what}: choose a new --out folder, or add --force to overwrite it")
 
 
 # import-report counts shown in the table (the cleaning counts: Prod/common/data/cleaning.py)
@@ -73,7 +75,15 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
 
     @app.command("generate")
     def generate(
-        out: Path | None = OutOption,
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            help="Output folder (new or empty; the shipped dataset is "
+            "Prod/data_ingest, written over only with --force).",
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Write into an existing non-empty folder (replacing its files)."
+        ),
         users: int | None = typer.Option(None, "--users", min=1, help="Users (default 3000)."),
         items: int | None = typer.Option(None, "--items", min=1, help="Items (default 2000)."),
         interactions: int | None = typer.Option(
@@ -88,7 +98,8 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         """Generate the seeded demo-store dataset (users with tastes, long-tailed items)."""
         from Prod.common.data.generate import generate_dataset
 
-        folder = out or _default_out()
+        _refuse_to_overwrite(out, force)
+        folder = out
         started = time.perf_counter()
         summary = run_reporting_errors(
             lambda: generate_dataset(
@@ -118,7 +129,11 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         ),
         as_json: bool = JsonOption,
     ) -> None:
-        """Amazon Reviews 2018 (*_5.json + meta_*.json) or 2023 (*.jsonl + meta_*.jsonl)."""
+        """Amazon Reviews 2018 (*_5.json + meta_*.json) or 2023 (*.jsonl + meta_*.jsonl).
+
+        A 2023 reviews CSV (user_id, parent_asin/asin, rating, timestamp, ...) can stand in for the
+        *.jsonl: quoted line breaks are fine, timestamps in epoch ms or as datetime strings (UTC).
+        """
         from Prod.common.data.importers import import_amazon
 
         summary = run_reporting_errors(
@@ -128,11 +143,15 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
 
     @import_app.command("movielens")
     def import_movielens_cmd(
-        source: Path = typer.Argument(..., help="Folder with ml-100k or ml-latest(-small) files."),
+        source: Path = typer.Argument(
+            ...,
+            help="Folder with ml-100k (u.data + u.item), ml-1m (ratings.dat + movies.dat) or "
+            "ml-latest / 20m / 25m (ratings.csv + movies.csv) files.",
+        ),
         out: Path = typer.Option(..., "--out", help="Output folder for the canonical files."),
         as_json: bool = JsonOption,
     ) -> None:
-        """MovieLens ml-100k (u.data + u.item), ml-1m (*.dat) or ml-latest (ratings/movies.csv)."""
+        """MovieLens ml-100k, ml-1m or ml-latest / 20m / 25m (the layout is detected)."""
         from Prod.common.data.importers import import_movielens
 
         summary = run_reporting_errors(lambda: _import_and_write(import_movielens, source, out))

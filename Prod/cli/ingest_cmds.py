@@ -13,6 +13,7 @@ import numpy as np
 import typer
 
 from Prod.cli.output import JsonOption, console, dict_table, emit, run_reporting_errors
+from Prod.cli.servers import configured_or_temporary
 
 DatasetOption = typer.Option(None, "--dataset", help="Canonical dataset folder (default: setting).")
 SkipOption = typer.Option(False, "--skip-bad-rows", help="Load good rows, report skipped ones.")
@@ -54,25 +55,6 @@ def _render_chroma(result: dict) -> None:
 
 
 # --- bench ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def _servers(settings, workdir: Path):
-    """The configured servers when they answer, else temporary ones on free ports (stopped
-    after)."""
-    from Prod.common.supervisor import LocalInfra, free_port
-
-    configured = LocalInfra.from_settings(settings)
-    if all(row["healthy"] for row in configured.status().values()):
-        yield settings, "configured"
-        return
-    temporary = LocalInfra(workdir / "infra", free_port(), free_port(), free_port())
-    console.print("configured servers not running: starting temporary ones", style="dim")
-    temporary.up(timeout_s=120)
-    try:
-        yield settings.model_copy(update=temporary.settings_overrides()), "temporary"
-    finally:
-        temporary.down()
 
 
 def _generate(folder: Path, n_interactions: int, n_products: int) -> dict:
@@ -220,7 +202,7 @@ def run_bench(n_interactions: int, n_products: int, repeats: int, batch_size: in
         workdir = Path(tmp)
         dataset = workdir / "dataset"
         generated = _generate(dataset, n_interactions, n_products)
-        with _servers(get_settings(), workdir) as (settings, which):
+        with configured_or_temporary(get_settings(), workdir) as (settings, which):
             from Prod.common.supervisor import LocalInfra
 
             postgres_pid = LocalInfra.from_settings(settings).servers[0].pid()
@@ -400,10 +382,16 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
 
     @bench_app.command("ingest")
     def bench_ingest(
-        interactions: int = typer.Option(1_000_000, "--interactions", min=1),
-        products: int = typer.Option(2000, "--products", min=1),
+        interactions: int = typer.Option(
+            1_000_000, "--interactions", min=1, help="Interactions in the generated dataset."
+        ),
+        products: int = typer.Option(
+            2000, "--products", min=1, help="Products in the generated dataset (embedded)."
+        ),
         repeats: int = typer.Option(3, "--repeats", min=1, help="Postgres loads (median)."),
-        batch_size: int = typer.Option(256, "--batch-size", min=1),
+        batch_size: int = typer.Option(
+            256, "--batch-size", min=1, help="Texts embedded per batch."
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Ingest throughput: fresh load into Postgres and MiniLM embedding into Chroma."""
@@ -414,7 +402,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
 
     @bench_app.command("embed")
     def bench_embed(
-        products: int = typer.Option(500, "--products", min=1),
+        products: int = typer.Option(500, "--products", min=1, help="Products embedded per run."),
         backends: list[str] = typer.Option(
             ["torch", "onnx", "onnx-int8"], "--backend", help="CPU backends to compare (repeat)."
         ),

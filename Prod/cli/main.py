@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
-from Prod.cli import (
+from Prod.common.hub import prefer_offline_hub
+
+prefer_offline_hub()  # never wait a minute on a hub from a CLI
+
+from Prod.cli import (  # noqa: E402
     als_cmds,
     bench_cmds,
     chat_cmds,
@@ -17,8 +19,6 @@ from Prod.cli import (
     trainer_cmds,
 )
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait a minute on a hub from a CLI
-
 app = typer.Typer(
     help="Hybrid recommendation platform: data, infrastructure, training, evaluation, benchmarks.",
     no_args_is_help=True,
@@ -28,6 +28,25 @@ bench_app = typer.Typer(help="Benchmarks (medians measured in one run).", no_arg
 eval_app = typer.Typer(help="Quality evaluations.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"reco {version('reco-platform')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Hybrid recommendation platform: data, infrastructure, training, evaluation, benchmarks."""
+
 
 for module in (
     infra_cmds, data_cmds, ingest_cmds, als_cmds, trainer_cmds, serving_cmds, chat_cmds,

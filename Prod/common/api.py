@@ -5,11 +5,14 @@ Prometheus request metrics (pure ASGI, cheap on the hot path).
 Every error a client sees is ``{"error": {"type": "not_found", "message": "...", ...details}}``:
 domain errors, unknown routes (404), wrong methods (405), bodies that are not JSON (400), invalid
 input (422, naming each field and its problem), a missing key (401), a too-large body (413).
+Each also carries ``request_id``: the request's ``X-Request-ID`` (the client's when it sent a
+valid one, else a new one), echoed in the response header and on every log line of the request.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import re
 import time
 from http import HTTPStatus
@@ -31,12 +34,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Settings, get_settings
 from Prod.common.errors import InvalidJson, PayloadTooLarge, RecoError, Unauthorized
-from Prod.common.logs import get_logger
+from Prod.common.logs import get_logger, request_id_var
 
 log = get_logger(__name__)
 
 __all__ = [
     "PUBLIC_PATHS",
+    "REQUEST_ID_HEADER",
     "RequestGuard",
     "SettingsDep",
     "Unauthorized",
@@ -50,6 +54,7 @@ __all__ = [
     "install_error_handlers",
     "install_metrics",
     "install_request_guard",
+    "request_id_from",
     "require_api_key",
 ]
 
@@ -123,13 +128,35 @@ def _public_paths(app: FastAPI, settings: Settings) -> frozenset[str]:
     return PUBLIC_PATHS | {path for path in docs if path}
 
 
+#: the header a request id arrives in and is echoed in
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_OK = re.compile(rb"[\x21-\x7e]{1,128}")  # visible ASCII: one token on a text log line
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The request's id: the client's ``X-Request-ID`` when it is 1-128 visible ASCII
+    characters (no spaces or control characters), else 128 random bits as 32 hex characters
+    (the shape of ``uuid4().hex``; ``uuid4()`` itself costs 4x more on the hot path)."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            if _REQUEST_ID_OK.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return os.urandom(16).hex()
+
+
 class _BodyTooLarge(Exception):
     """Raised from ``receive`` once a streamed body passes the limit."""
 
 
 class RequestGuard:
-    """Pure ASGI layer in front of every app: the API key, then the body size, both judged
-    before the app reads a byte of the body.
+    """Pure ASGI layer in front of every app: the request id, then the API key, then the body
+    size, both judged before the app reads a byte of the body.
+
+    The request id (:func:`request_id_from`) is held in :data:`Prod.common.logs.request_id_var`
+    while the app handles the request (every log line and error body carries it), kept in
+    ``request.state.request_id`` for the 500 handler (which runs outside this layer) and echoed
+    in the ``X-Request-ID`` response header.
 
     A declared ``Content-Length`` over ``settings.max_request_bytes`` is a 413 at once; a
     chunked body is counted as it streams and answered 413 when it passes the limit (whatever
@@ -143,6 +170,17 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = request_id_from(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        await self._guard(scope, receive, send, request_id)
+        # not in a ``finally``: after an unhandled error the id stays bound for the lines
+        # written outside this layer (Starlette's 500 handler, the server's traceback and access
+        # line); a server runs each request in its own task, so it ends with the request
+        request_id_var.reset(token)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        echoed = (b"x-request-id", request_id.encode("ascii"))
         app = scope["app"]
         settings: Settings = app.state.settings
         headers = scope["headers"]
@@ -151,13 +189,13 @@ class RequestGuard:
             and scope["path"] not in _public_paths(app, settings)
             and not api_key_ok(headers, settings.api_key)
         ):
-            await _send_error(scope, receive, send, Unauthorized(_KEY_MESSAGE))
+            await _send_error(scope, receive, send, Unauthorized(_KEY_MESSAGE), request_id)
             return
         limit = settings.max_request_bytes
         declared = next((value for name, value in headers if name == b"content-length"), None)
         # (a malformed Content-Length never gets here: the server refuses it; counted below)
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_error(scope, receive, send, _too_large(limit, int(declared)))
+            await _send_error(scope, receive, send, _too_large(limit, int(declared)), request_id)
             return
         received = 0
         over = started = False
@@ -176,7 +214,9 @@ class RequestGuard:
             nonlocal started
             if over and not started:
                 return  # the app's answer to the interrupted read; the 413 replaces it
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", ()), echoed]}
             await send(message)
 
         try:
@@ -187,7 +227,7 @@ class RequestGuard:
             if not over:
                 raise
         if over and not started:
-            await _send_error(scope, receive, send, _too_large(limit))
+            await _send_error(scope, receive, send, _too_large(limit), request_id)
 
 
 def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
@@ -199,8 +239,10 @@ def _too_large(limit: int, size: int | None = None) -> PayloadTooLarge:
     )
 
 
-async def _send_error(scope: Scope, receive: Receive, send: Send, exc: RecoError) -> None:
-    await error_response(exc)(scope, receive, send)
+async def _send_error(
+    scope: Scope, receive: Receive, send: Send, exc: RecoError, request_id: str
+) -> None:
+    await error_response(exc, headers={REQUEST_ID_HEADER: request_id})(scope, receive, send)
 
 
 def install_request_guard(app: FastAPI) -> None:
@@ -213,7 +255,12 @@ def install_request_guard(app: FastAPI) -> None:
 
 
 def error_body(kind: str, message: str, **details: Any) -> dict[str, Any]:
-    return {"error": {"type": kind, "message": message, **details}}
+    """``{"error": {"type", "message", **details}}``, plus ``request_id`` inside a request."""
+    error = {"type": kind, "message": message, **details}
+    request_id = request_id_var.get()
+    if request_id is not None:
+        error["request_id"] = request_id
+    return {"error": error}
 
 
 def _kind(exc: RecoError) -> str:
@@ -376,11 +423,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("internal_error", f"unexpected {type(exc).__name__}; see the service log"),
-            status_code=500,
-        )
+        # Starlette runs this outside the request guard: bind the request's id again
+        request_id = getattr(request.state, "request_id", None)
+        token = request_id_var.set(request_id)
+        try:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            where = f"request_id {request_id}" if request_id else "the traceback"
+            message = f"unexpected {type(exc).__name__}; see the service log ({where})"
+            body = error_body("internal_error", message)
+        finally:
+            request_id_var.reset(token)
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        return JSONResponse(body, status_code=500, headers=headers)
 
 
 # --- metrics --------------------------------------------------------------------------------
@@ -389,9 +443,9 @@ def install_error_handlers(app: FastAPI) -> None:
 class PrometheusMetrics:
     """Pure ASGI middleware: request counts and latency histograms per route template."""
 
-    def __init__(self, app, service: str) -> None:
+    def __init__(self, app, service: str, registry: CollectorRegistry | None = None) -> None:
         self.app = app
-        self.registry = CollectorRegistry()
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
             "http_requests_total", "HTTP requests", ["service", "method", "route", "status"],
             registry=self.registry,
@@ -432,11 +486,16 @@ class PrometheusMetrics:
 
 
 def install_metrics(app: FastAPI, service: str, path: str = "/metrics") -> None:
-    """Wrap ``app`` with request metrics and expose them at ``path`` (Prometheus text format)."""
+    """Wrap ``app`` with request metrics and expose them at ``path`` (Prometheus text format).
+
+    The registry is ``app.state.metrics_registry``: a service registers its domain metrics
+    there (:func:`Prod.common.metrics.register_metrics`)."""
     holder: dict[str, PrometheusMetrics] = {}
+    registry = CollectorRegistry()
+    app.state.metrics_registry = registry
 
     def factory(inner):
-        holder["metrics"] = PrometheusMetrics(inner, service)
+        holder["metrics"] = PrometheusMetrics(inner, service, registry)
         return holder["metrics"]
 
     app.add_middleware(_MiddlewareFactory, factory=factory)

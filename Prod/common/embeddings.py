@@ -39,6 +39,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from Prod.common.hub import prefer_offline_hub
 from Prod.common.logs import get_logger
 
 log = get_logger(__name__)
@@ -167,7 +168,7 @@ def load_embedder(
 def _load_torch(configured: str, device: str):
     path = resolve_model_path(configured)
     if Path(path).exists():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        prefer_offline_hub()
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(path, device=device)
@@ -318,7 +319,7 @@ def _export(path: str, folder: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
     if Path(path).exists():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        prefer_offline_hub()
     # eager attention traces to plain MatMul/Softmax that onnxruntime runs and quantises well
     model = SentenceTransformer(path, device="cpu",
                                 model_kwargs={"attn_implementation": "eager"})  # fmt: skip

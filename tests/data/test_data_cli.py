@@ -60,3 +60,51 @@ def test_import_error_is_one_clear_line_and_nonzero_exit(tmp_path):
                                          "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert "no MovieLens ratings found" in " ".join(result.output.split())  # rich wraps lines
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_generate_refuses_to_overwrite_the_shipped_dataset():
+    from config import get_settings
+
+    shipped = Path(get_settings().dataset_dir)
+    before = _files(shipped)
+    runner = CliRunner()
+    result = runner.invoke(_app(), ["generate", "--out", str(shipped), "--scale", "0.01"])
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "is the configured default dataset" in message and "--force" in message
+    assert _files(shipped) == before
+    missing_out = runner.invoke(_app(), ["generate", "--scale", "0.01"])
+    assert missing_out.exit_code == 2 and "--out" in missing_out.output  # never a silent default
+    assert _files(shipped) == before
+
+
+def test_generate_into_a_non_empty_folder_needs_force(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    runner = CliRunner()
+    refused = runner.invoke(_app(), ["generate", "--out", str(tmp_path), "--scale", "0.01"])
+    assert refused.exit_code == 1 and "non-empty folder" in " ".join(refused.stderr.split())
+    assert not (tmp_path / "interactions.csv").exists()
+    forced = runner.invoke(_app(), ["generate", "--out", str(tmp_path), "--scale", "0.01",
+                                    "--force"])  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    assert (tmp_path / "interactions.csv").exists()
+
+
+def test_import_movielens_help_names_the_layouts_it_reads(tmp_path):
+    runner = CliRunner()
+    shown = " ".join(runner.invoke(_app(), ["import", "movielens", "--help"],
+                                   env={"COLUMNS": "200"}).output.split())  # fmt: skip
+    for layout in ("ml-100k", "ml-1m", "ml-latest"):
+        assert layout in shown
+    ml1m = tmp_path / "ml-1m"
+    ml1m.mkdir()
+    (ml1m / "ratings.dat").write_text("1::10::5::978300760\n2::10::3::978300761\n")
+    (ml1m / "movies.dat").write_text("10::Toy Story (1995)::Animation|Comedy\n")
+    result = runner.invoke(_app(), ["import", "movielens", str(ml1m),
+                                    "--out", str(tmp_path / "out"), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _last_json(result.stdout)["format"] == "movielens-1m"

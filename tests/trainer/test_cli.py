@@ -29,3 +29,14 @@ def test_reco_train_json_publishes_and_reports(settings, monkeypatch):
     again = runner.invoke(app, ["train", "--json"])  # no new data since: skipped, exit 0
     assert again.exit_code == 0
     assert json.loads(again.stdout.strip().splitlines()[-1])["status"] == "skipped"
+
+
+def test_reco_train_status_shows_nested_values_as_text(settings, monkeypatch):
+    insert_dataset(settings, n_users=20, n_items=15, seed=6)
+    monkeypatch.setattr(config, "get_settings", lambda: settings)
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "--force", "--json"]).exit_code == 0
+    shown = runner.invoke(app, ["train-status"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "ndcg@10: " in shown.stdout  # metrics as "name: value" lines
+    assert '{"' not in shown.stdout and '"ndcg@10"' not in shown.stdout

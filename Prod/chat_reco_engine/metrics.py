@@ -1,0 +1,67 @@
+"""The chat service's domain metrics (one set per app, shared by engines made with
+:meth:`ChatEngine.with_settings`).
+
+Per answered turn (counted once, where the exchange is saved):
+``reco_chat_answers_total{producer="llm|fallback"}``, ``reco_chat_turns_total{kind="refine|new|
+reset"}``, ``reco_chat_unmatched_total{kind="brands|terms|filters"}`` (turns whose request named
+something no product matches). Per LLM answer: ``reco_chat_llm_duration_seconds`` (to its last
+token) and ``reco_chat_llm_errors_total``. At scrape time: ``reco_chat_reranker_state{state}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.metrics_core import Metric
+
+from Prod.chat_reco_engine.dialogue import TurnKind
+from Prod.chat_reco_engine.llm import FALLBACK, LLM
+from Prod.common.metrics import one_hot
+
+if TYPE_CHECKING:
+    from Prod.chat_reco_engine.rerank import Reranker
+    from Prod.chat_reco_engine.schemas import Unmatched
+
+UNMATCHED_KINDS = ("brands", "terms", "filters")
+RERANKER_STATES = ("disabled", "loading", "ready", "unavailable")
+# a local Mistral answers in seconds; a cold one or a long answer takes tens
+LLM_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+
+
+class ChatMetrics:
+    """Counters and histograms the chat pipeline updates, plus the reranker state collector."""
+
+    def __init__(self, reranker: Reranker) -> None:
+        self.reranker = reranker
+        self.answers = Counter("reco_chat_answers", "Chat answers by producer", ["producer"],
+                               registry=None)  # fmt: skip
+        self.by_producer = {p: self.answers.labels(producer=p) for p in (LLM, FALLBACK)}
+        self.turns = Counter("reco_chat_turns", "Chat turns by kind", ["kind"], registry=None)
+        self.by_kind = {k.value: self.turns.labels(kind=k.value) for k in TurnKind}
+        self.unmatched = Counter(
+            "reco_chat_unmatched", "Turns naming brands, terms or filter bounds no product meets",
+            ["kind"], registry=None,
+        )
+        self.by_unmatched = {k: self.unmatched.labels(kind=k) for k in UNMATCHED_KINDS}
+        self.llm_seconds = Histogram("reco_chat_llm_duration_seconds",
+                                     "LLM answers, first request to last token",
+                                     buckets=LLM_BUCKETS, registry=None)  # fmt: skip
+        self.llm_errors = Counter("reco_chat_llm_errors", "LLM answers that failed (unreachable, "
+                                  "timed out, model missing, empty)", registry=None)  # fmt: skip
+
+    def record_turn(self, kind: str, producer: str, unmatched: Unmatched | None) -> None:
+        self.by_producer[producer].inc()
+        self.by_kind[kind].inc()
+        if unmatched is not None:
+            for name in UNMATCHED_KINDS:
+                if getattr(unmatched, name):
+                    self.by_unmatched[name].inc()
+
+    def collectors(self) -> tuple:
+        return self.answers, self.turns, self.unmatched, self.llm_seconds, self.llm_errors, self
+
+    def collect(self) -> Iterator[Metric]:
+        yield one_hot("reco_chat_reranker_state", "Cross-encoder state (1); bi-encoder ranking "
+                      "unless ready", "state", self.reranker.state, RERANKER_STATES)  # fmt: skip
