@@ -113,8 +113,11 @@ def test_docs_stay_open_without_a_key_or_when_made_public(make):
 def test_oversized_body_is_413_before_it_is_read(make):
     client, post_path, _ = make(api_key=KEY, max_request_bytes=LIMIT)
     headers = {"X-API-Key": KEY, "content-type": "application/json"}
-    error = _error(client.post(post_path, content=b" " * (LIMIT + 1), headers=headers), 413,
-                   "payload_too_large")  # fmt: skip
+    error = _error(
+        client.post(post_path, content=b" " * (LIMIT + 1), headers=headers),
+        413,
+        "payload_too_large",
+    )
     assert error["max_bytes"] == LIMIT and str(LIMIT + 1) in error["message"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams

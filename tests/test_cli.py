@@ -103,10 +103,23 @@ def test_eval_chat_without_servers_starts_temporary_ones(no_servers, tmp_path):
     dataset = tmp_path / "dataset"
     generated = runner.invoke(app, ["generate", "--out", str(dataset), "--scale", "0.05"])
     assert generated.exit_code == 0, generated.output
-    result = runner.invoke(app, [
-        "eval", "chat", str(dataset), "--queries", "5", "--dialogues", "1",
-        "--max-products", "100", "--threads", "1", "--json",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "chat",
+            str(dataset),
+            "--queries",
+            "5",
+            "--dialogues",
+            "1",
+            "--max-products",
+            "100",
+            "--threads",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "configured servers not running: starting temporary ones" in result.stdout
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -22,9 +22,17 @@ VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?+][^}]*)?\}")
 VALID_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 ONE_SHOT = {"pull_ollama_model", "ingest_postgres_db", "ingest_chroma_db"}
 EXPECTED_SERVICES = {
-    "postgresdb", "redis", "chroma_db", "ollama", "pull_ollama_model", "ingest_postgres_db",
-    "ingest_chroma_db", "als_trainer", "als_reco_engine", "chat_reco_engine",
-}  # fmt: skip
+    "postgresdb",
+    "redis",
+    "chroma_db",
+    "ollama",
+    "pull_ollama_model",
+    "ingest_postgres_db",
+    "ingest_chroma_db",
+    "als_trainer",
+    "als_reco_engine",
+    "chat_reco_engine",
+}
 
 
 @pytest.fixture(scope="module")
@@ -209,23 +217,34 @@ def test_the_file_renders_like_docker_compose_config(compose):
     rendered = yaml.safe_load(text)
     for name, service in rendered["services"].items():
         assert service.get("image") or service.get("build"), name
-    used_volumes = {v.split(":", 1)[0] for s in rendered["services"].values()
-                    for v in s.get("volumes", [])}  # fmt: skip
+    used_volumes = {
+        v.split(":", 1)[0] for s in rendered["services"].values() for v in s.get("volumes", [])
+    }
     assert used_volumes <= set(rendered["volumes"]), used_volumes - set(rendered["volumes"])
     command = compose_command()
     if command is not None and docker_engine_running():
         env = {**os.environ, **secrets}
         result = subprocess.run(
             [*command, "-f", str(COMPOSE_PATH), "config", "--quiet"],
-            capture_output=True, text=True, cwd=ROOT, timeout=60, check=False, env=env,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+            env=env,
+        )
         assert result.returncode == 0, result.stderr
         # without the secrets compose refuses to start, naming the variable and the fix
         bare = {k: v for k, v in os.environ.items() if k not in SECRETS}
         result = subprocess.run(
             [*command, "-f", str(COMPOSE_PATH), "config", "--quiet"],
-            capture_output=True, text=True, cwd=ROOT, timeout=60, check=False, env=bare,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+            env=bare,
+        )
         assert result.returncode != 0 and "start_services.sh --docker" in result.stderr
 
 

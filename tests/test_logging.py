@@ -176,7 +176,7 @@ def test_json_log_format_emits_one_json_object_per_line(make, log_output):
     stream = log_output("json")
     client.get("/test/log-sync", headers={"X-Request-ID": "json-1"})
     client.get("/test/boom", headers={"X-Request-ID": "json-2"})
-    logging.getLogger(_LOGGER).info("outside any request: %s", "quoted \"text\"\nnewline")
+    logging.getLogger(_LOGGER).info("outside any request: %s", 'quoted "text"\nnewline')
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
     keys = {"time", "level", "logger", "message", "service", "request_id"}
     assert all(keys <= set(entry) for entry in entries), entries

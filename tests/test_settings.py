@@ -42,8 +42,9 @@ def test_real_secrets_are_accepted_in_docker_and_production():
 
 @pytest.mark.parametrize("password", ["reco-local-only", "postgres", "password", "PASSWORD"])
 def test_default_postgres_password_is_refused_in_docker(password):
-    with pytest.raises(ValidationError, match="DATABASE_URL uses a default password when "
-                       "ENVIRONMENT=docker"):  # fmt: skip
+    with pytest.raises(
+        ValidationError, match="DATABASE_URL uses a default password when ENVIRONMENT=docker"
+    ):
         _settings(database_url=DATABASE_URL.format(password=password))
 
 

@@ -31,11 +31,15 @@ def load_dataset(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     """The three CSVs of a canonical dataset, ids as strings, timestamps as UTC datetimes."""
     folder = Path(folder)
     users = pd.read_csv(folder / USERS_FILE, dtype={"user_id": str}, keep_default_na=False)
-    items = pd.read_csv(folder / ITEMS_FILE, dtype={"item_id": str, "brand": str,
-                                                    "category": str}, keep_default_na=False,
-                        na_values={"price": [""], "avg_rating": [""]})
-    interactions = pd.read_csv(folder / INTERACTIONS_FILE,
-                               dtype={"user_id": str, "item_id": str, "event": "category"})
+    items = pd.read_csv(
+        folder / ITEMS_FILE,
+        dtype={"item_id": str, "brand": str, "category": str},
+        keep_default_na=False,
+        na_values={"price": [""], "avg_rating": [""]},
+    )
+    interactions = pd.read_csv(
+        folder / INTERACTIONS_FILE, dtype={"user_id": str, "item_id": str, "event": "category"}
+    )
     stamps = interactions["timestamp"]
     if pd.api.types.is_numeric_dtype(stamps):
         interactions["timestamp"] = pd.to_datetime(stamps, unit="s", utc=True)
@@ -120,8 +124,9 @@ def plot_user_activity(interactions: pd.DataFrame, path: Path) -> None:
     ax.hist(per_user, bins=bins, color="tab:green", edgecolor="white")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.axvline(np.median(per_user), color="black", ls="--",
-               label=f"median {np.median(per_user):.0f}")
+    ax.axvline(
+        np.median(per_user), color="black", ls="--", label=f"median {np.median(per_user):.0f}"
+    )
     ax.set_xlabel("interactions per user (log bins)")
     ax.set_ylabel("users (log)")
     ax.set_title(f"Interactions per user ({len(per_user):,} users)")
@@ -141,8 +146,13 @@ def plot_prices(items: pd.DataFrame, path: Path) -> None:
         top = known["category"].replace("", "(none)").value_counts().index[:8]
         for category in top:
             values = known.loc[known["category"].replace("", "(none)") == category, "price"]
-            ax.hist(values, bins=bins, histtype="step", lw=1.6,
-                    label=f"{category} (median ${values.median():,.0f})")
+            ax.hist(
+                values,
+                bins=bins,
+                histtype="step",
+                lw=1.6,
+                label=f"{category} (median ${values.median():,.0f})",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("price ($, log scale)")
         ax.set_ylabel("items")
@@ -166,8 +176,12 @@ def plot_categories(items: pd.DataFrame, interactions: pd.DataFrame, path: Path)
 
 
 def plot_events_over_time(interactions: pd.DataFrame, path: Path) -> None:
-    daily = (interactions.assign(day=interactions["timestamp"].dt.floor("D"))
-             .groupby(["day", "event"], observed=True).size().unstack(fill_value=0))
+    daily = (
+        interactions.assign(day=interactions["timestamp"].dt.floor("D"))
+        .groupby(["day", "event"], observed=True)
+        .size()
+        .unstack(fill_value=0)
+    )
     span_days = (interactions["timestamp"].max() - interactions["timestamp"].min()).days
     if span_days > 730:  # years of ratings: weekly resolution is unreadable, use months
         daily = daily.resample("MS").sum()
@@ -217,8 +231,9 @@ def _markdown(s: dict[str, Any]) -> str:
     events = ", ".join(f"{k} {v:,}" for k, v in s["events"].items())
     price = "no prices"
     if s["price_median"] is not None:
-        price = (f"{s['price_known_share']:.0%} of items have a price "
-                 f"(median ${s['price_median']:,.2f})")
+        price = (
+            f"{s['price_known_share']:.0%} of items have a price (median ${s['price_median']:,.2f})"
+        )
     lines = [
         f"# EDA: `{s['dataset']}`",
         "",
@@ -242,8 +257,12 @@ def _markdown(s: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset_dir", type=Path, help="canonical dataset folder")
-    parser.add_argument("--out", type=Path, default=Path("Modeling/EDA/out"),
-                        help="folder for the PNGs and summary.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("Modeling/EDA/out"),
+        help="folder for the PNGs and summary.md",
+    )
     args = parser.parse_args(argv)
     summary = run_eda(args.dataset_dir, args.out)
     print((args.out / "summary.md").read_text())

@@ -41,7 +41,7 @@ def recall_at_k(scores: np.ndarray, seen: sp.csr_matrix, held_out: dict[int, set
     """
     recalls = []
     for user, relevant in held_out.items():
-        seen_items = seen.indices[seen.indptr[user]: seen.indptr[user + 1]]
+        seen_items = seen.indices[seen.indptr[user] : seen.indptr[user + 1]]
         fresh = relevant - set(seen_items.tolist())
         if not fresh:
             continue
@@ -62,8 +62,9 @@ def item_knn_scores(seen: sp.csr_matrix) -> np.ndarray:
     return np.asarray(seen @ similarity)
 
 
-def check_signal(dataset_dir: str | Path, *, test_share: float = 0.2,
-                 factors: int = 64) -> dict[str, Any]:
+def check_signal(
+    dataset_dir: str | Path, *, test_share: float = 0.2, factors: int = 64
+) -> dict[str, Any]:
     users, items, interactions = load_dataset(dataset_dir)
     user_codes = interactions["user_id"].astype("category")
     user_index = user_codes.cat.codes.to_numpy()
@@ -93,8 +94,12 @@ def check_signal(dataset_dir: str | Path, *, test_share: float = 0.2,
 
     popularity = np.asarray((seen > 0).sum(axis=0)).ravel().astype(np.float64)
     coo = seen.tocoo()
-    user_items = build_user_items(torch.from_numpy(coo.row), torch.from_numpy(coo.col),
-                                  torch.from_numpy(coo.data).float(), *shape)
+    user_items = build_user_items(
+        torch.from_numpy(coo.row),
+        torch.from_numpy(coo.col),
+        torch.from_numpy(coo.data).float(),
+        *shape,
+    )
     model = fit_als(user_items, ALSParams(factors=factors), device="cpu", compute_loss=False)
     als_scores = (model.user_factors @ model.item_factors.T).numpy()
     return {
@@ -120,9 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = check_signal(args.dataset_dir, test_share=args.test_share, factors=args.factors)
     if not args.json:
-        print(f"held-out events in the user's top-2 training categories: "
-              f"{result['held_out_in_top2_categories']:.1%} "
-              f"(chance {result['chance_in_top2_categories']:.1%})")
+        print(
+            f"held-out events in the user's top-2 training categories: "
+            f"{result['held_out_in_top2_categories']:.1%} "
+            f"(chance {result['chance_in_top2_categories']:.1%})"
+        )
         for name, value in result["recall@10"].items():
             print(f"recall@10 {name:>14}: {value:.4f}")
     print(json.dumps(result))

@@ -53,11 +53,14 @@ def synthetic_interactions(n_interactions: int, seed: int = 0) -> pd.DataFrame:
     cluster_orders = np.argsort(rng.random((n_clusters, n_items)), axis=1)
     from_taste = rng.random(n_interactions) < 0.6
     items = np.where(from_taste, cluster_orders[users % n_clusters, ranks], ranks)
-    return pd.DataFrame({
-        "user_id": users.astype(np.int64), "item_id": items.astype(np.int64),
-        "weight": rng.integers(1, 5, n_interactions).astype(np.float32),
-        "timestamp": np.zeros(n_interactions, dtype=np.int64),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "user_id": users.astype(np.int64),
+            "item_id": items.astype(np.int64),
+            "weight": rng.integers(1, 5, n_interactions).astype(np.float32),
+            "timestamp": np.zeros(n_interactions, dtype=np.int64),
+        }
+    )
 
 
 def bench_data(
@@ -82,8 +85,9 @@ def sample_eval_users(data: Prepared, max_users: int, seed: int = 0) -> Prepared
     if n <= max_users:
         return data
     keep = np.sort(np.random.default_rng(seed).choice(n, max_users, replace=False))
-    return replace(data, users=data.users[torch.from_numpy(keep)],
-                   relevant=[data.relevant[i] for i in keep])  # fmt: skip
+    return replace(
+        data, users=data.users[torch.from_numpy(keep)], relevant=[data.relevant[i] for i in keep]
+    )
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, float, object]:

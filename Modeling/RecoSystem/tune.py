@@ -66,16 +66,23 @@ def tune_dataset(
     candidates += [("als", sample_params(rng, base)) for _ in range(max(trials - 1, 0))]
     if tune_implicit:
         plain = [("implicit", replace(base, frequency_exponent=0.0))]
-        plain += [("implicit", sample_params(rng, base, plain_l2=True))
-                  for _ in range(max(trials // 2 - 1, 0))]  # fmt: skip
+        plain += [
+            ("implicit", sample_params(rng, base, plain_l2=True))
+            for _ in range(max(trials // 2 - 1, 0))
+        ]
         candidates += plain
 
     rows = []
     for index, (model, params) in enumerate(candidates, 1):
         started = time.perf_counter()
         scores = evaluate_scorer(fit_model(model, validation, params), validation, k)
-        row = {"model": model, **params.to_dict(), metric: scores[metric],
-               f"recall@{k}": scores[f"recall@{k}"], "seconds": time.perf_counter() - started}
+        row = {
+            "model": model,
+            **params.to_dict(),
+            metric: scores[metric],
+            f"recall@{k}": scores[f"recall@{k}"],
+            "seconds": time.perf_counter() - started,
+        }
         rows.append(row)
         if progress is not None:
             progress(index, len(candidates), row)
@@ -95,22 +102,32 @@ def tune_dataset(
 
     folder = run_folder("tune", dataset_dir, out_dir)
     files = write_table(trials_frame.set_index("model"), folder, "trials")
-    files.update({f"test_{key}": value for key, value in
-                  write_table(pd.DataFrame.from_dict(test, orient="index"), folder,
-                              "test_metrics").items()})  # fmt: skip
+    files.update(
+        {
+            f"test_{key}": value
+            for key, value in write_table(
+                pd.DataFrame.from_dict(test, orient="index"), folder, "test_metrics"
+            ).items()
+        }
+    )
     als_trials = trials_frame[trials_frame["model"] == "als"]
-    files["plot"] = str(plot_trials(
-        als_trials, metric, folder / "tune_ndcg.png",
-        f"{Path(dataset_dir).name}: validation {metric} per trial ({protocol})",
-    ))  # fmt: skip
+    files["plot"] = str(
+        plot_trials(
+            als_trials,
+            metric,
+            folder / "tune_ndcg.png",
+            f"{Path(dataset_dir).name}: validation {metric} per trial ({protocol})",
+        )
+    )
     return {
         "dataset": str(dataset_dir),
         "protocol": protocol,
         "k": k,
         "trials": len(candidates),
         "best_params": best["als"].to_dict(),
-        "best_validation": {m: float(trials_frame[trials_frame["model"] == m][metric].iloc[0])
-                            for m in best},  # fmt: skip
+        "best_validation": {
+            m: float(trials_frame[trials_frame["model"] == m][metric].iloc[0]) for m in best
+        },
         "implicit_best_params": best["implicit"].to_dict() if "implicit" in best else None,
         "test": test,
         "files": files,

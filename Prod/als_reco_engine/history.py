@@ -204,9 +204,11 @@ class HistoryWriter:
             log.warning(
                 "history: Postgres unreachable, buffering served recommendations (%d queued, "
                 "max %d; retrying every <= %.0f s): %s",
-                len(self._rows) + batch_rows, self._max_buffered, MAX_RETRY_PAUSE_S,
+                len(self._rows) + batch_rows,
+                self._max_buffered,
+                MAX_RETRY_PAUSE_S,
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-            )  # fmt: skip
+            )
 
     def _on_recovery(self, written: int) -> None:
         self.flushed += written
@@ -216,8 +218,10 @@ class HistoryWriter:
         log.warning(
             "history: Postgres reachable again after %.1f s; wrote %d buffered rows, %d dropped "
             "during the outage",
-            outage_s, self.flushed - self._outage_flushed, self.dropped - self._outage_dropped,
-        )  # fmt: skip
+            outage_s,
+            self.flushed - self._outage_flushed,
+            self.dropped - self._outage_dropped,
+        )
         self._outage_since, self._failures = None, 0
 
     def _log_drops(self) -> None:
@@ -227,8 +231,11 @@ class HistoryWriter:
             log.warning(
                 "history: buffer full (%d rows, HISTORY_MAX_BUFFERED): dropped %d served "
                 "recommendations in the last %.0f s, %d in total",
-                len(self._rows), new, min(now - self._drop_logged_at, 1e9), self.dropped,
-            )  # fmt: skip
+                len(self._rows),
+                new,
+                min(now - self._drop_logged_at, 1e9),
+                self.dropped,
+            )
             self._dropped_full_logged += new
             self._drop_logged_at = now
 

@@ -46,7 +46,9 @@ def create_app(
         engine.start()
         app.state.engine = engine
         register_metrics(
-            app, *engine.metrics.collectors(), ModelCollector(engine),
+            app,
+            *engine.metrics.collectors(),
+            ModelCollector(engine),
             HistoryCollector(engine.history),
         )
         try:

@@ -30,13 +30,17 @@ class RecoMetrics:
 
     def __init__(self, strategies: Sequence[str]) -> None:
         self.recommendations = Counter(
-            "reco_recommendations", "Recommendation lists served, by strategy", ["strategy"],
+            "reco_recommendations",
+            "Recommendation lists served, by strategy",
+            ["strategy"],
             registry=None,
         )
         self.served = {s: self.recommendations.labels(strategy=s) for s in strategies}
         self.fold_in_seconds = Histogram(
-            "reco_fold_in_duration_seconds", "Fold-in solves of a user factor",
-            buckets=FOLD_IN_BUCKETS, registry=None,
+            "reco_fold_in_duration_seconds",
+            "Fold-in solves of a user factor",
+            buckets=FOLD_IN_BUCKETS,
+            registry=None,
         )
 
     def collectors(self) -> tuple[Counter, Histogram]:
@@ -52,14 +56,16 @@ class ModelCollector:
     def collect(self) -> Iterator[Metric]:
         index = self._engine.holder.current
         info = GaugeMetricFamily(
-            "reco_model_info", "Model version being served (1; none while unpublished)",
+            "reco_model_info",
+            "Model version being served (1; none while unpublished)",
             labels=["version"],
         )
         if index is not None:
             info.add_metric([index.version], 1.0)
         yield info
         yield GaugeMetricFamily(
-            "reco_model_items", "Items in the served model's index",
+            "reco_model_items",
+            "Items in the served model's index",
             value=len(index) if index is not None else 0,
         )
         age = GaugeMetricFamily(
@@ -70,7 +76,8 @@ class ModelCollector:
         yield age
         popularity = self._engine.popularity.current
         yield GaugeMetricFamily(
-            "reco_popularity_items", "Items in the popularity table (cold-start fallback)",
+            "reco_popularity_items",
+            "Items in the popularity table (cold-start fallback)",
             value=len(popularity.catalogue) if popularity is not None else 0,
         )
 

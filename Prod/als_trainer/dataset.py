@@ -98,11 +98,16 @@ def index_interactions(csv_bytes: bytes, watermark: int) -> InteractionMatrix:
         io.BytesIO(csv_bytes),
         header=None,
         names=["user_id", "item_id", "weight", "signal", "at"],
-        dtype={"user_id": "category", "item_id": "category", "weight": np.float32,
-               "signal": np.float32, "at": np.float64},
+        dtype={
+            "user_id": "category",
+            "item_id": "category",
+            "weight": np.float32,
+            "signal": np.float32,
+            "at": np.float64,
+        },
         keep_default_na=False,  # an id like "NA" is an id, not a missing value
         na_values={"signal": [""], "at": [""]},
-    )  # fmt: skip
+    )
     users = frame["user_id"].cat
     items = frame["item_id"].cat
     user_ids = np.asarray(users.categories, dtype=object)

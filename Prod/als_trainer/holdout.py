@@ -72,8 +72,9 @@ def top_k_unseen(
         chunk = users[start : start + batch]
         scores = scores_for(chunk).clone()
         sub = seen[chunk].tocoo()
-        scores[torch.as_tensor(sub.row, dtype=torch.int64),
-               torch.as_tensor(sub.col, dtype=torch.int64)] = -torch.inf  # fmt: skip
+        scores[
+            torch.as_tensor(sub.row, dtype=torch.int64), torch.as_tensor(sub.col, dtype=torch.int64)
+        ] = -torch.inf
         out[start : start + len(chunk)] = torch.topk(scores, k, dim=1).indices.cpu().numpy()
     return out
 

@@ -102,9 +102,16 @@ class TrainerLock:
     def acquire(self) -> bool:
         """Take the lock if free; never waits."""
         self.held = bool(
-            self.client.eval(_ACQUIRE_SCRIPT, 2, self.key, self.heartbeat_key, self.token,
-                             self.ttl_ms, self._beat_ttl_ms)
-        )  # fmt: skip
+            self.client.eval(
+                _ACQUIRE_SCRIPT,
+                2,
+                self.key,
+                self.heartbeat_key,
+                self.token,
+                self.ttl_ms,
+                self._beat_ttl_ms,
+            )
+        )
         if self.held and self._heartbeat:
             self._stop.clear()
             self._thread = threading.Thread(
@@ -116,9 +123,16 @@ class TrainerLock:
     def renew(self) -> bool:
         """Reset the expiry to the full TTL if the lock is still ours; returns whether it was."""
         return bool(
-            self.client.eval(_RENEW_SCRIPT, 2, self.key, self.heartbeat_key, self.token,
-                             self.ttl_ms, self._beat_ttl_ms)
-        )  # fmt: skip
+            self.client.eval(
+                _RENEW_SCRIPT,
+                2,
+                self.key,
+                self.heartbeat_key,
+                self.token,
+                self.ttl_ms,
+                self._beat_ttl_ms,
+            )
+        )
 
     def _renew_until_released(self) -> None:
         while not self._stop.wait(self._beat_ms / 1000):

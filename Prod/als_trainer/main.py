@@ -64,8 +64,9 @@ def main() -> None:
     prefer_offline_hub()
     settings = get_settings()
     configure_logging("als_trainer", settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.trainer_port,
-                log_config=None)  # fmt: skip
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.trainer_port, log_config=None
+    )
 
 
 if __name__ == "__main__":

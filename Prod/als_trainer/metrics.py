@@ -30,8 +30,9 @@ class TrainerMetrics:
     """Run counters plus the last run, exposed through :meth:`collect` (a collector)."""
 
     def __init__(self) -> None:
-        self.runs = Counter("reco_trainer_runs", "Training runs by outcome", ["status"],
-                            registry=None)  # fmt: skip
+        self.runs = Counter(
+            "reco_trainer_runs", "Training runs by outcome", ["status"], registry=None
+        )
         for status in RUN_STATUSES:
             self.runs.labels(status=status)  # every series exists from the start
         self._status: str | None = None
@@ -53,18 +54,27 @@ class TrainerMetrics:
         return self.runs, self
 
     def collect(self) -> Iterator[Metric]:
-        yield one_hot("reco_trainer_last_run_status", "Outcome of the last training run (1)",
-                      "status", self._status, RUN_STATUSES)  # fmt: skip
-        finished = GaugeMetricFamily("reco_trainer_last_run_timestamp_seconds",
-                                     "Unix time the last training run ended")  # fmt: skip
+        yield one_hot(
+            "reco_trainer_last_run_status",
+            "Outcome of the last training run (1)",
+            "status",
+            self._status,
+            RUN_STATUSES,
+        )
+        finished = GaugeMetricFamily(
+            "reco_trainer_last_run_timestamp_seconds", "Unix time the last training run ended"
+        )
         stages = GaugeMetricFamily(
             "reco_trainer_last_run_stage_duration_seconds",
-            "Seconds each stage of the last run that trained took", labels=["stage"],
+            "Seconds each stage of the last run that trained took",
+            labels=["stage"],
         )
-        total = GaugeMetricFamily("reco_trainer_last_run_duration_seconds",
-                                  "Seconds the last run that trained took")  # fmt: skip
-        ndcg = GaugeMetricFamily("reco_trainer_last_run_ndcg_at_10",
-                                 "Holdout nDCG@10 of the last run that evaluated")  # fmt: skip
+        total = GaugeMetricFamily(
+            "reco_trainer_last_run_duration_seconds", "Seconds the last run that trained took"
+        )
+        ndcg = GaugeMetricFamily(
+            "reco_trainer_last_run_ndcg_at_10", "Holdout nDCG@10 of the last run that evaluated"
+        )
         if self._finished_at is not None:
             finished.add_metric([], self._finished_at)
         for stage, seconds in self._durations.items():

@@ -199,17 +199,22 @@ def publish_version(
 
     ``stage(name)`` wraps each step (the trainer times and logs them through it).
     """
-    if meta.dim != factors.dim or meta.n_users != len(factors.user_ids) or meta.n_items != len(
-        factors.item_ids
+    if (
+        meta.dim != factors.dim
+        or meta.n_users != len(factors.user_ids)
+        or meta.n_items != len(factors.item_ids)
     ):
         raise ValueError("meta does not describe these factors")
     with stage("publish_users"):
         write_user_factors(client, meta.version, factors.user_ids, factors.user_factors)
     with stage("publish_items"):
         collection = write_item_factors(
-            chroma_client, meta.version, factors.item_ids, factors.item_factors,
+            chroma_client,
+            meta.version,
+            factors.item_ids,
+            factors.item_factors,
             factors.item_metadata,
-        )  # fmt: skip
+        )
     with stage("verify"):
         verify_item_factors(collection, factors.item_ids, factors.item_factors)
         write_meta(client, meta)
@@ -265,8 +270,10 @@ def set_pointers(client: redis.Redis, expected: Pointers, new: Pointers) -> None
             if now != expected:
                 raise Conflict(_MOVED, active=now.active, previous=now.previous)
             pipe.multi()
-            for key, value in ((model_store.ACTIVE_KEY, new.active),
-                               (model_store.PREVIOUS_KEY, new.previous)):  # fmt: skip
+            for key, value in (
+                (model_store.ACTIVE_KEY, new.active),
+                (model_store.PREVIOUS_KEY, new.previous),
+            ):
                 if value:
                     pipe.set(key, value)
                 else:
@@ -310,12 +317,13 @@ def published_versions(client: redis.Redis, chroma_client) -> set[str]:
         for key in client.scan_iter(match=pattern, count=500):
             text = key.decode() if isinstance(key, bytes) else key
             versions.add(text.split(":")[2])
-    versions.update(n[len(_COLLECTION_PREFIX):] for n in list_item_collections(chroma_client))
+    versions.update(n[len(_COLLECTION_PREFIX) :] for n in list_item_collections(chroma_client))
     return versions
 
 
-def versions_to_delete(versions: set[str], pointers: Pointers, keep: int,
-                       exclude: set[str] = frozenset()) -> list[str]:  # fmt: skip
+def versions_to_delete(
+    versions: set[str], pointers: Pointers, keep: int, exclude: set[str] = frozenset()
+) -> list[str]:
     """Which versions go: always keep active and previous, then the newest up to ``keep`` total.
 
     ``exclude`` protects versions being written right now (e.g. this run's own, before switch).

@@ -14,21 +14,50 @@ from Prod.common.stores import redis_for
 health_router = APIRouter(tags=["ops"])
 router = APIRouter(prefix="/api/v1", tags=["trainer"], dependencies=[Depends(require_api_key)])
 
-_UNAVAILABLE = {503: {"description": "Redis or Postgres is down (`store` names it); nothing "
-                       "was changed", "content": {"application/json": {"example": error_body(
-                           "infra_error", "PostgreSQL is unavailable (the model registry); "
-                           "try again shortly", store="postgres")}}}}  # fmt: skip
-_CONFLICT = {409: {"description": "No previous version to roll back to, the version is not "
-                   "published, or the pointers moved meanwhile",
-                   "content": {"application/json": {"example": error_body(
-                       "conflict", "no previous model version to roll back to",
-                       active="20250301T120000.123Z-3fa9c1")}}}}  # fmt: skip
-_TRAIN_200 = {200: {"model": schemas.TrainTicket,
-                    "description": "A run was already going (`already_running: true`), or, with "
-                    "`force: false`, nothing new to train on (`status: skipped`, no version)",
-                    "content": {"application/json": {"examples": {
-                        "already_running": {"value": schemas.TICKET_RUNNING},
-                        "skipped": {"value": schemas.TICKET_SKIPPED}}}}}}  # fmt: skip
+_UNAVAILABLE = {
+    503: {
+        "description": "Redis or Postgres is down (`store` names it); nothing was changed",
+        "content": {
+            "application/json": {
+                "example": error_body(
+                    "infra_error",
+                    "PostgreSQL is unavailable (the model registry); try again shortly",
+                    store="postgres",
+                )
+            }
+        },
+    }
+}
+_CONFLICT = {
+    409: {
+        "description": "No previous version to roll back to, the version is not "
+        "published, or the pointers moved meanwhile",
+        "content": {
+            "application/json": {
+                "example": error_body(
+                    "conflict",
+                    "no previous model version to roll back to",
+                    active="20250301T120000.123Z-3fa9c1",
+                )
+            }
+        },
+    }
+}
+_TRAIN_200 = {
+    200: {
+        "model": schemas.TrainTicket,
+        "description": "A run was already going (`already_running: true`), or, with "
+        "`force: false`, nothing new to train on (`status: skipped`, no version)",
+        "content": {
+            "application/json": {
+                "examples": {
+                    "already_running": {"value": schemas.TICKET_RUNNING},
+                    "skipped": {"value": schemas.TICKET_SKIPPED},
+                }
+            }
+        },
+    }
+}
 
 
 def _runner(request: Request) -> TrainerRunner:
@@ -66,21 +95,27 @@ def read_health(request: Request, settings: SettingsDep, response: Response) -> 
     return health
 
 
-@router.get("/status", response_model=schemas.TrainerStatus, summary="Models and runs",
-            responses=_UNAVAILABLE)  # fmt: skip
+@router.get(
+    "/status",
+    response_model=schemas.TrainerStatus,
+    summary="Models and runs",
+    responses=_UNAVAILABLE,
+)
 def read_status(request: Request, settings: SettingsDep) -> schemas.TrainerStatus:
     """Active and previous version, last finished run, the run in progress, next scheduled run."""
     report = service.read_status(settings)
     runner, scheduler = _runner(request), _scheduler(request)
     running = runner.running() or report["running"]
     return schemas.TrainerStatus(
-        active=report["active"], previous=report["previous"], last_run=report["last_run"],
-        running=running and {k: running.get(k) for k in ("version_id", "stage", "started_at",
-                                                         "forced")},
+        active=report["active"],
+        previous=report["previous"],
+        last_run=report["last_run"],
+        running=running
+        and {k: running.get(k) for k in ("version_id", "stage", "started_at", "forced")},
         next_run_at=scheduler.next_run_at() if scheduler else None,
         interval_minutes=settings.train_interval_minutes,
         last_check=runner.last_check(),
-    )  # fmt: skip
+    )
 
 
 @router.post(
@@ -105,9 +140,12 @@ def create_training_run(
     return schemas.TrainTicket(**ticket.__dict__)
 
 
-@router.post("/rollback", response_model=schemas.RollbackResponse,
-             responses={**_CONFLICT, **_UNAVAILABLE},
-             summary="Re-activate the previous (or a given) model version")  # fmt: skip
+@router.post(
+    "/rollback",
+    response_model=schemas.RollbackResponse,
+    responses={**_CONFLICT, **_UNAVAILABLE},
+    summary="Re-activate the previous (or a given) model version",
+)
 def create_rollback(
     settings: SettingsDep, body: schemas.RollbackRequest | None = Body(None)
 ) -> schemas.RollbackResponse:

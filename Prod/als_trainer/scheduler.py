@@ -89,8 +89,9 @@ class TrainerRunner:
             if reason:
                 _release_quietly(lock)
                 log.info("training request skipped: %s", reason)
-                return RunTicket(None, "skipped", False, reason=f"skipped: {reason}",
-                                 data_watermark=watermark)  # fmt: skip
+                return RunTicket(
+                    None, "skipped", False, reason=f"skipped: {reason}", data_watermark=watermark
+                )
             self._current = _Current(version, datetime.now(timezone.utc), force)
             return self._current, lock
 
@@ -115,8 +116,14 @@ class TrainerRunner:
             return self._finish(RunResult("failed", None, error=exc.message))
         if isinstance(claimed, RunTicket):
             if claimed.status == "skipped":
-                return self._finish(RunResult("skipped", None, reason=claimed.reason,
-                                              data_watermark=claimed.data_watermark))  # fmt: skip
+                return self._finish(
+                    RunResult(
+                        "skipped",
+                        None,
+                        reason=claimed.reason,
+                        data_watermark=claimed.data_watermark,
+                    )
+                )
             log.info("scheduled run not started: %s is running", claimed.version_id)
             return RunResult("locked", claimed.version_id, reason="another run is going")
         current, lock = claimed
@@ -131,9 +138,13 @@ class TrainerRunner:
     def _execute(self, current: _Current, lock: TrainerLock, evaluate: bool) -> RunResult:
         try:
             result = run_training(
-                self.settings, force=current.forced, evaluate=evaluate,
-                version_id=current.version_id, lock=lock, on_stage=self._on_stage,
-            )  # fmt: skip
+                self.settings,
+                force=current.forced,
+                evaluate=evaluate,
+                version_id=current.version_id,
+                lock=lock,
+                on_stage=self._on_stage,
+            )
         except Exception as exc:  # e.g. Postgres down before the run registered itself
             log.exception("training run %s crashed", current.version_id)
             _release_quietly(lock)
@@ -153,15 +164,24 @@ class TrainerRunner:
         current = self._current
         if current is None:
             return None
-        return {"version_id": current.version_id, "stage": current.stage,
-                "started_at": current.started_at, "forced": current.forced}  # fmt: skip
+        return {
+            "version_id": current.version_id,
+            "stage": current.stage,
+            "started_at": current.started_at,
+            "forced": current.forced,
+        }
 
     def last_check(self) -> dict[str, Any] | None:
         result = self.last_result
         if result is None:
             return None
-        return {"status": result.status, "version_id": result.version_id, "reason": result.reason,
-                "error": result.error, "finished_at": self.last_finished_at}  # fmt: skip
+        return {
+            "status": result.status,
+            "version_id": result.version_id,
+            "reason": result.reason,
+            "error": result.error,
+            "finished_at": self.last_finished_at,
+        }
 
     def wait(self, timeout_s: float = 120) -> RunResult | None:
         """Block until the background run (if any) ends; for commands and tests."""
@@ -205,10 +225,14 @@ class TrainerScheduler:
         now = datetime.now(timezone.utc)
         interval = self.settings.train_interval_minutes
         self.scheduler.add_job(
-            self.runner.run_now, "interval", minutes=interval, id=JOB_ID,
+            self.runner.run_now,
+            "interval",
+            minutes=interval,
+            id=JOB_ID,
             next_run_time=first_run_at(self._has_active_model(), now, interval),
-            kwargs={"force": False}, replace_existing=True,
-        )  # fmt: skip
+            kwargs={"force": False},
+            replace_existing=True,
+        )
         self.scheduler.start()
         log.info("scheduler started: every %d min, next run %s", interval, self.next_run_at())
 

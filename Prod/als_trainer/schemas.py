@@ -16,17 +16,30 @@ class TrainRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"force": True, "evaluate": True}]}
     )
 
-    force: bool = Field(True, description="Train even when no interactions arrived since the "
-                        "last model (false = behave like a scheduled run).")  # fmt: skip
+    force: bool = Field(
+        True,
+        description="Train even when no interactions arrived since the "
+        "last model (false = behave like a scheduled run).",
+    )
     evaluate: bool = Field(True, description="Also fit on a holdout split and report metrics.")
 
 
-TICKET_STARTED = {"version_id": _VERSION_EXAMPLE, "status": "running", "already_running": False,
-                  "started_at": "2025-03-01T12:00:00.123Z", "reason": ""}  # fmt: skip
+TICKET_STARTED = {
+    "version_id": _VERSION_EXAMPLE,
+    "status": "running",
+    "already_running": False,
+    "started_at": "2025-03-01T12:00:00.123Z",
+    "reason": "",
+}
 TICKET_RUNNING = {**TICKET_STARTED, "already_running": True}
-TICKET_SKIPPED = {"version_id": None, "status": "skipped", "already_running": False,
-                  "started_at": None, "data_watermark": 120345,
-                  "reason": "skipped: no new interactions since watermark 120345"}  # fmt: skip
+TICKET_SKIPPED = {
+    "version_id": None,
+    "status": "skipped",
+    "already_running": False,
+    "started_at": None,
+    "data_watermark": 120345,
+    "reason": "skipped: no new interactions since watermark 120345",
+}
 
 
 class TrainTicket(BaseModel):
@@ -35,8 +48,9 @@ class TrainTicket(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [TICKET_STARTED]})
 
-    version_id: str | None = Field(description="Run id = the model version it will publish; "
-                                   "null when skipped.")  # fmt: skip
+    version_id: str | None = Field(
+        description="Run id = the model version it will publish; null when skipped."
+    )
     status: str = Field(description="`running` or `skipped`.")
     already_running: bool
     started_at: datetime | None = None
@@ -47,11 +61,22 @@ class TrainTicket(BaseModel):
 class VersionInfo(BaseModel):
     """A model version from the Postgres registry."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"version_id": _VERSION_EXAMPLE, "status": "active", "data_watermark": 120345,
-         "n_users": 2000, "n_items": 500, "n_interactions": 120345,
-         "metrics": {"ndcg@10": 0.31, "recall@10": 0.42, "popularity_ndcg@10": 0.12},
-         "durations": {"load": 0.2, "train": 1.4, "total": 2.6}}]})  # fmt: skip
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "version_id": _VERSION_EXAMPLE,
+                    "status": "active",
+                    "data_watermark": 120345,
+                    "n_users": 2000,
+                    "n_items": 500,
+                    "n_interactions": 120345,
+                    "metrics": {"ndcg@10": 0.31, "recall@10": 0.42, "popularity_ndcg@10": 0.12},
+                    "durations": {"load": 0.2, "train": 1.4, "total": 2.6},
+                }
+            ]
+        }
+    )
 
     version_id: str
     status: str | None = None
@@ -90,8 +115,9 @@ class TrainerStatus(BaseModel):
     previous: VersionInfo | None
     last_run: VersionInfo | None = Field(description="Newest finished run (active/retired/failed).")
     running: RunningRun | None
-    next_run_at: datetime | None = Field(description="Next scheduled run; null when the "
-                                         "scheduler is not running in this process.")  # fmt: skip
+    next_run_at: datetime | None = Field(
+        description="Next scheduled run; null when the scheduler is not running in this process."
+    )
     interval_minutes: int
     last_check: LastCheck | None
 
@@ -101,20 +127,34 @@ class RollbackRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"version": _OLDER_EXAMPLE}]}
     )
 
-    version: str | None = Field(None, description="Version to re-activate; default: the "
-                                "recorded previous version.", max_length=64)  # fmt: skip
+    version: str | None = Field(
+        None,
+        description="Version to re-activate; default: the recorded previous version.",
+        max_length=64,
+    )
 
 
 class RollbackResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"active": _OLDER_EXAMPLE, "previous": _VERSION_EXAMPLE, "changed": True,
-         "rolled_back_from": _VERSION_EXAMPLE,
-         "message": f"rolled back from {_VERSION_EXAMPLE} to {_OLDER_EXAMPLE}"}]})  # fmt: skip
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "active": _OLDER_EXAMPLE,
+                    "previous": _VERSION_EXAMPLE,
+                    "changed": True,
+                    "rolled_back_from": _VERSION_EXAMPLE,
+                    "message": f"rolled back from {_VERSION_EXAMPLE} to {_OLDER_EXAMPLE}",
+                }
+            ]
+        }
+    )
 
     active: str | None
     previous: str | None
-    changed: bool = Field(description="False when the wanted version was already active (a "
-                          "repeated rollback changes nothing).")  # fmt: skip
+    changed: bool = Field(
+        description="False when the wanted version was already active (a "
+        "repeated rollback changes nothing)."
+    )
     rolled_back_from: str | None = Field(None, description="The version that was active before.")
     message: str
 

@@ -52,9 +52,18 @@ from Prod.common.stores import chroma_for, redis_for
 log = get_logger(__name__)
 
 STAGES = (
-    "load", "index", "evaluate", "train", "register", "item_metadata", "publish_users",
-    "publish_items", "verify", "switch", "cleanup",
-)  # fmt: skip
+    "load",
+    "index",
+    "evaluate",
+    "train",
+    "register",
+    "item_metadata",
+    "publish_users",
+    "publish_items",
+    "verify",
+    "switch",
+    "cleanup",
+)
 # a version left by rollback; a no-body rollback with this one as ``previous`` changes nothing
 ROLLED_BACK = "rolled_back"
 PUBLISHED_STATUSES = ("active", "retired", ROLLED_BACK)
@@ -99,8 +108,9 @@ def store_errors() -> Iterator[None]:
             yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("redis unreachable (the model pointers): %s", exc)
-        raise InfraError("Redis is unavailable (the model pointers); try again shortly",
-                         store="redis") from exc  # fmt: skip
+        raise InfraError(
+            "Redis is unavailable (the model pointers); try again shortly", store="redis"
+        ) from exc
 
 
 def load_params(path: Path) -> ALSParams:
@@ -201,8 +211,11 @@ class _Stages:
 
 def register_version(database_url: str, version: str, watermark: int, params: dict) -> None:
     with session_scope(database_url) as session:
-        session.add(ModelVersion(version_id=version, status="training", data_watermark=watermark,
-                                 params=params))  # fmt: skip
+        session.add(
+            ModelVersion(
+                version_id=version, status="training", data_watermark=watermark, params=params
+            )
+        )
 
 
 def update_version(database_url: str, version: str, **values: Any) -> None:
@@ -286,8 +299,14 @@ def _run_locked(
         result.durations = dict(stages.durations)
         log.error("[%s] training run failed: %s", version, result.error)
         _discard(settings, version)
-        update_version(db, version, status="failed", error=result.error,
-                       durations=result.durations, metrics=result.metrics)  # fmt: skip
+        update_version(
+            db,
+            version,
+            status="failed",
+            error=result.error,
+            durations=result.durations,
+            metrics=result.metrics,
+        )
         return result
 
     with stages.stage("cleanup"):
@@ -319,9 +338,13 @@ def _train_and_publish(
     with stages.stage("index"):
         matrix = index_interactions(raw, watermark)
         del raw
-    result.counts = {"n_users": matrix.n_users, "n_items": matrix.n_items,
-                     "n_interactions": matrix.n_events, "n_pairs": matrix.nnz,
-                     "n_disliked_pairs": matrix.n_disliked}  # fmt: skip
+    result.counts = {
+        "n_users": matrix.n_users,
+        "n_items": matrix.n_items,
+        "n_interactions": matrix.n_events,
+        "n_pairs": matrix.nnz,
+        "n_disliked_pairs": matrix.n_disliked,
+    }
     holdout_fit, train_params = None, params
     if evaluate:
         with stages.stage("evaluate"):
@@ -344,22 +367,37 @@ def _train_and_publish(
             result.metrics["final_loss"] = float(losses[-1])
     trained_at = datetime.now(timezone.utc)
     with stages.stage("register"):
-        update_version(db, version, trained_at=trained_at, n_users=matrix.n_users,
-                       n_items=matrix.n_items, n_interactions=matrix.n_events,
-                       metrics=result.metrics, durations=stages.durations)  # fmt: skip
+        update_version(
+            db,
+            version,
+            trained_at=trained_at,
+            n_users=matrix.n_users,
+            n_items=matrix.n_items,
+            n_interactions=matrix.n_events,
+            metrics=result.metrics,
+            durations=stages.durations,
+        )
     with stages.stage("item_metadata"):
         metadata = load_item_metadata(db, matrix.item_ids)
     factors = publisher.FactorSet(
         matrix.user_ids.tolist(), user_np, matrix.item_ids.tolist(), item_np, metadata
     )
     meta = model_store.ModelMeta(
-        version=version, dim=params.factors, n_users=matrix.n_users, n_items=matrix.n_items,
-        collection=model_store.item_collection_name(version), alpha=params.alpha,
-        regularization=params.regularization, confidence=params.confidence,
+        version=version,
+        dim=params.factors,
+        n_users=matrix.n_users,
+        n_items=matrix.n_items,
+        collection=model_store.item_collection_name(version),
+        alpha=params.alpha,
+        regularization=params.regularization,
+        confidence=params.confidence,
         trained_at=trained_at.isoformat(),
-        extra={"data_watermark": str(watermark), "n_interactions": str(matrix.n_events),
-               "params": json.dumps(params.to_dict(), sort_keys=True)},
-    )  # fmt: skip
+        extra={
+            "data_watermark": str(watermark),
+            "n_interactions": str(matrix.n_events),
+            "params": json.dumps(params.to_dict(), sort_keys=True),
+        },
+    )
     before = publish_and_activate(settings, meta, factors, stages.stage)
     result.previous_version = before.active
     result.status = "active"
@@ -435,21 +473,29 @@ def rollback(settings: Settings, version: str | None = None) -> dict[str, Any]:
                 log.info("rollback: nothing to do, %s is active", before.active)
                 return _rollback_answer(before, changed=False)
             if target is None or target.status not in PUBLISHED_STATUSES:
-                raise Conflict(f"version {wanted} is not a published model version",
-                               active=before.active, status=target and target.status)  # fmt: skip
+                raise Conflict(
+                    f"version {wanted} is not a published model version",
+                    active=before.active,
+                    status=target and target.status,
+                )
             if not client.exists(model_store.meta_key(wanted)):
-                raise Conflict(f"version {wanted} is no longer published",
-                               active=before.active, previous=before.previous)  # fmt: skip
+                raise Conflict(
+                    f"version {wanted} is no longer published",
+                    active=before.active,
+                    previous=before.previous,
+                )
             after = publisher.Pointers(active=wanted, previous=before.active)
             target.status, target.activated_at = "active", datetime.now(timezone.utc)
             if before.active in rows:
                 rows[before.active].status = ROLLED_BACK
             session.execute(  # one active row, even if the registry had drifted from Redis
                 update(ModelVersion)
-                .where(ModelVersion.status == "active",
-                       ModelVersion.version_id.not_in({wanted, before.active} - {None}))
+                .where(
+                    ModelVersion.status == "active",
+                    ModelVersion.version_id.not_in({wanted, before.active} - {None}),
+                )
                 .values(status="retired")
-            )  # fmt: skip
+            )
             session.flush()  # step 2: Postgres took the writes (and holds the row locks)
             publisher.set_pointers(client, before, after)  # step 3; raising rolls back step 2
             try:
@@ -472,10 +518,18 @@ def _restore_pointers(client, now: publisher.Pointers, back: publisher.Pointers)
 def _rollback_answer(
     pointers: publisher.Pointers, *, changed: bool, rolled_back_from: str | None = None
 ) -> dict[str, Any]:
-    message = (f"rolled back from {rolled_back_from} to {pointers.active}" if changed
-               else f"{pointers.active} is already active; nothing changed")  # fmt: skip
-    return {"active": pointers.active, "previous": pointers.previous, "changed": changed,
-            "rolled_back_from": rolled_back_from, "message": message}  # fmt: skip
+    message = (
+        f"rolled back from {rolled_back_from} to {pointers.active}"
+        if changed
+        else f"{pointers.active} is already active; nothing changed"
+    )
+    return {
+        "active": pointers.active,
+        "previous": pointers.previous,
+        "changed": changed,
+        "rolled_back_from": rolled_back_from,
+        "message": message,
+    }
 
 
 def fail_dead_runs(settings: Settings) -> list[str]:
@@ -490,8 +544,11 @@ def fail_dead_runs(settings: Settings) -> list[str]:
     client = redis_for(settings)
     reaped = reap_dead_lock(client)
     with session_scope(settings.database_url) as session:
-        training = list(session.scalars(
-            select(ModelVersion.version_id).where(ModelVersion.status == "training")))  # fmt: skip
+        training = list(
+            session.scalars(
+                select(ModelVersion.version_id).where(ModelVersion.status == "training")
+            )
+        )
         holder = lock_holder(client)
         dead = [v for v in training if v != holder]
         if dead:
@@ -516,20 +573,32 @@ def running_run(settings: Settings) -> dict[str, Any] | None:
         return None
     with session_scope(settings.database_url) as session:
         row = session.get(ModelVersion, holder)
-        return {"version_id": holder, "stage": None,
-                "started_at": row.created_at if row else None, "forced": None}  # fmt: skip
+        return {
+            "version_id": holder,
+            "stage": None,
+            "started_at": row.created_at if row else None,
+            "forced": None,
+        }
 
 
 def describe_version(row: ModelVersion | None, version: str | None = None) -> dict | None:
     if row is None:
         return {"version_id": version} if version else None
     return {
-        "version_id": row.version_id, "status": row.status, "created_at": row.created_at,
-        "trained_at": row.trained_at, "activated_at": row.activated_at,
-        "data_watermark": row.data_watermark, "n_users": row.n_users, "n_items": row.n_items,
-        "n_interactions": row.n_interactions, "params": row.params, "metrics": row.metrics,
-        "durations": row.durations, "error": row.error,
-    }  # fmt: skip
+        "version_id": row.version_id,
+        "status": row.status,
+        "created_at": row.created_at,
+        "trained_at": row.trained_at,
+        "activated_at": row.activated_at,
+        "data_watermark": row.data_watermark,
+        "n_users": row.n_users,
+        "n_items": row.n_items,
+        "n_interactions": row.n_interactions,
+        "params": row.params,
+        "metrics": row.metrics,
+        "durations": row.durations,
+        "error": row.error,
+    }
 
 
 def read_status(settings: Settings) -> dict[str, Any]:

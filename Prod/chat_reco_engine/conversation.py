@@ -59,10 +59,14 @@ def new_session_id() -> str:
 
 def _turn(row: ChatMessage) -> Turn:
     return Turn(
-        role=row.role, content=row.content, standalone_query=row.standalone_query,
-        filters=dict(row.filters or {}), item_ids=list(row.item_ids or []),
-        generated_by=row.generated_by, created_at=row.created_at,
-    )  # fmt: skip
+        role=row.role,
+        content=row.content,
+        standalone_query=row.standalone_query,
+        filters=dict(row.filters or {}),
+        item_ids=list(row.item_ids or []),
+        generated_by=row.generated_by,
+        created_at=row.created_at,
+    )
 
 
 def load_state(
@@ -81,9 +85,11 @@ def load_state(
         if user_id is not None and row.user_id is not None and row.user_id != user_id:
             raise Conflict("this chat session belongs to another user", session_id=session_id)
         recent = db.scalars(
-            select(ChatMessage).where(ChatMessage.session_id == session_id)
-            .order_by(ChatMessage.id.desc()).limit(turns * 2)
-        ).all()  # fmt: skip
+            select(ChatMessage)
+            .where(ChatMessage.session_id == session_id)
+            .order_by(ChatMessage.id.desc())
+            .limit(turns * 2)
+        ).all()
         return SessionState(
             session_id=session_id,
             user_id=row.user_id or user_id,
@@ -122,12 +128,26 @@ def save_exchange(
         session.filters = applied
         session.updated_at = func.now()
         db.flush()
-        db.add_all([
-            ChatMessage(session_id=state.session_id, role="user", content=user_text,
-                        standalone_query=standalone_query, filters=applied, item_ids=[]),
-            ChatMessage(session_id=state.session_id, role="assistant", content=answer,
-                        filters=applied, item_ids=item_ids, generated_by=generated_by),
-        ])  # fmt: skip
+        db.add_all(
+            [
+                ChatMessage(
+                    session_id=state.session_id,
+                    role="user",
+                    content=user_text,
+                    standalone_query=standalone_query,
+                    filters=applied,
+                    item_ids=[],
+                ),
+                ChatMessage(
+                    session_id=state.session_id,
+                    role="assistant",
+                    content=answer,
+                    filters=applied,
+                    item_ids=item_ids,
+                    generated_by=generated_by,
+                ),
+            ]
+        )
 
 
 def read_history(database_url: str, session_id: str, limit: int) -> tuple[str | None, list[Turn]]:
@@ -137,9 +157,11 @@ def read_history(database_url: str, session_id: str, limit: int) -> tuple[str | 
         if session is None:
             raise NotFound(f"chat session {session_id} not found", session_id=session_id)
         rows = db.scalars(
-            select(ChatMessage).where(ChatMessage.session_id == session_id)
-            .order_by(ChatMessage.id.desc()).limit(limit)
-        ).all()  # fmt: skip
+            select(ChatMessage)
+            .where(ChatMessage.session_id == session_id)
+            .order_by(ChatMessage.id.desc())
+            .limit(limit)
+        ).all()
         return session.user_id, [_turn(r) for r in reversed(rows)]
 
 

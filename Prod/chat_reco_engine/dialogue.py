@@ -60,8 +60,9 @@ TopicMatcher = Callable[[list[str]], TopicFit]
 
 _CHEAPER = re.compile(
     r"\b(?:cheaper|less\s+expensive|lower\s+price[sd]?|more\s+affordable|inexpensive|"
-    r"too\s+expensive|budget)\b", re.I,
-)  # fmt: skip
+    r"too\s+expensive|budget)\b",
+    re.I,
+)
 _PRICIER = re.compile(
     r"\b(?:more\s+expensive|pricier|higher[\s-]end|premium|fancier|too\s+cheap)\b", re.I
 )
@@ -72,22 +73,24 @@ _RESET = re.compile(
     r"forget\s+(?:it|that|this|everything|all\s+that|the\s+filters|what\s+i\s+said)|"
     r"something\s+(?:else|different)|scratch\s+that|let'?s\s+try\s+something\s+else)\b",
     re.I,
-)  # fmt: skip
+)
 _ANY_BRAND = re.compile(
     r"\b(?:any\s+brand|other\s+brands?|all\s+brands|whatever\s+brand|"
-    r"(?:don'?t|do\s+not)\s+care\s+about\s+(?:the\s+)?brand)\b", re.I,
-)  # fmt: skip
+    r"(?:don'?t|do\s+not)\s+care\s+about\s+(?:the\s+)?brand)\b",
+    re.I,
+)
 _ANY_PRICE = re.compile(
     r"\b(?:any\s+price|no\s+budget|price\s+doesn'?t\s+matter|forget\s+the\s+price|"
-    r"(?:don'?t|do\s+not)\s+care\s+about\s+(?:the\s+)?price)\b", re.I,
-)  # fmt: skip
+    r"(?:don'?t|do\s+not)\s+care\s+about\s+(?:the\s+)?price)\b",
+    re.I,
+)
 # a message that only qualifies the current request: "for running", "with a case", "in black"
 _QUALIFIER = re.compile(
     r"^\s*(?:(?:and|but|also|maybe|ideally|preferably|only|just)\s+)*(?:for|with|without|in|"
     r"that|which|made\s+of|in\s+(?:a|an)|smaller|bigger|larger|lighter|heavier|longer|shorter|"
     r"more|less)\b",
     re.I,
-)  # fmt: skip
+)
 # "I need a chef's knife", "now show me frying pans", "some dog treats": an object of its own,
 # (a message that points back, "a cheaper one", has refined before this is asked)
 _NAMES_OBJECT = re.compile(
@@ -249,9 +252,17 @@ def condense(
         kind = TurnKind.RESET if reset else TurnKind.NEW
     else:
         shown = _common_title_words(previous_products)
-        kind = classify(text, topic=topic, unknown_terms=unknown_terms, shown_titles=shown,
-                        named_categories=named_categories, carried=carried,
-                        topic_fit=topic_fit, floor=floor, margin=margin)  # fmt: skip
+        kind = classify(
+            text,
+            topic=topic,
+            unknown_terms=unknown_terms,
+            shown_titles=shown,
+            named_categories=named_categories,
+            carried=carried,
+            topic_fit=topic_fit,
+            floor=floor,
+            margin=margin,
+        )
     if kind is TurnKind.REFINE:
         changes = {**_derived_changes(message, carried, previous_products), **changes}
         base = previous_query or ""
@@ -262,9 +273,17 @@ def condense(
         carried = shopper_constraints(carried)
         query = " ".join(words)
     query = query or " ".join(_RESET.sub(" ", message).split())  # filters only: "under $50"
-    return Condensed(query, changes, carried, kind, parsed.suspicious,
-                     topic_words=topic, unknown_brands=unknown_brands,
-                     unknown_terms=unknown_terms, notes=notes)  # fmt: skip
+    return Condensed(
+        query,
+        changes,
+        carried,
+        kind,
+        parsed.suspicious,
+        topic_words=topic,
+        unknown_brands=unknown_brands,
+        unknown_terms=unknown_terms,
+        notes=notes,
+    )
 
 
 def _common_title_words(products: list[dict[str, Any]]) -> frozenset[str]:

@@ -68,7 +68,7 @@ class EvalQuery:
 def filtered_queries(
     products: list[Product], vocabulary: Vocabulary, n: int, seed: int = 0
 ) -> list[EvalQuery]:
-    """"<brand> <category> <title words> under $<ceil(price * 1.2)>" for sampled products.
+    """ "<brand> <category> <title words> under $<ceil(price * 1.2)>" for sampled products.
 
     Title words that belong to any brand or category name are left out, so the query names
     exactly the intended filters (an "Amazon.com Gift Card" of no known brand would otherwise
@@ -79,8 +79,11 @@ def filtered_queries(
         product = products[int(index)]
         meta = product.metadata
         brand, category, price = meta.get("brand"), meta.get("category"), meta.get("price")
-        title_words = [w for w in _TITLE_WORD.findall(str(meta.get("title", "")))
-                       if not vocabulary.could_name(w)][:4]  # fmt: skip
+        title_words = [
+            w
+            for w in _TITLE_WORD.findall(str(meta.get("title", "")))
+            if not vocabulary.could_name(w)
+        ][:4]
         if not title_words:
             continue
         parts, intended = [], {}
@@ -95,8 +98,9 @@ def filtered_queries(
             cap = math.ceil(float(price) * 1.2)
             parts.append(f"under ${cap}")
             intended["max_price"] = float(cap)
-        queries.append(EvalQuery(" ".join(parts), product.item_id,
-                                 ProductFilters.model_validate(intended)))  # fmt: skip
+        queries.append(
+            EvalQuery(" ".join(parts), product.item_id, ProductFilters.model_validate(intended))
+        )
         if len(queries) >= n:
             break
     return queries
@@ -110,9 +114,13 @@ def _sample_in_order(words: list[str], k: int, rng: np.random.Generator) -> list
 
 
 def free_text_queries(
-    products: list[Product], vocabulary: Vocabulary, n: int, seed: int = 0,
-    title_words: int = 2, description_words: int = 3,
-) -> list[EvalQuery]:  # fmt: skip
+    products: list[Product],
+    vocabulary: Vocabulary,
+    n: int,
+    seed: int = 0,
+    title_words: int = 2,
+    description_words: int = 3,
+) -> list[EvalQuery]:
     """Up to ``title_words`` content words of the title and ``description_words`` of the
     description (sampled, in text order) of sampled products; products with fewer than two such
     words are passed over. No query names a brand, category, price or rating."""
@@ -121,10 +129,14 @@ def free_text_queries(
     for index in rng.permutation(len(products)):
         product = products[int(index)]
         title = content_words(str(product.metadata.get("title", "")), vocabulary)
-        description = [w for w in content_words(" ".join(description_sentences(product.text)),
-                                                vocabulary) if w not in title]  # fmt: skip
-        words = (_sample_in_order(title, title_words, rng)
-                 + _sample_in_order(description, description_words, rng))  # fmt: skip
+        description = [
+            w
+            for w in content_words(" ".join(description_sentences(product.text)), vocabulary)
+            if w not in title
+        ]
+        words = _sample_in_order(title, title_words, rng) + _sample_in_order(
+            description, description_words, rng
+        )
         if len(words) < 2:
             continue
         queries.append(EvalQuery(" ".join(words), product.item_id, ProductFilters()))
@@ -136,8 +148,10 @@ def free_text_queries(
 def query_sets(products: list[Product], n: int, seed: int = 0) -> dict[str, list[EvalQuery]]:
     """Both query sets, ``n`` queries each at most."""
     vocabulary = Vocabulary.from_metadatas(p.metadata for p in products)
-    return {FILTERED: filtered_queries(products, vocabulary, n, seed),
-            FREE_TEXT: free_text_queries(products, vocabulary, n, seed)}  # fmt: skip
+    return {
+        FILTERED: filtered_queries(products, vocabulary, n, seed),
+        FREE_TEXT: free_text_queries(products, vocabulary, n, seed),
+    }
 
 
 # --- the temporary catalogue ----------------------------------------------------------------
@@ -145,9 +159,12 @@ def query_sets(products: list[Product], n: int, seed: int = 0) -> dict[str, list
 
 @contextlib.contextmanager
 def temporary_catalogue(
-    settings: Settings, dataset_dir: Path, embedder, max_products: int | None,
+    settings: Settings,
+    dataset_dir: Path,
+    embedder,
+    max_products: int | None,
     progress: Callable[[int, int], None] | None = None,
-) -> Iterator[tuple[Settings, list[Product]]]:  # fmt: skip
+) -> Iterator[tuple[Settings, list[Product]]]:
     """Settings pointing at a fresh collection holding the dataset's valid products, written by
     the shared ingest code (same metadata and hashes as the `products` collection).
     ``progress(done, total)`` follows the embedding."""
@@ -157,10 +174,13 @@ def temporary_catalogue(
     collection = client.create_collection(name, metadata=COLLECTION_METADATA)
     try:
         sync_products(
-            collection, products, embedder_function(embedder, settings.embedding_batch_size),
+            collection,
+            products,
+            embedder_function(embedder, settings.embedding_batch_size),
             max_batch_size=int(client.get_max_batch_size()),
-            embed_batch_size=settings.embedding_batch_size, progress=progress,
-        )  # fmt: skip
+            embed_batch_size=settings.embedding_batch_size,
+            progress=progress,
+        )
         yield settings.model_copy(update={"products_collection": name}), products
     finally:
         with contextlib.suppress(Exception):
@@ -183,10 +203,12 @@ def retrieve_all(engine: ChatEngine, queries: list[EvalQuery]) -> list[Retrieved
     """Parse, embed (one batch) and retrieve every query; queries with the same filters share a
     Chroma request."""
     vocabulary = engine.vocabulary()
-    parsed = [ProductFilters.model_validate(parse_text(q.text, vocabulary).filters)
-              for q in queries]  # fmt: skip
-    vectors = embed_texts(engine.embedder(), [q.text for q in queries],
-                          engine.settings.embedding_batch_size)  # fmt: skip
+    parsed = [
+        ProductFilters.model_validate(parse_text(q.text, vocabulary).filters) for q in queries
+    ]
+    vectors = embed_texts(
+        engine.embedder(), [q.text for q in queries], engine.settings.embedding_batch_size
+    )
     groups: dict[str, list[int]] = {}
     for n, filters in enumerate(parsed):
         groups.setdefault(filters.model_dump_json(), []).append(n)
@@ -194,20 +216,23 @@ def retrieve_all(engine: ChatEngine, queries: list[EvalQuery]) -> list[Retrieved
     for members in groups.values():
         for start in range(0, len(members), _RETRIEVE_CHUNK):
             chunk = members[start : start + _RETRIEVE_CHUNK]
-            for n, found in zip(chunk, engine.retrieve(vectors[chunk], parsed[chunk[0]]),
-                                strict=True):  # fmt: skip
+            for n, found in zip(
+                chunk, engine.retrieve(vectors[chunk], parsed[chunk[0]]), strict=True
+            ):
                 candidates[n] = found
     return [Retrieved(q, p, c) for q, p, c in zip(queries, parsed, candidates, strict=True)]
 
 
-def ranked_ids(engine: ChatEngine, item: Retrieved, ranker: str,
-               rng: np.random.Generator) -> list[str]:  # fmt: skip
+def ranked_ids(
+    engine: ChatEngine, item: Retrieved, ranker: str, rng: np.random.Generator
+) -> list[str]:
     """The candidates' ids, best first, as ``ranker`` orders them (no personalisation)."""
     if ranker == RANDOM_ORDER:
         return [item.candidates[i].item_id for i in rng.permutation(len(item.candidates))]
     fresh = [dataclasses.replace(c) for c in item.candidates]  # ranking writes scores into them
-    ranking = engine.rank_candidates(item.query.text, fresh, len(fresh), None,
-                                     rerank=ranker == CROSS_ENCODER)  # fmt: skip
+    ranking = engine.rank_candidates(
+        item.query.text, fresh, len(fresh), None, rerank=ranker == CROSS_ENCODER
+    )
     return [c.item_id for c in ranking.candidates]
 
 
@@ -236,9 +261,13 @@ def ranking_metrics(retrieved: list[Retrieved], rankings: list[list[str]]) -> di
     }
 
 
-def evaluate_set(engine: ChatEngine, queries: list[EvalQuery], rankers: tuple[str, ...],
-                 progress: Callable[[int], None] | None = None,
-                 seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def evaluate_set(
+    engine: ChatEngine,
+    queries: list[EvalQuery],
+    rankers: tuple[str, ...],
+    progress: Callable[[int], None] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Every ranker on one query set, from the same retrieved candidates."""
     retrieved = retrieve_all(engine, queries)
     rng = np.random.default_rng(seed)
@@ -255,9 +284,19 @@ def evaluate_set(engine: ChatEngine, queries: list[EvalQuery], rankers: tuple[st
         "examples": [q.text for q in queries[:3]],
         "filter_parse_accuracy": round(parsed_ok / len(queries), 4) if queries else None,
         "mean_candidates": round(statistics.fmean(retrieved_counts), 1) if queries else None,
-        "target_retrieved": round(float(np.mean(
-            [item.query.target in {c.item_id for c in item.candidates} for item in retrieved]
-        )), 4) if queries else None,  # fmt: skip
+        "target_retrieved": round(
+            float(
+                np.mean(
+                    [
+                        item.query.target in {c.item_id for c in item.candidates}
+                        for item in retrieved
+                    ]
+                )
+            ),
+            4,
+        )
+        if queries
+        else None,
         "rankings": {ranker: ranking_metrics(retrieved, rankings[ranker]) for ranker in rankers},
     }
 
@@ -269,8 +308,9 @@ def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
 
-def bench_ranking(engine: ChatEngine, queries: list[EvalQuery], user_id: str | None,
-                  repeats: int) -> dict[str, Any]:  # fmt: skip
+def bench_ranking(
+    engine: ChatEngine, queries: list[EvalQuery], user_id: str | None, repeats: int
+) -> dict[str, Any]:
     """Latency of one ranking request: embed the query, retrieve ``retrieval_candidates``,
     rerank, blend; in ms."""
     vocabulary = engine.vocabulary()
@@ -283,10 +323,15 @@ def bench_ranking(engine: ChatEngine, queries: list[EvalQuery], user_id: str | N
         ranking = engine.rank(query.text, filters, 5, user_id)
         timings.append((time.perf_counter() - started) * 1000)
         retrieved.append(ranking.n_retrieved)
-    return {"p50_ms": percentile(timings, 50), "p99_ms": percentile(timings, 99),
-            "mean_ms": round(statistics.fmean(timings), 2), "runs": len(timings),
-            "mean_candidates_reranked": round(statistics.fmean(retrieved), 1),
-            "scorer": ranking.scorer, "personalisation": ranking.personalisation}  # fmt: skip
+    return {
+        "p50_ms": percentile(timings, 50),
+        "p99_ms": percentile(timings, 99),
+        "mean_ms": round(statistics.fmean(timings), 2),
+        "runs": len(timings),
+        "mean_candidates_reranked": round(statistics.fmean(retrieved), 1),
+        "scorer": ranking.scorer,
+        "personalisation": ranking.personalisation,
+    }
 
 
 def bench_first_token(settings: Settings, queries: list[EvalQuery], repeats: int) -> dict:
@@ -312,8 +357,12 @@ def bench_first_token(settings: Settings, queries: list[EvalQuery], repeats: int
                             break
     finally:
         server.stop()
-    return {"p50_ms": percentile(timings, 50), "p99_ms": percentile(timings, 99),
-            "runs": len(timings), "llm": "loopback Ollama stand-in (ollama_stub)"}  # fmt: skip
+    return {
+        "p50_ms": percentile(timings, 50),
+        "p99_ms": percentile(timings, 99),
+        "runs": len(timings),
+        "llm": "loopback Ollama stand-in (ollama_stub)",
+    }
 
 
 def temporary_folder() -> tempfile.TemporaryDirectory:

@@ -66,8 +66,10 @@ def product_facts(metadata: dict[str, Any], item_id: str) -> str:
     if metadata.get("price") is not None:
         parts.append(f"price=${float(metadata['price']):.2f}")
     if metadata.get("avg_rating") is not None:
-        parts.append(f"rating={float(metadata['avg_rating']):.1f}/5"
-                     f" ({int(metadata.get('rating_count') or 0)} ratings)")  # fmt: skip
+        parts.append(
+            f"rating={float(metadata['avg_rating']):.1f}/5"
+            f" ({int(metadata.get('rating_count') or 0)} ratings)"
+        )
     return "; ".join(parts)
 
 
@@ -96,35 +98,49 @@ def build_messages(
 ) -> list[dict[str, str]]:
     """Chat messages for Ollama: system rules, recent turns of THIS session, then the products
     (id, metadata, reason), what we don't have, and the customer's message wrapped as data."""
-    history = [{"role": t.role, "content": as_data(t.content[:1000]) if t.role == "user"
-                else t.content[:1000]} for t in turns
-               if t.role in ("user", "assistant")]  # fmt: skip
-    listing = "\n".join(
-        f"{n}. {product_facts(meta, item_id)}; highlight={reason!r}"
-        for n, (item_id, meta, reason) in enumerate(products, start=1)
-    ) or "(no product matches the filters)"
+    history = [
+        {
+            "role": t.role,
+            "content": as_data(t.content[:1000]) if t.role == "user" else t.content[:1000],
+        }
+        for t in turns
+        if t.role in ("user", "assistant")
+    ]
+    listing = (
+        "\n".join(
+            f"{n}. {product_facts(meta, item_id)}; highlight={reason!r}"
+            for n, (item_id, meta, reason) in enumerate(products, start=1)
+        )
+        or "(no product matches the filters)"
+    )
     applied = json.dumps(filters.set_fields()) if not filters.is_empty() else "none"
     latest = (
         f"PRODUCTS (the only ones you may recommend):\n{listing}\n\n"
         f"Active filters: {applied}\n{_unmatched_line(unmatched)}\n"
         f"<customer_message>\n{as_data(message)}\n</customer_message>"
     )
-    return [{"role": "system", "content": SYSTEM_PROMPT}, *history,
-            {"role": "user", "content": latest}]  # fmt: skip
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        *history,
+        {"role": "user", "content": latest},
+    ]
 
 
 def _said_unmatched(unmatched: Unmatched | None) -> str:
-    """"We don't carry Sony." / "We don't have anything matching "laptop"." (or nothing)."""
+    """ "We don't carry Sony." / "We don't have anything matching "laptop"." (or nothing)."""
     if unmatched is None:
         return ""
     said = []
     if unmatched.brands:
         said.append(f"We don't carry {_joined(unmatched.brands)}.")
     if unmatched.terms:
-        said.append(f"We don't have anything matching \"{' '.join(unmatched.terms)}\".")
+        said.append(f'We don\'t have anything matching "{" ".join(unmatched.terms)}".')
     if unmatched.filters:
-        names = {"min_price": "minimum price", "max_price": "maximum price",
-                 "min_rating": "minimum rating"}  # fmt: skip
+        names = {
+            "min_price": "minimum price",
+            "max_price": "maximum price",
+            "min_rating": "minimum rating",
+        }
         bounds = _joined([names.get(f, f) for f in unmatched.filters])
         said.append(f"Nothing of this kind meets your {bounds}; try relaxing it.")
     return " ".join(said)
@@ -260,8 +276,10 @@ class LLMClient:
             self._check_not_down()
         except LLMUnavailable:
             return None
-        known = (f"KNOWN brands: {', '.join(vocabulary.brands[:200])}\n"
-                 f"KNOWN categories: {', '.join(vocabulary.categories[:200])}")  # fmt: skip
+        known = (
+            f"KNOWN brands: {', '.join(vocabulary.brands[:200])}\n"
+            f"KNOWN categories: {', '.join(vocabulary.categories[:200])}"
+        )
         try:
             response = self._client.chat(
                 model=self.model,

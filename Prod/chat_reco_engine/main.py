@@ -32,13 +32,15 @@ Ranking: `score = (1 - w) * relevance + w * affinity`, both min-max scaled over 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The chat API; models load in the background at start-up."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.engine.start()
         yield
 
-    app = FastAPI(title="chat_reco_engine", version="1.0.0", description=DESCRIPTION,
-                  lifespan=lifespan)  # fmt: skip
+    app = FastAPI(
+        title="chat_reco_engine", version="1.0.0", description=DESCRIPTION, lifespan=lifespan
+    )
     resolved = attach_settings(app, settings)
     app.state.engine = ChatEngine(resolved)
     install_error_handlers(app)
@@ -58,9 +60,7 @@ def main() -> None:
     import uvicorn
 
     # log_config=None: uvicorn's own lines go through configure_logging's handler (LOG_FORMAT)
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.chat_port, log_config=None
-    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.chat_port, log_config=None)
 
 
 if __name__ == "__main__":

@@ -35,21 +35,30 @@ class ChatMetrics:
 
     def __init__(self, reranker: Reranker) -> None:
         self.reranker = reranker
-        self.answers = Counter("reco_chat_answers", "Chat answers by producer", ["producer"],
-                               registry=None)  # fmt: skip
+        self.answers = Counter(
+            "reco_chat_answers", "Chat answers by producer", ["producer"], registry=None
+        )
         self.by_producer = {p: self.answers.labels(producer=p) for p in (LLM, FALLBACK)}
         self.turns = Counter("reco_chat_turns", "Chat turns by kind", ["kind"], registry=None)
         self.by_kind = {k.value: self.turns.labels(kind=k.value) for k in TurnKind}
         self.unmatched = Counter(
-            "reco_chat_unmatched", "Turns naming brands, terms or filter bounds no product meets",
-            ["kind"], registry=None,
+            "reco_chat_unmatched",
+            "Turns naming brands, terms or filter bounds no product meets",
+            ["kind"],
+            registry=None,
         )
         self.by_unmatched = {k: self.unmatched.labels(kind=k) for k in UNMATCHED_KINDS}
-        self.llm_seconds = Histogram("reco_chat_llm_duration_seconds",
-                                     "LLM answers, first request to last token",
-                                     buckets=LLM_BUCKETS, registry=None)  # fmt: skip
-        self.llm_errors = Counter("reco_chat_llm_errors", "LLM answers that failed (unreachable, "
-                                  "timed out, model missing, empty)", registry=None)  # fmt: skip
+        self.llm_seconds = Histogram(
+            "reco_chat_llm_duration_seconds",
+            "LLM answers, first request to last token",
+            buckets=LLM_BUCKETS,
+            registry=None,
+        )
+        self.llm_errors = Counter(
+            "reco_chat_llm_errors",
+            "LLM answers that failed (unreachable, timed out, model missing, empty)",
+            registry=None,
+        )
 
     def record_turn(self, kind: str, producer: str, unmatched: Unmatched | None) -> None:
         self.by_producer[producer].inc()
@@ -63,5 +72,10 @@ class ChatMetrics:
         return self.answers, self.turns, self.unmatched, self.llm_seconds, self.llm_errors, self
 
     def collect(self) -> Iterator[Metric]:
-        yield one_hot("reco_chat_reranker_state", "Cross-encoder state (1); bi-encoder ranking "
-                      "unless ready", "state", self.reranker.state, RERANKER_STATES)  # fmt: skip
+        yield one_hot(
+            "reco_chat_reranker_state",
+            "Cross-encoder state (1); bi-encoder ranking unless ready",
+            "state",
+            self.reranker.state,
+            RERANKER_STATES,
+        )

@@ -54,8 +54,10 @@ class OllamaStubServer:
                 if self.path == "/api/version":
                     self._json(200, {"version": "0.6.0-test"})
                 elif self.path == "/api/tags":
-                    models = [{"name": m, "model": m, "size": 1, "digest": "0" * 12}
-                              for m in server.behaviour.models]  # fmt: skip
+                    models = [
+                        {"name": m, "model": m, "size": 1, "digest": "0" * 12}
+                        for m in server.behaviour.models
+                    ]
                     self._json(200, {"models": models})
                 else:
                     self._json(404, {"error": "not found"})
@@ -96,8 +98,9 @@ class OllamaStubServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ollama-stub",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ollama-stub", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -128,10 +131,11 @@ def _tokens(text: str) -> list[str]:
 
 def _message(model: str, content: str, done: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "model": model, "created_at": "2024-01-01T00:00:00Z",
-        "message": {"role": "assistant", "content": content}, "done": done,
-    }  # fmt: skip
+        "model": model,
+        "created_at": "2024-01-01T00:00:00Z",
+        "message": {"role": "assistant", "content": content},
+        "done": done,
+    }
     if done:
         body.update(done_reason="stop", total_duration=1, eval_count=len(content.split()))
     return body
-

@@ -80,13 +80,20 @@ def _solve(
 
     from Prod.common.als import ALSParams, fold_in_user
 
-    params = ALSParams(factors=meta.dim, regularization=meta.regularization,
-                       alpha=meta.alpha, confidence=meta.confidence)  # fmt: skip
+    params = ALSParams(
+        factors=meta.dim,
+        regularization=meta.regularization,
+        alpha=meta.alpha,
+        confidence=meta.confidence,
+    )
     idx, weights = zip(*known, strict=True)
     return fold_in_user(
-        torch.from_numpy(items.matrix), torch.tensor(idx), torch.tensor(weights),
-        params, yty=torch.from_numpy(items.gram),
-    ).numpy()  # fmt: skip
+        torch.from_numpy(items.matrix),
+        torch.tensor(idx),
+        torch.tensor(weights),
+        params,
+        yty=torch.from_numpy(items.gram),
+    ).numpy()
 
 
 class Personaliser:
@@ -114,8 +121,9 @@ class Personaliser:
         if hit is not None and time.monotonic() - hit[0] < self.settings.fold_in_cache_s:
             return hit[1]
         items = self._item_factors(meta)
-        known = [(items.index[i], w) for i, w in self._user_pairs(user_id).liked
-                 if i in items.index]  # fmt: skip
+        known = [
+            (items.index[i], w) for i, w in self._user_pairs(user_id).liked if i in items.index
+        ]
         factor = _solve(meta, items, known) if known else None
         self._folded[key] = (time.monotonic(), factor)
         return factor
@@ -168,22 +176,26 @@ class Personaliser:
             version = model_store.active_version(redis_client)
             meta = model_store.read_meta(redis_client, version) if version else None
             items = self._item_factors(meta) if meta is not None else None
-            disliked = [items.index[i] for i in sorted(pairs.disliked) if i in items.index] if (
-                items is not None) else []  # fmt: skip
+            disliked = (
+                [items.index[i] for i in sorted(pairs.disliked) if i in items.index]
+                if (items is not None)
+                else []
+            )
             if disliked:
                 anti = _solve(meta, items, [(row, 1.0) for row in disliked])  # "anti-taste"
                 rows = [items.index.get(i) for i in item_ids]
-                anti_scores = np.array([0.0 if r is None else items.matrix[r] @ anti
-                                        for r in rows])  # fmt: skip
+                anti_scores = np.array([0.0 if r is None else items.matrix[r] @ anti for r in rows])
                 disliked_scores = items.matrix[disliked] @ anti
             # the category counts relative to the candidates: when the request names the kind
             # (all candidates alike) behaviour alone reorders them
             share = category_share(categories, pairs.disliked_categories)
             return dislike_push(
-                n_disliked=len(pairs.disliked), n_liked=len(pairs.liked),
-                anti_scores=anti_scores, disliked_scores=disliked_scores,
+                n_disliked=len(pairs.disliked),
+                n_liked=len(pairs.liked),
+                anti_scores=anti_scores,
+                disliked_scores=disliked_scores,
                 same_category=share - share.min() if share.size else share,
-            )  # fmt: skip
+            )
         except Exception as exc:  # personalisation is an enhancement; never fail the request
             log.warning("dislike push skipped for user %s: %s", user_id, exc)
             return None
@@ -206,8 +218,10 @@ class Personaliser:
             rows = [items.index.get(i) for i in item_ids]
             if all(r is None for r in rows):
                 return None, "none"
-            scores = np.array([items.matrix[r] @ factor if r is not None else np.nan
-                               for r in rows], dtype=np.float64)  # fmt: skip
+            scores = np.array(
+                [items.matrix[r] @ factor if r is not None else np.nan for r in rows],
+                dtype=np.float64,
+            )
             scores[np.isnan(scores)] = np.nanmin(scores)
             return scores, source
         except Exception as exc:  # personalisation is an enhancement; never fail the request

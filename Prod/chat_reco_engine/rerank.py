@@ -31,8 +31,12 @@ def compact_passage(candidate: Candidate) -> str:
     of the description (the fields that say what it is; price and rating are filters' job)."""
     meta = candidate.metadata
     sentences = description_sentences(candidate.document)
-    parts = [meta.get("title"), meta.get("brand"), meta.get("category"),
-             sentences[0] if sentences else None]  # fmt: skip
+    parts = [
+        meta.get("title"),
+        meta.get("brand"),
+        meta.get("category"),
+        sentences[0] if sentences else None,
+    ]
     fields = [str(p).strip().rstrip(".") for p in parts if p and str(p).strip()]
     passage = ". ".join(fields) if fields else candidate.document
     return passage[:_PASSAGE_MAX_CHARS]
@@ -94,8 +98,11 @@ class Reranker:
         except Exception as exc:  # any load failure means "fall back", never a failed request
             self.state = "unavailable"
             self.error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("cross-encoder %s unavailable, using bi-encoder scores: %s",
-                        self.model_name, self.error)  # fmt: skip
+            log.warning(
+                "cross-encoder %s unavailable, using bi-encoder scores: %s",
+                self.model_name,
+                self.error,
+            )
         finally:
             self._loaded.set()
 
@@ -109,9 +116,14 @@ class Reranker:
         return self.state == "ready" and self._model is not None
 
     def status(self) -> dict[str, Any]:
-        return {"model": self.model_name or None, "status": self.state, "error": self.error,
-                "scorer": CROSS_ENCODER if self.ready else BI_ENCODER,
-                "top_n": self.top_n, "max_tokens": self.max_length}  # fmt: skip
+        return {
+            "model": self.model_name or None,
+            "status": self.state,
+            "error": self.error,
+            "scorer": CROSS_ENCODER if self.ready else BI_ENCODER,
+            "top_n": self.top_n,
+            "max_tokens": self.max_length,
+        }
 
     def score(self, query: str, candidates: list[Candidate]) -> tuple[np.ndarray, str]:
         """(n,) relevance scores, aligned with ``candidates``, and which scorer produced them.
@@ -143,8 +155,14 @@ def save_tiny_cross_encoder(folder: Path) -> str:
     from transformers import BertConfig, BertForSequenceClassification
 
     tokenizer = _minilm_tokenizer()
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, num_labels=1)  # fmt: skip
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)

@@ -85,11 +85,16 @@ def _sse(events: Iterator[tuple[str, dict[str, Any]]]) -> Iterator[str]:
 
 @router.post(
     "/chat/stream",
-    responses={**_ERRORS, 200: {"content": {"text/event-stream": {}},
-                                "description": "events: products, token..., done"}},
+    responses={
+        **_ERRORS,
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "events: products, token..., done",
+        },
+    },
     summary="Chat turn, streamed (server-sent events)",
     response_class=StreamingResponse,
-)  # fmt: skip
+)
 def create_chat_turn_stream(body: ChatRequest, engine: EngineDep) -> StreamingResponse:
     """Event `products` first, then one `token` event per piece of the answer, then `done`
     with the same payload as POST /chat; a failure after the first event ends the stream with
@@ -130,10 +135,15 @@ def read_search(
     k: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> SearchResponse:
     """Semantic product search with the same filters and ranking as chat (no LLM)."""
-    filters = validated_filters({
-        "brands": brand or [], "categories": category or [], "min_price": min_price,
-        "max_price": max_price, "min_rating": min_rating,
-    })  # fmt: skip
+    filters = validated_filters(
+        {
+            "brands": brand or [],
+            "categories": category or [],
+            "min_price": min_price,
+            "max_price": max_price,
+            "min_rating": min_rating,
+        }
+    )
     with chroma_errors():
         return engine.search(q, filters, k, user_id)
 

@@ -17,12 +17,18 @@ Scorer = Literal["cross-encoder", "bi-encoder"]
 class ChatRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [
-            {"message": "wireless headphones under $100, Sony or Bose", "user_id": "u42", "k": 5},
-            {"message": "cheaper ones?", "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11"},
-            {"message": "a gift card", "filters": {"max_price": 50, "min_rating": 4}},
-        ]},
-    )  # fmt: skip
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": "wireless headphones under $100, Sony or Bose",
+                    "user_id": "u42",
+                    "k": 5,
+                },
+                {"message": "cheaper ones?", "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11"},
+                {"message": "a gift card", "filters": {"max_price": 50, "min_rating": 4}},
+            ]
+        },
+    )
 
     message: str = Field(
         ..., min_length=1, description="The customer's message (at most CHAT_MAX_MESSAGE_CHARS)."
@@ -72,30 +78,68 @@ class Unmatched(BaseModel):
 
 
 class ChatResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11",
-        "answer": "The Sony WH-CH520 ($59.99, 4.4/5) fits your budget...",
-        "products": [{"item_id": "P0001", "title": "Sony WH-CH520", "brand": "Sony",
-                      "category": "Headphones", "price": 59.99, "rating": 4.4,
-                      "rating_count": 1200, "score": 0.93, "relevance": 7.1, "affinity": None,
-                      "reason": "Wireless on-ear headphones with 50 hours of battery.",
-                      "alternative": False}],
-        "filters": {"brands": ["Sony", "Bose"], "max_price": 100.0},
-        "standalone_query": "wireless headphones Sony Bose",
-        "generated_by": "llm", "reranker": "cross-encoder", "personalisation": "none",
-        "turn": "new", "unmatched": None, "notes": [],
-    }, {
-        "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11",
-        "answer": "We don't carry Dyson. The closest alternatives we have (1): ...",
-        "products": [{"item_id": "P0420", "title": "Hearthstone Cordless Stick Vacuum",
-                      "brand": "Hearthstone", "category": "Home & Kitchen", "price": 189.99,
-                      "rating": 4.2, "rating_count": 310, "score": 1.0, "relevance": 0.61,
-                      "affinity": None, "reason": "Cordless stick vacuum with a 40-minute "
-                      "battery.", "alternative": True}],
-        "filters": {}, "standalone_query": "Dyson vacuum", "generated_by": "fallback",
-        "reranker": "bi-encoder", "personalisation": "none", "turn": "new",
-        "unmatched": {"brands": ["Dyson"], "terms": [], "filters": []}, "notes": [],
-    }]})  # fmt: skip
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11",
+                    "answer": "The Sony WH-CH520 ($59.99, 4.4/5) fits your budget...",
+                    "products": [
+                        {
+                            "item_id": "P0001",
+                            "title": "Sony WH-CH520",
+                            "brand": "Sony",
+                            "category": "Headphones",
+                            "price": 59.99,
+                            "rating": 4.4,
+                            "rating_count": 1200,
+                            "score": 0.93,
+                            "relevance": 7.1,
+                            "affinity": None,
+                            "reason": "Wireless on-ear headphones with 50 hours of battery.",
+                            "alternative": False,
+                        }
+                    ],
+                    "filters": {"brands": ["Sony", "Bose"], "max_price": 100.0},
+                    "standalone_query": "wireless headphones Sony Bose",
+                    "generated_by": "llm",
+                    "reranker": "cross-encoder",
+                    "personalisation": "none",
+                    "turn": "new",
+                    "unmatched": None,
+                    "notes": [],
+                },
+                {
+                    "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11",
+                    "answer": "We don't carry Dyson. The closest alternatives we have (1): ...",
+                    "products": [
+                        {
+                            "item_id": "P0420",
+                            "title": "Hearthstone Cordless Stick Vacuum",
+                            "brand": "Hearthstone",
+                            "category": "Home & Kitchen",
+                            "price": 189.99,
+                            "rating": 4.2,
+                            "rating_count": 310,
+                            "score": 1.0,
+                            "relevance": 0.61,
+                            "affinity": None,
+                            "reason": "Cordless stick vacuum with a 40-minute battery.",
+                            "alternative": True,
+                        }
+                    ],
+                    "filters": {},
+                    "standalone_query": "Dyson vacuum",
+                    "generated_by": "fallback",
+                    "reranker": "bi-encoder",
+                    "personalisation": "none",
+                    "turn": "new",
+                    "unmatched": {"brands": ["Dyson"], "terms": [], "filters": []},
+                    "notes": [],
+                },
+            ]
+        }
+    )
 
     session_id: str
     answer: str
@@ -106,8 +150,9 @@ class ChatResponse(BaseModel):
     reranker: Scorer
     personalisation: str = Field(..., description="factor | fold_in | none | error")
     turn: Literal["refine", "new", "reset"] = Field(
-        "new", description="How the message was read: a refinement of the current request, a "
-        "new request, or a reset (see the README)."
+        "new",
+        description="How the message was read: a refinement of the current request, a "
+        "new request, or a reset (see the README).",
     )
     unmatched: Unmatched | None = Field(
         None, description="What we don't have; the products are then alternatives."

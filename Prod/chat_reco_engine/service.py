@@ -129,13 +129,19 @@ def _refuse_nul(value: str | None, name: str) -> None:
 def _product(candidate: Candidate, query: str, alternative: bool = False) -> ProductOut:
     meta = candidate.metadata
     return ProductOut(
-        item_id=candidate.item_id, title=str(meta.get("title") or candidate.item_id),
-        brand=meta.get("brand"), category=meta.get("category"), price=meta.get("price"),
-        rating=meta.get("avg_rating"), rating_count=meta.get("rating_count"),
-        score=round(float(candidate.score), 6), relevance=round(float(candidate.relevance), 6),
+        item_id=candidate.item_id,
+        title=str(meta.get("title") or candidate.item_id),
+        brand=meta.get("brand"),
+        category=meta.get("category"),
+        price=meta.get("price"),
+        rating=meta.get("avg_rating"),
+        rating_count=meta.get("rating_count"),
+        score=round(float(candidate.score), 6),
+        relevance=round(float(candidate.relevance), 6),
         affinity=None if candidate.affinity is None else round(float(candidate.affinity), 6),
-        reason=best_sentence(candidate.document, query), alternative=alternative,
-    )  # fmt: skip
+        reason=best_sentence(candidate.document, query),
+        alternative=alternative,
+    )
 
 
 def _reranking(settings: Settings) -> tuple[str, int, int]:
@@ -148,8 +154,11 @@ class ChatEngine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.reranker = Reranker(settings.reranker_model, max_length=settings.rerank_max_tokens,
-                                 top_n=settings.rerank_top_n)  # fmt: skip
+        self.reranker = Reranker(
+            settings.reranker_model,
+            max_length=settings.rerank_max_tokens,
+            top_n=settings.rerank_top_n,
+        )
         self.llm = LLMClient(settings.ollama_host, settings.ollama_model, settings.ollama_timeout_s)
         self.personaliser = Personaliser(settings)
         self.metrics = ChatMetrics(self.reranker)
@@ -219,15 +228,18 @@ class ChatEngine:
         name = self.settings.products_collection
         with self._catalogue_lock:
             cached = self._catalogue
-            if cached and cached.name == name and time.monotonic() - cached.loaded_at < (
-                VOCABULARY_TTL_S
+            if (
+                cached
+                and cached.name == name
+                and time.monotonic() - cached.loaded_at < (VOCABULARY_TTL_S)
             ):
                 return cached
             collection = self.collection()
             recalibrate = (
-                cached is None or cached.name != name
+                cached is None
+                or cached.name != name
                 or abs(collection.count() - cached.size) > RECALIBRATE_CHANGE * cached.size
-            )  # fmt: skip
+            )
             page = read_catalogue(collection, max_vectors=5000 if recalibrate else 0)
             vocabulary = Vocabulary.from_metadatas(page.metadatas)
             words = text_words(page.documents)
@@ -236,9 +248,13 @@ class ChatEngine:
                 titles = [str(m.get("title") or "") for m in page.metadatas[: len(page.vectors)]]
                 floor = calibrate_floor(page.vectors, titles, vocabulary, words, self._embed)
             self._catalogue = Catalogue(
-                name=name, size=len(page.metadatas), vocabulary=vocabulary, words=words,
-                floor=floor, loaded_at=time.monotonic(),
-            )  # fmt: skip
+                name=name,
+                size=len(page.metadatas),
+                vocabulary=vocabulary,
+                words=words,
+                floor=floor,
+                loaded_at=time.monotonic(),
+            )
             return self._catalogue
 
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -258,10 +274,11 @@ class ChatEngine:
         floor = self.catalogue().floor
         topic = condensed.topic_words
         return (
-            floor is not None and bool(topic)
+            floor is not None
+            and bool(topic)
             and len(condensed.unknown_terms) == len(topic)
             and best_similarity < floor.match_median
-        )  # fmt: skip
+        )
 
     def _topic_margin(self) -> float | None:
         """How much better another product must fit a message than the ones shown for it to
@@ -279,9 +296,13 @@ class ChatEngine:
 
     # -- ranking -------------------------------------------------------------------------
     def rank(
-        self, query: str, filters: ProductFilters, k: int, user_id: str | None,
+        self,
+        query: str,
+        filters: ProductFilters,
+        k: int,
+        user_id: str | None,
         rerank: bool = True,
-    ) -> Ranking:  # fmt: skip
+    ) -> Ranking:
         """Retrieve ``retrieval_candidates`` with the filters, rerank, blend, keep the top ``k``."""
         vectors = embed_texts(self.embedder(), [query])
         return self.rank_candidates(query, self.retrieve(vectors, filters)[0], k, user_id, rerank)
@@ -289,13 +310,21 @@ class ChatEngine:
     def retrieve(self, query_vectors: np.ndarray, filters: ProductFilters) -> list[list[Candidate]]:
         """``retrieval_candidates`` products per query vector ((n, dim) float32) meeting the
         filters, nearest first, in one Chroma request."""
-        return retrieve_many(self.collection(), query_vectors, to_chroma_where(filters),
-                             self.settings.retrieval_candidates)  # fmt: skip
+        return retrieve_many(
+            self.collection(),
+            query_vectors,
+            to_chroma_where(filters),
+            self.settings.retrieval_candidates,
+        )
 
     def rank_candidates(
-        self, query: str, candidates: list[Candidate], k: int, user_id: str | None,
+        self,
+        query: str,
+        candidates: list[Candidate],
+        k: int,
+        user_id: str | None,
         rerank: bool = True,
-    ) -> Ranking:  # fmt: skip
+    ) -> Ranking:
         """Rerank (cross-encoder, or bi-encoder similarity when ``rerank`` is off or it is not
         loaded), blend with the user's ALS affinity, keep the top ``k``. Sets the candidates'
         ``relevance``, ``affinity`` and ``score``. The user's disliked products are dropped and
@@ -349,12 +378,16 @@ class ChatEngine:
         vocabulary = catalogue.vocabulary
         previous_ids = state.last_item_ids
         condensed = condense(
-            message, previous_query=state.last_query, carried=state.filters,
+            message,
+            previous_query=state.last_query,
+            carried=state.filters,
             previous_products=fetch_metadatas(self.collection(), previous_ids),
-            vocabulary=vocabulary, floor=self.relevance_floor(), margin=self._topic_margin(),
+            vocabulary=vocabulary,
+            floor=self.relevance_floor(),
+            margin=self._topic_margin(),
             known_words=catalogue.words,
             topic_fit=lambda words: self._topic_fit(words, previous_ids),
-        )  # fmt: skip
+        )
         changes = dict(condensed.changes)
         if self.settings.chat_llm_filters and condensed.query and not condensed.suspicious:
             proposal = self.llm.propose_filters(message, vocabulary)
@@ -402,13 +435,17 @@ class ChatEngine:
             passing = [c for c in self.retrieve(vector, relaxed)[0] if c.similarity >= floor]
             brands.extend(filters.brands if passing else [])
         if not passing and candidates:
-            bounds = [name for name in ("min_price", "max_price", "min_rating")
-                      if getattr(filters, name) is not None]  # fmt: skip
+            bounds = [
+                name
+                for name in ("min_price", "max_price", "min_rating")
+                if getattr(filters, name) is not None
+            ]
             unbounded = filters.model_copy(
                 update={"min_price": None, "max_price": None, "min_rating": None}
             )
-            if not (bounds and any(c.similarity >= floor
-                                   for c in self.retrieve(vector, unbounded)[0])):  # fmt: skip
+            if not (
+                bounds and any(c.similarity >= floor for c in self.retrieve(vector, unbounded)[0])
+            ):
                 bounds = []  # the kind itself is missing, not just within these bounds
                 terms = condensed.unknown_terms or condensed.topic_words
             passing = candidates  # the closest products within the filters, as alternatives
@@ -425,8 +462,9 @@ class ChatEngine:
         state = conversation.load_state(
             self.settings.database_url,
             session_id=str(request.session_id) if request.session_id else None,
-            user_id=request.user_id, turns=self.settings.chat_history_turns,
-        )  # fmt: skip
+            user_id=request.user_id,
+            turns=self.settings.chat_history_turns,
+        )
         condensed, filters = self._turn_filters(request, state, message, self.catalogue())
         context_ms = (time.perf_counter() - started) * 1000
         if condensed.query:
@@ -437,12 +475,21 @@ class ChatEngine:
             ranking, unmatched, alternative = Ranking([], "bi-encoder", "none", 0), None, False
         products = [_product(c, condensed.query, alternative) for c in ranking.candidates]
         return PreparedTurn(
-            request=request, state=state, query=condensed.query, filters=filters,
-            ranking=ranking, products=products, suspicious=condensed.suspicious,
-            turn=condensed.kind, unmatched=unmatched, notes=condensed.notes,
-            timings_ms={"context": round(context_ms, 1),
-                        "ranking": round((time.perf_counter() - started) * 1000 - context_ms, 1)},
-        )  # fmt: skip
+            request=request,
+            state=state,
+            query=condensed.query,
+            filters=filters,
+            ranking=ranking,
+            products=products,
+            suspicious=condensed.suspicious,
+            turn=condensed.kind,
+            unmatched=unmatched,
+            notes=condensed.notes,
+            timings_ms={
+                "context": round(context_ms, 1),
+                "ranking": round((time.perf_counter() - started) * 1000 - context_ms, 1),
+            },
+        )
 
     @staticmethod
     def _listing(turn: PreparedTurn) -> list[tuple[str, dict[str, Any], str]]:
@@ -451,9 +498,14 @@ class ChatEngine:
 
     def _prompt(self, turn: PreparedTurn) -> list[dict[str, str]]:
         listing = self._listing(turn)
-        recent = turn.state.turns[-2 * self.settings.chat_history_turns:]
-        return build_messages(products=listing, turns=recent, message=turn.request.message.strip(),
-                              filters=turn.filters, unmatched=turn.unmatched)  # fmt: skip
+        recent = turn.state.turns[-2 * self.settings.chat_history_turns :]
+        return build_messages(
+            products=listing,
+            turns=recent,
+            message=turn.request.message.strip(),
+            filters=turn.filters,
+            unmatched=turn.unmatched,
+        )
 
     def _fallback(self, turn: PreparedTurn) -> str:
         alternatives = any(p.alternative for p in turn.products)
@@ -462,18 +514,29 @@ class ChatEngine:
     def _finish(self, turn: PreparedTurn, answer: str, generated_by: str) -> ChatResponse:
         """Persist the exchange (committed before anyone sees the final payload)."""
         conversation.save_exchange(
-            self.settings.database_url, state=turn.state, user_text=turn.request.message.strip(),
-            standalone_query=turn.query, filters=turn.filters, answer=answer,
-            item_ids=[p.item_id for p in turn.products], generated_by=generated_by,
-        )  # fmt: skip
+            self.settings.database_url,
+            state=turn.state,
+            user_text=turn.request.message.strip(),
+            standalone_query=turn.query,
+            filters=turn.filters,
+            answer=answer,
+            item_ids=[p.item_id for p in turn.products],
+            generated_by=generated_by,
+        )
         self.metrics.record_turn(turn.turn.value, generated_by, turn.unmatched)
         return ChatResponse(
-            session_id=turn.state.session_id, answer=answer, products=turn.products,
-            filters=turn.filters.set_fields(), standalone_query=turn.query,
-            generated_by=generated_by, reranker=turn.ranking.scorer,
-            personalisation=turn.ranking.personalisation, turn=turn.turn.value,
-            unmatched=turn.unmatched, notes=turn.notes,
-        )  # fmt: skip
+            session_id=turn.state.session_id,
+            answer=answer,
+            products=turn.products,
+            filters=turn.filters.set_fields(),
+            standalone_query=turn.query,
+            generated_by=generated_by,
+            reranker=turn.ranking.scorer,
+            personalisation=turn.ranking.personalisation,
+            turn=turn.turn.value,
+            unmatched=turn.unmatched,
+            notes=turn.notes,
+        )
 
     def answer_tokens(self, turn: PreparedTurn) -> Iterator[tuple[str, str]]:
         """(token, producer) pairs: the LLM's tokens, or the template's lines if it fails
@@ -507,17 +570,20 @@ class ChatEngine:
     def stream_events(self, turn: PreparedTurn) -> Iterator[tuple[str, dict[str, Any]]]:
         """SSE events: ``products`` first, ``token`` per piece of the answer, then ``done`` with
         the final payload (sent after the exchange is committed)."""
-        yield "products", {
-            "session_id": turn.state.session_id,
-            "filters": turn.filters.set_fields(),
-            "standalone_query": turn.query,
-            "reranker": turn.ranking.scorer,
-            "personalisation": turn.ranking.personalisation,
-            "turn": turn.turn.value,
-            "unmatched": turn.unmatched.model_dump() if turn.unmatched else None,
-            "notes": turn.notes,
-            "products": [p.model_dump() for p in turn.products],
-        }
+        yield (
+            "products",
+            {
+                "session_id": turn.state.session_id,
+                "filters": turn.filters.set_fields(),
+                "standalone_query": turn.query,
+                "reranker": turn.ranking.scorer,
+                "personalisation": turn.ranking.personalisation,
+                "turn": turn.turn.value,
+                "unmatched": turn.unmatched.model_dump() if turn.unmatched else None,
+                "notes": turn.notes,
+                "products": [p.model_dump() for p in turn.products],
+            },
+        )
         parts, producer = [], FALLBACK
         for token, source in self.answer_tokens(turn):
             parts.append(token)
@@ -536,20 +602,31 @@ class ChatEngine:
         filters = canonicalise(filters, vocabulary)
         ranking = self.rank(query, filters, k, user_id)
         return SearchResponse(
-            query=query, filters=filters.set_fields(),
+            query=query,
+            filters=filters.set_fields(),
             products=[_product(c, query) for c in ranking.candidates],
-            reranker=ranking.scorer, personalisation=ranking.personalisation,
-        )  # fmt: skip
+            reranker=ranking.scorer,
+            personalisation=ranking.personalisation,
+        )
 
     def history(self, session_id: str, limit: int) -> HistoryResponse:
         user_id, turns = conversation.read_history(self.settings.database_url, session_id, limit)
         return HistoryResponse(
-            session_id=session_id, user_id=user_id,
-            messages=[HistoryMessage(
-                role=t.role, content=t.content, filters=t.filters, product_ids=t.item_ids,
-                standalone_query=t.standalone_query, generated_by=t.generated_by,
-                created_at=t.created_at) for t in turns],
-        )  # fmt: skip
+            session_id=session_id,
+            user_id=user_id,
+            messages=[
+                HistoryMessage(
+                    role=t.role,
+                    content=t.content,
+                    filters=t.filters,
+                    product_ids=t.item_ids,
+                    standalone_query=t.standalone_query,
+                    generated_by=t.generated_by,
+                    created_at=t.created_at,
+                )
+                for t in turns
+            ],
+        )
 
     def delete(self, session_id: str) -> DeleteResponse:
         deleted = conversation.delete_session(self.settings.database_url, session_id)
@@ -557,15 +634,25 @@ class ChatEngine:
 
     # -- health --------------------------------------------------------------------------
     def health(self) -> HealthResponse:
-        embedding = {"model": self.settings.embedding_model or "all-MiniLM-L6-v2 (packaged)",
-                     "status": self._embedding_state, "error": self._embedding_error}  # fmt: skip
+        embedding = {
+            "model": self.settings.embedding_model or "all-MiniLM-L6-v2 (packaged)",
+            "status": self._embedding_state,
+            "error": self._embedding_error,
+        }
         try:
             count = self.collection().count()
-            chroma = {"status": "ready", "collection": self.settings.products_collection,
-                      "products": count, "relevance_floor": self._floor_status()}  # fmt: skip
+            chroma = {
+                "status": "ready",
+                "collection": self.settings.products_collection,
+                "products": count,
+                "relevance_floor": self._floor_status(),
+            }
         except (ModelNotReady, InfraError) as exc:
-            chroma = {"status": "unavailable", "collection": self.settings.products_collection,
-                      "error": exc.message[:300]}  # fmt: skip
+            chroma = {
+                "status": "unavailable",
+                "collection": self.settings.products_collection,
+                "error": exc.message[:300],
+            }
         try:
             conversation.check_reachable(self.settings.database_url)
             postgres = {"status": "ready"}
@@ -583,5 +670,12 @@ class ChatEngine:
             overall = "ok"
         else:
             overall = "degraded"  # bi-encoder scores / templated answers / no ALS affinity
-        return HealthResponse(status=overall, embedding=embedding, reranker=reranker, llm=llm,
-                              chroma=chroma, postgres=postgres, redis=redis_state)  # fmt: skip
+        return HealthResponse(
+            status=overall,
+            embedding=embedding,
+            reranker=reranker,
+            llm=llm,
+            chroma=chroma,
+            postgres=postgres,
+            redis=redis_state,
+        )

@@ -43,8 +43,11 @@ def _metrics_table(models: dict[str, dict[str, Any]], k: int, title: str):
     for column in [*columns, "fit_s"]:
         table.add_column(column, justify="right")
     for name, metrics in models.items():
-        table.add_row(name, *[f"{metrics.get(c, float('nan')):.4f}" for c in columns],
-                      f"{metrics.get('fit_s', float('nan')):.2f}")  # fmt: skip
+        table.add_row(
+            name,
+            *[f"{metrics.get(c, float('nan')):.4f}" for c in columns],
+            f"{metrics.get('fit_s', float('nan')):.2f}",
+        )
     return table
 
 
@@ -75,21 +78,26 @@ def evaluate(
         folder = run_folder("evaluate", dataset_dir, out)
         frame = metrics_frame(result["models"])
         files = write_table(frame, folder, "metrics")
-        files["plot"] = str(plot_metrics(frame, k, folder / "metrics.png",
-                                         f"{Path(dataset_dir).name} ({protocol})"))  # fmt: skip
+        files["plot"] = str(
+            plot_metrics(frame, k, folder / "metrics.png", f"{Path(dataset_dir).name} ({protocol})")
+        )
         result.update(params_file=source, files=files)
         return result
 
     result = run_reporting_errors(run)
     if as_json:
-        emit({**result["models"], "meta": {k_: v for k_, v in result.items() if k_ != "models"}},
-             True)  # fmt: skip
+        emit(
+            {**result["models"], "meta": {k_: v for k_, v in result.items() if k_ != "models"}},
+            True,
+        )
         return
     console.print(_metrics_table(result["models"], k, f"{dataset_dir} - {protocol}"))
     folder = Path(result["files"]["csv"]).parent
-    console.print(f"users evaluated {result['users_evaluated']}, train "
-                  f"{result['train_interactions']}, test {result['test_interactions']}; "
-                  f"files in {folder}")  # fmt: skip
+    console.print(
+        f"users evaluated {result['users_evaluated']}, train "
+        f"{result['train_interactions']}, test {result['test_interactions']}; "
+        f"files in {folder}"
+    )
 
 
 def tune(
@@ -123,14 +131,25 @@ def tune(
             bar.set_postfix(model=row["model"], ndcg=f"{row[f'ndcg@{k}']:.4f}")
             bar.update(1)
 
-        result = tune_dataset(dataset_dir, protocol, trials, k, seed, tune_implicit=with_implicit,
-                              out_dir=results_dir, progress=progress)  # fmt: skip
+        result = tune_dataset(
+            dataset_dir,
+            protocol,
+            trials,
+            k,
+            seed,
+            tune_implicit=with_implicit,
+            out_dir=results_dir,
+            progress=progress,
+        )
         bar.close()
         target = out_file or get_settings().als_params_path
         ALSParams.from_dict(result["best_params"]).to_file(
-            target, dataset=Path(dataset_dir).resolve().name, protocol=protocol,
-            validation=result["best_validation"], test=result["test"].get("als"),
-        )  # fmt: skip
+            target,
+            dataset=Path(dataset_dir).resolve().name,
+            protocol=protocol,
+            validation=result["best_validation"],
+            test=result["test"].get("als"),
+        )
         result["params_file"] = str(target)
         return result
 
@@ -146,16 +165,27 @@ def tune(
 def _bench_table(result: dict[str, Any]):
     from rich.table import Table
 
-    table = Table(title=f"ALS speed: {result['interactions']:,} training non-zeros, "
-                        f"{result['users']:,} users x {result['items']:,} items")  # fmt: skip
+    table = Table(
+        title=f"ALS speed: {result['interactions']:,} training non-zeros, "
+        f"{result['users']:,} users x {result['items']:,} items"
+    )
     for column in ("", "s/iter (median)", "CPU s/iter", "nDCG@10", "runs s/iter"):
         table.add_column(column, justify="right" if column else "left")
     for name in ("torch", "implicit"):
-        table.add_row(name, f"{result[f'{name}_s_per_iter']:.3f}",
-                      f"{result[f'{name}_cpu_s_per_iter']:.3f}", f"{result[f'{name}_ndcg@10']:.4f}",
-                      ", ".join(f"{t:.3f}" for t in result[f"{name}_runs_s_per_iter"]))  # fmt: skip
-    table.add_row("ratio", f"{result['ratio']:.3f}", f"{result['cpu_ratio']:.3f}",
-                  f"{result['ndcg_ratio']}", "")  # fmt: skip
+        table.add_row(
+            name,
+            f"{result[f'{name}_s_per_iter']:.3f}",
+            f"{result[f'{name}_cpu_s_per_iter']:.3f}",
+            f"{result[f'{name}_ndcg@10']:.4f}",
+            ", ".join(f"{t:.3f}" for t in result[f"{name}_runs_s_per_iter"]),
+        )
+    table.add_row(
+        "ratio",
+        f"{result['ratio']:.3f}",
+        f"{result['cpu_ratio']:.3f}",
+        f"{result['ndcg_ratio']}",
+        "",
+    )
     return table
 
 
@@ -189,9 +219,18 @@ def bench_als(
             def progress(label: str) -> None:
                 status.update(f"benchmarking ALS on {what}: {label}")
 
-            return bench(interactions, factors, iterations, threads, repeats, seed,
-                         device=device, dataset_dir=dataset, progress=progress,
-                         max_eval_users=eval_users)  # fmt: skip
+            return bench(
+                interactions,
+                factors,
+                iterations,
+                threads,
+                repeats,
+                seed,
+                device=device,
+                dataset_dir=dataset,
+                progress=progress,
+                max_eval_users=eval_users,
+            )
 
     emit(run_reporting_errors(run), as_json, lambda r: console.print(_bench_table(r)))
 

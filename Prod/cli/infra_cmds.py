@@ -27,8 +27,9 @@ def _render_status(status: dict) -> None:
 
 
 def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) -> None:
-    infra_app = typer.Typer(help="Local PostgreSQL, Redis and Chroma servers.",
-                            no_args_is_help=True)  # fmt: skip
+    infra_app = typer.Typer(
+        help="Local PostgreSQL, Redis and Chroma servers.", no_args_is_help=True
+    )
     app.add_typer(infra_app, name="infra")
 
     @infra_app.command("up")

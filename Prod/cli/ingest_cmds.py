@@ -30,8 +30,10 @@ def _render_postgres(result: dict) -> None:
         table.add_row(name, *(str(counts[k]) for k in ("inserted", "updated", "unchanged")))
     console.print(table)
     for name, columns in result["kept_columns"].items():
-        console.print(f"{name} has no {', '.join(columns)} column: stored values kept "
-                      "(--clear-column NAME clears one)")  # fmt: skip
+        console.print(
+            f"{name} has no {', '.join(columns)} column: stored values kept "
+            "(--clear-column NAME clears one)"
+        )
     if result["cleared_columns"]:
         console.print(f"cleared (set to NULL): {', '.join(result['cleared_columns'])}")
     if result["skipped_rows"]:
@@ -42,9 +44,20 @@ def _render_postgres(result: dict) -> None:
 
 
 def _render_chroma(result: dict) -> None:
-    shown = {k: result[k] for k in ("collection", "added", "updated", "unchanged", "deleted",
-                                    "kept_skipped", "embedded", "products_per_s",
-                                    "skipped_rows")}  # fmt: skip
+    shown = {
+        k: result[k]
+        for k in (
+            "collection",
+            "added",
+            "updated",
+            "unchanged",
+            "deleted",
+            "kept_skipped",
+            "embedded",
+            "products_per_s",
+            "skipped_rows",
+        )
+    }
     if result["deleted_ids"]:
         more = " ..." if result["deleted"] > len(result["deleted_ids"]) else ""
         shown["deleted_ids"] = ", ".join(result["deleted_ids"]) + more
@@ -163,11 +176,13 @@ def _bench_chroma(settings, dataset: Path, batch_size: int) -> dict:
     embed(["warm-up", "lazy initialisation"])  # the first calls pay for it
     try:
         cpu_before = time.process_time()
-        first = ingest_chroma(client, dataset, embed, collection_name=name,
-                              embed_batch_size=batch_size)  # fmt: skip
+        first = ingest_chroma(
+            client, dataset, embed, collection_name=name, embed_batch_size=batch_size
+        )
         cpu_s = time.process_time() - cpu_before
-        again = ingest_chroma(client, dataset, embed, collection_name=name,
-                              embed_batch_size=batch_size)  # fmt: skip
+        again = ingest_chroma(
+            client, dataset, embed, collection_name=name, embed_batch_size=batch_size
+        )
     finally:
         client.delete_collection(name)
     seconds = first.seconds
@@ -248,8 +263,9 @@ def _time_embedding(model, texts: list[str], repeats: int) -> tuple[np.ndarray, 
     return vectors, statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
-def run_embed_bench(n_products: int, backends: list[str], repeats: int,
-                    dataset: Path | None) -> dict:  # fmt: skip
+def run_embed_bench(
+    n_products: int, backends: list[str], repeats: int, dataset: Path | None
+) -> dict:
     """Embed the same product texts with each CPU backend (and on the GPU when torch sees one):
     products/s, products per CPU-second and cosine to torch fp32 on the CPU (the reference)."""
     import os
@@ -262,8 +278,9 @@ def run_embed_bench(n_products: int, backends: list[str], repeats: int,
 
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
-        raise InvalidInput(f"unknown embedding backend(s) {', '.join(unknown)}; "
-                           f"choose from {', '.join(BACKENDS)}")  # fmt: skip
+        raise InvalidInput(
+            f"unknown embedding backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}"
+        )
     configured = get_settings().embedding_model
     texts = _product_texts(dataset, n_products)
     reference_model = load_embedder(configured, "cpu", "torch")
@@ -280,16 +297,20 @@ def run_embed_bench(n_products: int, backends: list[str], repeats: int,
         model = load_embedder(configured, device, backend)
         vectors, wall_s, cpu_s = _time_embedding(model, texts, repeats)
         cosine = (vectors * reference).sum(axis=1)
-        rows.append({
-            "backend": backend, "device": device, "embedder": model.embedder_id,
-            # ONNX: texts side by side, one thread each; torch: one batch over all threads
-            "threads": getattr(model, "workers", None) or torch.get_num_threads(),
-            "products_per_s": round(len(texts) / wall_s, 1),
-            "products_per_cpu_s": round(len(texts) / cpu_s, 1) if cpu_s > 0 else None,
-            "seconds": round(wall_s, 3),
-            "cosine_to_fp32_mean": round(float(cosine.mean()), 4),
-            "cosine_to_fp32_min": round(float(cosine.min()), 4),
-        })  # fmt: skip
+        rows.append(
+            {
+                "backend": backend,
+                "device": device,
+                "embedder": model.embedder_id,
+                # ONNX: texts side by side, one thread each; torch: one batch over all threads
+                "threads": getattr(model, "workers", None) or torch.get_num_threads(),
+                "products_per_s": round(len(texts) / wall_s, 1),
+                "products_per_cpu_s": round(len(texts) / cpu_s, 1) if cpu_s > 0 else None,
+                "seconds": round(wall_s, 3),
+                "cosine_to_fp32_mean": round(float(cosine.mean()), 4),
+                "cosine_to_fp32_min": round(float(cosine.min()), 4),
+            }
+        )
     return {
         "products": len(texts),
         "mean_tokens": round(float(np.mean([len(ids) for ids in tokens])), 1),
@@ -304,31 +325,45 @@ def run_embed_bench(n_products: int, backends: list[str], repeats: int,
 def _render_embed_bench(result: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"embedding {result['products']} products "
-                        f"({result['mean_tokens']} tokens on average)")  # fmt: skip
-    columns = ("backend", "device", "threads", "products_per_s", "products_per_cpu_s",
-               "cosine_to_fp32_mean", "cosine_to_fp32_min")  # fmt: skip
+    table = Table(
+        title=f"embedding {result['products']} products ({result['mean_tokens']} tokens on average)"
+    )
+    columns = (
+        "backend",
+        "device",
+        "threads",
+        "products_per_s",
+        "products_per_cpu_s",
+        "cosine_to_fp32_mean",
+        "cosine_to_fp32_min",
+    )
     for column in columns:
         table.add_column(column.replace("_", " "))
     for row in result["backends"]:
         table.add_row(*(str(row[column]) for column in columns))
     console.print(table)
     load = f"{result['load_avg_1m']} -> {result['load_avg_1m_after']}"
-    console.print(f"median of {result['repeats']} run(s); {result['cpus']} CPUs, load {load}",
-                  style="dim")  # fmt: skip
+    console.print(
+        f"median of {result['repeats']} run(s); {result['cpus']} CPUs, load {load}", style="dim"
+    )
 
 
 def _render_bench(result: dict) -> None:
-    console.print(dict_table({k: v for k, v in result.items() if k not in ("postgres", "chroma")},
-                             title="bench ingest"))  # fmt: skip
+    console.print(
+        dict_table(
+            {k: v for k, v in result.items() if k not in ("postgres", "chroma")},
+            title="bench ingest",
+        )
+    )
     console.print(dict_table(result["postgres"], title="postgres"))
     console.print(dict_table(result["chroma"], title="chroma (MiniLM)"))
 
 
 def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) -> None:
     """Add ``reco ingest postgres|chroma``, ``reco bench ingest`` and ``reco bench embed``."""
-    ingest_app = typer.Typer(help="One-shot ingest jobs (same code as Prod/scripts).",
-                             no_args_is_help=True)  # fmt: skip
+    ingest_app = typer.Typer(
+        help="One-shot ingest jobs (same code as Prod/scripts).", no_args_is_help=True
+    )
     app.add_typer(ingest_app, name="ingest")
 
     @ingest_app.command("postgres")
@@ -336,10 +371,12 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         dataset: Path = DatasetOption,
         skip_bad_rows: bool = SkipOption,
         clear_columns: list[str] = typer.Option(
-            [], "--clear-column", metavar="NAME",
+            [],
+            "--clear-column",
+            metavar="NAME",
             help="Set an optional column absent from users.csv/items.csv to NULL (repeat); "
             "without it an absent column keeps the stored values.",
-        ),  # fmt: skip
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Load users, items, interactions into PostgreSQL (one transaction, idempotent)."""
@@ -359,9 +396,12 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         skip_bad_rows: bool = SkipOption,
         batch_size: int = typer.Option(None, "--batch-size", help="Texts embedded per batch."),
         max_delete_share: float = typer.Option(
-            None, "--max-delete-share", min=0.0, max=1.0,
+            None,
+            "--max-delete-share",
+            min=0.0,
+            max=1.0,
             help="Largest share of the stored catalogue a run may delete (default: setting, 0.2).",
-        ),  # fmt: skip
+        ),
         allow_mass_delete: bool = typer.Option(
             False, "--allow-mass-delete", help="Delete every stored product missing from the file."
         ),
@@ -374,9 +414,13 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
 
         report = run_reporting_errors(
             lambda: run(
-                get_settings(), dataset, skip_bad_rows=skip_bad_rows, batch_size=batch_size,
-                max_delete_share=max_delete_share, allow_mass_delete=allow_mass_delete,
-            )  # fmt: skip
+                get_settings(),
+                dataset,
+                skip_bad_rows=skip_bad_rows,
+                batch_size=batch_size,
+                max_delete_share=max_delete_share,
+                allow_mass_delete=allow_mass_delete,
+            )
         )
         emit(report.to_dict(), as_json, _render_chroma)
 
@@ -408,13 +452,14 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         ),
         repeats: int = typer.Option(3, "--repeats", min=1, help="Runs per backend (median)."),
         dataset: Path = typer.Option(
-            None, "--dataset", help="Canonical dataset whose products to embed (default: a "
-            "freshly generated catalogue)."),  # fmt: skip
+            None,
+            "--dataset",
+            help="Canonical dataset whose products to embed (default: a "
+            "freshly generated catalogue).",
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Products/s, products per CPU-second and cosine to fp32 of each embedding backend on
         the same texts (plus torch on the GPU when there is one). No servers needed."""
-        result = run_reporting_errors(
-            lambda: run_embed_bench(products, backends, repeats, dataset)
-        )
+        result = run_reporting_errors(lambda: run_embed_bench(products, backends, repeats, dataset))
         emit(result, as_json, _render_embed_bench)

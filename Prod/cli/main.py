@@ -30,7 +30,6 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(eval_app, name="eval")
 
 
-
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -49,7 +48,13 @@ def _main(
 
 
 for module in (
-    infra_cmds, data_cmds, ingest_cmds, als_cmds, trainer_cmds, serving_cmds, chat_cmds,
+    infra_cmds,
+    data_cmds,
+    ingest_cmds,
+    als_cmds,
+    trainer_cmds,
+    serving_cmds,
+    chat_cmds,
     bench_cmds,
 ):
     module.register(app, bench_app, eval_app)

@@ -27,8 +27,10 @@ EXIT_FAILED, EXIT_LOCKED = 1, 2
 def _render_run(result: dict) -> None:
     colours = {"active": "green", "skipped": "yellow", "locked": "yellow"}
     colour = colours.get(result["status"], "red")
-    console.print(f"[bold {colour}]{result['status']}[/] version {result['version_id'] or '-'}"
-                  + (f" ({result['reason']})" if result["reason"] else ""))  # fmt: skip
+    console.print(
+        f"[bold {colour}]{result['status']}[/] version {result['version_id'] or '-'}"
+        + (f" ({result['reason']})" if result["reason"] else "")
+    )
     if result["error"]:
         console.print(f"[red]error:[/] {result['error']}")
     for title in ("counts", "metrics", "durations"):
@@ -93,7 +95,8 @@ def stage_progress(console: Console) -> Iterator[StageProgress | None]:
         # the live display swaps sys.stderr for a proxy that prints above it: point the log
         # handlers holding the real stderr at that proxy while the bars are drawn
         moved = [
-            h for h in logging.getLogger().handlers
+            h
+            for h in logging.getLogger().handlers
             if isinstance(h, logging.StreamHandler) and h.stream is real
         ]
         for handler in moved:
@@ -149,7 +152,21 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         from Prod.als_trainer.service import read_status
 
         report = run_reporting_errors(lambda: read_status(get_settings()))
-        emit(report, as_json, lambda r: console.print(dict_table(
-            {k: v and {f: v.get(f) for f in ("version_id", "status", "trained_at", "metrics",
-                                             "error") if v.get(f) is not None}
-             for k, v in r.items()}, title="trainer")))  # fmt: skip
+        emit(
+            report,
+            as_json,
+            lambda r: console.print(
+                dict_table(
+                    {
+                        k: v
+                        and {
+                            f: v.get(f)
+                            for f in ("version_id", "status", "trained_at", "metrics", "error")
+                            if v.get(f) is not None
+                        }
+                        for k, v in r.items()
+                    },
+                    title="trainer",
+                )
+            ),
+        )

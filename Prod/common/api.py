@@ -447,11 +447,15 @@ class PrometheusMetrics:
         self.app = app
         self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
-            "http_requests_total", "HTTP requests", ["service", "method", "route", "status"],
+            "http_requests_total",
+            "HTTP requests",
+            ["service", "method", "route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "http_request_duration_seconds", "Request latency", ["service", "method", "route"],
+            "http_request_duration_seconds",
+            "Request latency",
+            ["service", "method", "route"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
@@ -477,9 +481,7 @@ class PrometheusMetrics:
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
             self.requests.labels(self.service, method, template, str(status)).inc()
-            self.latency.labels(self.service, method, template).observe(
-                time.perf_counter() - start
-            )
+            self.latency.labels(self.service, method, template).observe(time.perf_counter() - start)
 
     def render(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -500,8 +502,13 @@ def install_metrics(app: FastAPI, service: str, path: str = "/metrics") -> None:
 
     app.add_middleware(_MiddlewareFactory, factory=factory)
 
-    @app.get(path, include_in_schema=True, tags=["ops"], summary="Prometheus metrics",
-             dependencies=[Depends(require_api_key)])  # fmt: skip
+    @app.get(
+        path,
+        include_in_schema=True,
+        tags=["ops"],
+        summary="Prometheus metrics",
+        dependencies=[Depends(require_api_key)],
+    )
     def read_metrics() -> Response:
         return holder["metrics"].render()
 

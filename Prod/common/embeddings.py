@@ -135,9 +135,7 @@ def cache_root() -> Path:
 
 
 @lru_cache(maxsize=8)
-def load_embedder(
-    configured: str = "", device: str | None = None, backend: str | None = None
-):
+def load_embedder(configured: str = "", device: str | None = None, backend: str | None = None):
     """A cached embedder with ``encode(...)`` (sentence-transformers' signature),
     ``get_sentence_embedding_dimension()``, ``max_seq_length``, ``embedder_id`` and ``device``.
 
@@ -160,8 +158,12 @@ def load_embedder(
         try:
             return _load_onnx(configured, backend)
         except Exception as exc:  # any export/runtime failure: correct vectors beat fast ones
-            log.warning("embedding backend %s unavailable (%s: %s); falling back to torch",
-                        backend, type(exc).__name__, exc)  # fmt: skip
+            log.warning(
+                "embedding backend %s unavailable (%s: %s); falling back to torch",
+                backend,
+                type(exc).__name__,
+                exc,
+            )
     return _load_torch(configured, device)
 
 
@@ -206,8 +208,15 @@ class OnnxEmbedder:
     batches, in int8 and in fp32.
     """
 
-    def __init__(self, folder: Path, model_file: str, *, backend: str, embedder_id: str,
-                 threads: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        folder: Path,
+        model_file: str,
+        *,
+        backend: str,
+        embedder_id: str,
+        threads: int | None = None,
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -226,9 +235,12 @@ class OnnxEmbedder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.model_path = folder / model_file
-        self.session = ort.InferenceSession(str(self.model_path), options,
-                                            providers=["CPUExecutionProvider"],
-                                            disabled_optimizers=_SLOW_FUSIONS)  # fmt: skip
+        self.session = ort.InferenceSession(
+            str(self.model_path),
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=_SLOW_FUSIONS,
+        )
         self._input_names = {node.name for node in self.session.get_inputs()}
         self.workers = max(1, threads or _cpu_threads())
         self._pool: ThreadPoolExecutor | None = None
@@ -237,9 +249,15 @@ class OnnxEmbedder:
     def get_sentence_embedding_dimension(self) -> int:
         return self._dim
 
-    def encode(self, sentences: list[str] | str, batch_size: int = 32,
-               normalize_embeddings: bool = False, convert_to_numpy: bool = True,
-               show_progress_bar: bool = False, **_: object) -> np.ndarray:  # fmt: skip
+    def encode(
+        self,
+        sentences: list[str] | str,
+        batch_size: int = 32,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        show_progress_bar: bool = False,
+        **_: object,
+    ) -> np.ndarray:
         """(n, dim) float32 (one text: (dim,)). ``batch_size`` is accepted for compatibility:
         texts always run one at a time, ``workers`` of them side by side."""
         single = isinstance(sentences, str)
@@ -263,8 +281,11 @@ class OnnxEmbedder:
     def _embed_one(self, token_ids: list[int]) -> np.ndarray:
         """Mean of one text's token states: (dim,) float32."""
         input_ids = np.asarray([token_ids], dtype=np.int64)
-        feeds = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids),
-                 "token_type_ids": np.zeros_like(input_ids)}  # fmt: skip
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": np.ones_like(input_ids),
+            "token_type_ids": np.zeros_like(input_ids),
+        }
         wanted = {name: feeds[name] for name in self._input_names}
         token_states = self.session.run(None, wanted)[0]  # (1, tokens, dim)
         return token_states[0].mean(axis=0)
@@ -285,9 +306,12 @@ def _load_onnx(configured: str, backend: str) -> OnnxEmbedder:
     if not (folder / model_file).exists():
         _quantize(folder / "model.onnx", folder / model_file)
     meta = json.loads((folder / "meta.json").read_text())
-    embedder = OnnxEmbedder(folder, model_file, backend=backend,
-                            embedder_id=make_embedder_id(configured, backend,
-                                                         int(meta["max_seq_length"])))  # fmt: skip
+    embedder = OnnxEmbedder(
+        folder,
+        model_file,
+        backend=backend,
+        embedder_id=make_embedder_id(configured, backend, int(meta["max_seq_length"])),
+    )
     _check_probes(embedder, np.asarray(meta["probe_vectors"], dtype=np.float32), backend)
     log.info("embedding model loaded from %s (%s, %s)", path, backend, folder / model_file)
     return embedder
@@ -298,15 +322,20 @@ def _cache_key(configured: str, path: str) -> str:
     import onnxruntime
     import torch
 
-    fingerprint = [model_label(configured), _EXPORT_RECIPE, torch.__version__,
-                   onnxruntime.__version__]  # fmt: skip
+    fingerprint = [
+        model_label(configured),
+        _EXPORT_RECIPE,
+        torch.__version__,
+        onnxruntime.__version__,
+    ]
     folder = Path(path)
     if folder.is_dir():
         for file in sorted(folder.rglob("*")):
             if file.is_file() and file.suffix in (".json", ".safetensors", ".bin", ".txt"):
                 fingerprint.append(f"{file.relative_to(folder)}:{file.stat().st_size}")
-        fingerprint.append((folder / "config.json").read_text() if (folder / "config.json")
-                           .exists() else "")  # fmt: skip
+        fingerprint.append(
+            (folder / "config.json").read_text() if (folder / "config.json").exists() else ""
+        )
     digest = hashlib.sha256("\n".join(fingerprint).encode()).hexdigest()[:16]
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_label(configured))
     return f"{slug[-60:]}-{digest}"
@@ -321,8 +350,7 @@ def _export(path: str, folder: Path) -> None:
     if Path(path).exists():
         prefer_offline_hub()
     # eager attention traces to plain MatMul/Softmax that onnxruntime runs and quantises well
-    model = SentenceTransformer(path, device="cpu",
-                                model_kwargs={"attn_implementation": "eager"})  # fmt: skip
+    model = SentenceTransformer(path, device="cpu", model_kwargs={"attn_implementation": "eager"})
     model.max_seq_length = min(model.max_seq_length or MAX_SEQ_LENGTH, MAX_SEQ_LENGTH)
     _require_mean_pooling(model)
     transformer = model[0].auto_model.eval()
@@ -340,24 +368,38 @@ def _export(path: str, folder: Path) -> None:
 
     # a padded example, so the traced graph keeps the attention mask (which the attention
     # fusion below looks for; at run time it is all ones)
-    sample = tokenizer(["a short one", "a somewhat longer example sentence to pad against"],
-                       padding=True, return_tensors="pt")  # fmt: skip
+    sample = tokenizer(
+        ["a short one", "a somewhat longer example sentence to pad against"],
+        padding=True,
+        return_tensors="pt",
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".export-"))
     try:
         axes = {name: {0: "batch", 1: "sequence"} for name in [*names, "token_states"]}
         with torch.no_grad():
-            torch.onnx.export(_TokenStates(transformer), tuple(sample[n] for n in names),
-                              str(staging / "traced.onnx"), dynamo=False, input_names=names,
-                              output_names=["token_states"], dynamic_axes=axes, opset_version=17,
-                              do_constant_folding=True)  # fmt: skip
+            torch.onnx.export(
+                _TokenStates(transformer),
+                tuple(sample[n] for n in names),
+                str(staging / "traced.onnx"),
+                dynamo=False,
+                input_names=names,
+                output_names=["token_states"],
+                dynamic_axes=axes,
+                opset_version=17,
+                do_constant_folding=True,
+            )
         _fuse_transformer_ops(staging / "traced.onnx", staging / "model.onnx", transformer.config)
         (staging / "traced.onnx").unlink()
         tokenizer.backend_tokenizer.save(str(staging / "tokenizer.json"))
         probes = model.encode(list(_PROBE_TEXTS), normalize_embeddings=True)
-        meta = {"source": path, "dim": int(model.get_sentence_embedding_dimension()),
-                "max_seq_length": int(model.max_seq_length), "recipe": _EXPORT_RECIPE,
-                "probe_vectors": probes.tolist()}  # fmt: skip
+        meta = {
+            "source": path,
+            "dim": int(model.get_sentence_embedding_dimension()),
+            "max_seq_length": int(model.max_seq_length),
+            "recipe": _EXPORT_RECIPE,
+            "probe_vectors": probes.tolist(),
+        }
         (staging / "meta.json").write_text(json.dumps(meta))
         try:
             os.replace(staging, folder)  # atomic: concurrent exporters never see half a folder
@@ -384,18 +426,29 @@ def _fuse_transformer_ops(source: Path, target: Path, config) -> None:
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     options = FusionOptions("bert")
-    for slower in ("enable_skip_layer_norm", "enable_bias_skip_layer_norm", "enable_bias_gelu",
-                   "enable_gelu"):  # fmt: skip
+    for slower in (
+        "enable_skip_layer_norm",
+        "enable_bias_skip_layer_norm",
+        "enable_bias_gelu",
+        "enable_gelu",
+    ):
         setattr(options, slower, False)
     try:
-        fused = optimizer.optimize_model(str(source), model_type="bert",
-                                         num_heads=int(config.num_attention_heads),
-                                         hidden_size=int(config.hidden_size), opt_level=1,
-                                         optimization_options=options)  # fmt: skip
+        fused = optimizer.optimize_model(
+            str(source),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            opt_level=1,
+            optimization_options=options,
+        )
         fused.save_model_to_file(str(target))
     except Exception as exc:  # the unfused graph computes the same vectors, only slower
-        log.warning("transformer op fusion failed (%s: %s); keeping the traced graph",
-                    type(exc).__name__, exc)  # fmt: skip
+        log.warning(
+            "transformer op fusion failed (%s: %s); keeping the traced graph",
+            type(exc).__name__,
+            exc,
+        )
         shutil.copyfile(source, target)
         return
     counts = fused.get_fused_operator_statistics()
@@ -427,9 +480,15 @@ def _quantize(source: Path, target: Path) -> None:
         staged = Path(tmp) / target.name
         # fused ops have no shape inference: their outputs are float32, which the quantiser
         # must be told
-        quantize_dynamic(str(source), str(staged), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=False, op_types_to_quantize=["MatMul", "Attention"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
+        quantize_dynamic(
+            str(source),
+            str(staged),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=False,
+            op_types_to_quantize=["MatMul", "Attention"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
         os.replace(staged, target)
     log.info("quantised %s to int8 in %s", source.name, target)
 

@@ -70,18 +70,34 @@ class ModelMeta:
 
     def to_redis(self) -> dict[str, str]:
         return {
-            "version": self.version, "dim": str(self.dim), "dtype": "float32",
-            "n_users": str(self.n_users), "n_items": str(self.n_items),
-            "collection": self.collection, "alpha": repr(self.alpha),
-            "regularization": repr(self.regularization), "confidence": self.confidence,
-            "trained_at": self.trained_at, **self.extra,
-        }  # fmt: skip
+            "version": self.version,
+            "dim": str(self.dim),
+            "dtype": "float32",
+            "n_users": str(self.n_users),
+            "n_items": str(self.n_items),
+            "collection": self.collection,
+            "alpha": repr(self.alpha),
+            "regularization": repr(self.regularization),
+            "confidence": self.confidence,
+            "trained_at": self.trained_at,
+            **self.extra,
+        }
 
     @classmethod
     def from_redis(cls, raw: dict) -> ModelMeta:
         data = {_text(k): _text(v) for k, v in raw.items()}
-        known = {"version", "dim", "dtype", "n_users", "n_items", "collection", "alpha",
-                 "regularization", "confidence", "trained_at"}  # fmt: skip
+        known = {
+            "version",
+            "dim",
+            "dtype",
+            "n_users",
+            "n_items",
+            "collection",
+            "alpha",
+            "regularization",
+            "confidence",
+            "trained_at",
+        }
         return cls(
             version=data["version"],
             dim=int(data["dim"]),
@@ -126,9 +142,7 @@ def load_item_factors(
     chunks: list[np.ndarray] = []
     offset = 0
     while True:
-        page = collection.get(
-            include=["embeddings", "metadatas"], limit=page_size, offset=offset
-        )
+        page = collection.get(include=["embeddings", "metadatas"], limit=page_size, offset=offset)
         if not page["ids"]:
             break
         ids.extend(page["ids"])

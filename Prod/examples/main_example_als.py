@@ -34,9 +34,15 @@ def _items_table(title: str, items: list[dict]) -> Table:
         table.add_column(column)
     for rank, item in enumerate(items, 1):
         score = "-" if item.get("score") is None else f"{item['score']:.4g}"
-        table.add_row(str(rank), item["item_id"], item.get("title") or "",
-                      item.get("category") or "", money(item.get("price")),
-                      stars(item.get("avg_rating")), score)  # fmt: skip
+        table.add_row(
+            str(rank),
+            item["item_id"],
+            item.get("title") or "",
+            item.get("category") or "",
+            money(item.get("price")),
+            stars(item.get("avg_rating")),
+            score,
+        )
     return table
 
 
@@ -66,8 +72,10 @@ def _wait_for_history(client: httpx.Client, user_id: str, timeout_s: float = 10)
 def run(client: httpx.Client, user_id: str, k: int, quiet: bool) -> dict:
     show = (lambda *_: None) if quiet else console.print
     status = call(client, "GET", "/api/v1/status")
-    show(f"[bold]als_reco_engine[/] at {client.base_url}: model {status.get('model_version')}, "
-         f"{status.get('item_count')} items, status {status.get('status')}")  # fmt: skip
+    show(
+        f"[bold]als_reco_engine[/] at {client.base_url}: model {status.get('model_version')}, "
+        f"{status.get('item_count')} items, status {status.get('status')}"
+    )
 
     before = call(client, "GET", f"/api/v1/recommend/{user_id}", params={"k": max(k, 3)})
     show(_items_table(f"1. new user {user_id}: strategy '{before['strategy']}'", before["items"]))
@@ -76,13 +84,20 @@ def run(client: httpx.Client, user_id: str, k: int, quiet: bool) -> dict:
 
     events = _events(user_id, before["items"])
     ack = call(client, "POST", "/api/v1/interactions", json={"events": events})
-    show(f"2. recorded {ack['accepted']} events for {user_id} "
-         f"(viewed {events[0]['item_id']}, {events[1]['item_id']}; bought and rated "
-         f"{events[0]['item_id']} 5/5)")  # fmt: skip
+    show(
+        f"2. recorded {ack['accepted']} events for {user_id} "
+        f"(viewed {events[0]['item_id']}, {events[1]['item_id']}; bought and rated "
+        f"{events[0]['item_id']} 5/5)"
+    )
 
     after = call(client, "GET", f"/api/v1/recommend/{user_id}", params={"k": k})
-    show(_items_table(f"3. after those events: strategy '{after['strategy']}' "
-                      f"(model {after['model_version']})", after["items"]))  # fmt: skip
+    show(
+        _items_table(
+            f"3. after those events: strategy '{after['strategy']}' "
+            f"(model {after['model_version']})",
+            after["items"],
+        )
+    )
     seen = {e["item_id"] for e in events}
     if seen & {item["item_id"] for item in after["items"]}:
         raise ApiError("already-seen items came back in the recommendations")
@@ -126,9 +141,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return run_example(
-        args.reco_url, args.api_key, args.timeout, args.json,
+        args.reco_url,
+        args.api_key,
+        args.timeout,
+        args.json,
         lambda client: run(client, args.user_id, args.k, quiet=args.json),
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

@@ -39,17 +39,24 @@ def _products_table(products: list[dict]) -> Table:
         table.add_column(column, overflow="fold")
     for rank, product in enumerate(products, 1):
         table.add_row(
-            str(rank), product["item_id"], product["title"], money(product.get("price")),
-            stars(product.get("rating")), f"{product['score']:.2f}", product.get("reason", "")[:70],
-        )  # fmt: skip
+            str(rank),
+            product["item_id"],
+            product["title"],
+            money(product.get("price")),
+            stars(product.get("rating")),
+            f"{product['score']:.2f}",
+            product.get("reason", "")[:70],
+        )
     return table
 
 
 def _show_turn(message: str, reply: dict) -> None:
     console.rule(f"[bold]you:[/] {message}")
-    console.print(f"searched for: [italic]{reply['standalone_query']}[/]  filters: "
-                  f"{json.dumps(reply['filters'])}  (reranker: {reply['reranker']}, "
-                  f"personalisation: {reply['personalisation']})")  # fmt: skip
+    console.print(
+        f"searched for: [italic]{reply['standalone_query']}[/]  filters: "
+        f"{json.dumps(reply['filters'])}  (reranker: {reply['reranker']}, "
+        f"personalisation: {reply['personalisation']})"
+    )
     console.print(_products_table(reply["products"]))
     source = "LLM" if reply["generated_by"] == "llm" else "fallback, Ollama not used"
     console.print(f"[bold green]assistant[/] ({source}): {reply['answer']}\n")
@@ -67,15 +74,21 @@ def scripted(client: httpx.Client, user_id: str | None, k: int, quiet: bool) -> 
     turns = []
     for message in CONVERSATION:
         body = {"message": message, "session_id": session_id, "user_id": user_id, "k": k}
-        reply = call(client, "POST", "/api/v1/chat", json={k_: v for k_, v in body.items()
-                                                            if v is not None})  # fmt: skip
+        reply = call(
+            client, "POST", "/api/v1/chat", json={k_: v for k_, v in body.items() if v is not None}
+        )
         session_id = reply["session_id"]
         if not quiet:
             _show_turn(message, reply)
         _check_price_limit(reply, PRICE_LIMIT)  # turn 1 sets it; the follow-ups must carry it
-        turns.append({"message": message, "filters": reply["filters"],
-                      "products": [p["item_id"] for p in reply["products"]],
-                      "generated_by": reply["generated_by"]})  # fmt: skip
+        turns.append(
+            {
+                "message": message,
+                "filters": reply["filters"],
+                "products": [p["item_id"] for p in reply["products"]],
+                "generated_by": reply["generated_by"],
+            }
+        )
     if not turns[0]["products"]:
         raise ApiError("the first question found no products: is the catalogue ingested?")
     history = call(client, "GET", f"/api/v1/chat/{session_id}/history")
@@ -160,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+
     def work(client):
         if args.interactive:
             return interactive(client, args.user_id, args.k)

@@ -18,15 +18,30 @@ from Prod.orchestrate import environment
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="start_services.sh", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--local", dest="mode", action="store_const", const="local",
-                      help="run on this machine (no Docker)")  # fmt: skip
-    mode.add_argument("--docker", dest="mode", action="store_const", const="docker",
-                      help="run docker-compose.yaml")  # fmt: skip
+    mode.add_argument(
+        "--local",
+        dest="mode",
+        action="store_const",
+        const="local",
+        help="run on this machine (no Docker)",
+    )
+    mode.add_argument(
+        "--docker",
+        dest="mode",
+        action="store_const",
+        const="docker",
+        help="run docker-compose.yaml",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object as the last line")
-    parser.add_argument("--timeout", type=float, default=300,
-                        help="seconds to wait for each service (local) or for all (docker)")
-    parser.add_argument("command", nargs="?", default="up",
-                        choices=("up", "down", "status", "logs", "mode"))  # fmt: skip
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="seconds to wait for each service (local) or for all (docker)",
+    )
+    parser.add_argument(
+        "command", nargs="?", default="up", choices=("up", "down", "status", "logs", "mode")
+    )
     parser.add_argument("service", nargs="?", help="logs: one service, server or job")
     parser.add_argument("-f", "--follow", action="store_true", help="logs: keep following")
     parser.add_argument("-n", "--lines", type=int, default=40, help="logs: lines per file")

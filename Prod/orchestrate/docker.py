@@ -95,8 +95,9 @@ def up(timeout_s: float = 1800) -> dict[str, object]:
 def _poll_healthy(timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        out = subprocess.run([*_compose(), "ps"], capture_output=True, text=True, env=_env(),
-                             check=False).stdout  # fmt: skip
+        out = subprocess.run(
+            [*_compose(), "ps"], capture_output=True, text=True, env=_env(), check=False
+        ).stdout
         if "starting" not in out and "unhealthy" not in out and "(healthy)" in out:
             return
         time.sleep(3)

@@ -255,12 +255,18 @@ def run_job(name: str, args: list[str], settings: Settings, env: dict[str, str])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as logfile:
         result = subprocess.run(
-            [sys.executable, *args], env=env, stdout=logfile, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=str(Path(__file__).resolve().parents[2]), check=False,
-        )  # fmt: skip
+            [sys.executable, *args],
+            env=env,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=str(Path(__file__).resolve().parents[2]),
+            check=False,
+        )
     if result.returncode != 0:
-        raise InfraError(f"{name} failed (exit {result.returncode}); {log_path}:\n"
-                         f"{log_tail(log_path)}")  # fmt: skip
+        raise InfraError(
+            f"{name} failed (exit {result.returncode}); {log_path}:\n{log_tail(log_path)}"
+        )
 
 
 def ensure_data(settings: Settings, env: dict[str, str], report: Reporter) -> dict[str, object]:
@@ -330,10 +336,12 @@ def up(settings: Settings, report: Reporter, timeout_s: float = 300) -> dict[str
     version = wait_for_model(settings, timeout_s)
     result = status(settings)
     result.update(
-        data=data, started=states, model_version=version,
+        data=data,
+        started=states,
+        model_version=version,
         offline_hub=env.get("HF_HUB_OFFLINE") == "1",
         seconds=round(time.monotonic() - started, 1),
-    )  # fmt: skip
+    )
     return result
 
 
@@ -368,8 +376,11 @@ def status(settings: Settings) -> dict[str, object]:
         pid = read_pid(service.pid_path)
         services[service.name] = {
             "state": "up" if pid and healthy(service) else ("starting" if pid else "down"),
-            "pid": pid, "port": service.port, "url": service.url, "log": str(service.log_path),
-        }  # fmt: skip
+            "pid": pid,
+            "port": service.port,
+            "url": service.url,
+            "log": str(service.log_path),
+        }
     return {
         "mode": "local",
         "services": services,

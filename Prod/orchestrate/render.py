@@ -56,7 +56,7 @@ def summary(result: dict) -> None:
     hints = [
         f"curl '{reco}/api/v1/recommend/<user_id>?k=5'",
         f"curl -X POST {chat}/api/v1/chat -H 'Content-Type: application/json' "
-        "-d '{\"message\": \"wireless earbuds under $100\"}'",
+        '-d \'{"message": "wireless earbuds under $100"}\'',
         f"curl -X POST {trainer}/api/v1/train",
         "python -m Prod.examples.main_example_als",
         "python -m Prod.examples.main_example_chat --interactive",

@@ -18,10 +18,14 @@ Report = TypeVar("Report")
 def dataset_parser(prog: str, description: str, skip_help: str) -> argparse.ArgumentParser:
     """``--dataset DIR`` and ``--skip-bad-rows``, the options every ingest job takes."""
     parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=description)
-    parser.add_argument("--dataset", type=Path, default=None,
-                        help="canonical dataset folder (default: DATASET_DIR setting)")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="canonical dataset folder (default: DATASET_DIR setting)",
+    )
     parser.add_argument("--skip-bad-rows", action="store_true", help=skip_help)
-    return parser  # fmt: skip
+    return parser
 
 
 def run_job(

@@ -52,8 +52,15 @@ def run(
 
     def progress(done: int, total: int) -> None:
         if not bars:
-            bars.append(tqdm(total=total, unit="product", desc="embedding", file=sys.stderr,
-                             disable=not show_progress))  # fmt: skip
+            bars.append(
+                tqdm(
+                    total=total,
+                    unit="product",
+                    desc="embedding",
+                    file=sys.stderr,
+                    disable=not show_progress,
+                )
+            )
         bars[0].update(done - bars[0].n)
 
     try:
@@ -108,14 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="texts embedded per batch (default: EMBEDDING_BATCH_SIZE setting)",
     )
     parser.add_argument(
-        "--max-delete-share", type=_share, default=None, metavar="F",
+        "--max-delete-share",
+        type=_share,
+        default=None,
+        metavar="F",
         help="largest share (0..1) of the stored catalogue a run may delete "
         "(default: INGEST_MAX_DELETE_SHARE setting, 0.2)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--allow-mass-delete", action="store_true",
+        "--allow-mass-delete",
+        action="store_true",
         help="delete every stored product missing from the file, however many",
-    )  # fmt: skip
+    )
     return parser
 
 

@@ -43,15 +43,20 @@ def summary_lines(report: PostgresIngestReport) -> list[str]:
         f"{name}: {counts.inserted} inserted, {counts.updated} updated, "
         f"{counts.unchanged} unchanged"
         for name, counts in (
-            ("users", report.users), ("items", report.items), ("interactions", report.interactions)
+            ("users", report.users),
+            ("items", report.items),
+            ("interactions", report.interactions),
         )
-    ]  # fmt: skip
+    ]
     if report.duplicate_interactions:
-        lines.append(f"duplicate interactions in the file (kept once): "
-                     f"{report.duplicate_interactions}")  # fmt: skip
+        lines.append(
+            f"duplicate interactions in the file (kept once): {report.duplicate_interactions}"
+        )
     for name, columns in report.kept_columns.items():
-        lines.append(f"{name} has no {', '.join(columns)} column: stored values kept "
-                     "(--clear-column NAME clears one)")  # fmt: skip
+        lines.append(
+            f"{name} has no {', '.join(columns)} column: stored values kept "
+            "(--clear-column NAME clears one)"
+        )
     if report.cleared_columns:
         lines.append(f"cleared (set to NULL): {', '.join(report.cleared_columns)}")
     if report.skipped_rows:
@@ -70,10 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         "load the good rows and report how many bad ones were skipped",
     )
     parser.add_argument(
-        "--clear-column", action="append", default=[], metavar="NAME", dest="clear_columns",
+        "--clear-column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="clear_columns",
         help=f"set an optional column absent from the file to NULL for the users/items in it "
         f"(repeat; one of {', '.join(CLEARABLE_COLUMNS)}); without it stored values are kept",
-    )  # fmt: skip
+    )
     return parser
 
 

@@ -295,8 +295,9 @@ def test_threaded_sweep_matches_one_thread_and_the_closed_form(rng):
 
 def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
     ui, params, cm1, reg, items, start = _sweep_inputs(rng, 80, 25, 0.3)
-    plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, streamed=True,
-                     stream_group_nnz=60)  # fmt: skip
+    plan = SweepPlan(
+        cm1, reg, num_threads=2, min_nnz_per_thread=1, streamed=True, stream_group_nnz=60
+    )
     assert len(plan.groups) >= ui._nnz() // 60
     assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))
     for group in plan.groups:  # each group copies the item row of each of its non-zeros, in order
@@ -309,8 +310,7 @@ def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
     torch.testing.assert_close(streamed, direct, rtol=1e-5, atol=1e-6)
     exact = cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
     conf, pref = _dense_confidence(ui, params)
-    torch.testing.assert_close(exact, reference_solve(conf, pref, items, reg), rtol=1e-3,
-                               atol=1e-4)  # fmt: skip
+    torch.testing.assert_close(exact, reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4)
 
 
 def _nnz_range(cm1, group):

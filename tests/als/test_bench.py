@@ -44,9 +44,24 @@ def test_bench_report_is_consistent():
 
 def test_bench_command_prints_one_json_object_last():
     before = torch.get_num_threads()
-    out = CliRunner().invoke(app, ["bench", "als", "--interactions", "5000", "--factors", "4",
-                                   "--iterations", "1", "--threads", "1", "--repeats", "1",
-                                   "--json"])  # fmt: skip
+    out = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "als",
+            "--interactions",
+            "5000",
+            "--factors",
+            "4",
+            "--iterations",
+            "1",
+            "--threads",
+            "1",
+            "--repeats",
+            "1",
+            "--json",
+        ],
+    )
     torch.set_num_threads(before)
     assert out.exit_code == 0, out.output
     result = json.loads(out.output.strip().splitlines()[-1])

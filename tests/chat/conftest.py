@@ -25,27 +25,57 @@ from Prod.common.supervisor import free_port
 
 # category -> (brands, nouns, feature sentences, base price)
 _SHOP = {
-    "Headphones": (["Sony", "Bose", "Samsung", "JBL"], ["wireless headphones", "earbuds"],
-                   ["Active noise cancelling blocks the noise of planes and trains.",
-                    "Up to 30 hours of battery life on a single charge.",
-                    "Lightweight fit for running and the gym, sweat resistant."], 40.0),
-    "Televisions": (["Samsung", "LG", "Sony"], ["4K smart TV", "OLED television"],
-                    ["Bright HDR picture with deep blacks for movie nights.",
-                     "Built-in streaming apps and voice control.",
-                     "Low input lag, great for gaming consoles."], 300.0),
-    "Laptops": (["Apple", "Lenovo", "Dell"], ["ultrabook laptop", "gaming laptop"],
-                ["Fast processor and 16 GB of memory for programming.",
-                 "All-day battery and a light aluminium body for travel.",
-                 "Dedicated graphics card for modern games."], 600.0),
-    "Coffee Makers": (["Breville", "Keurig", "DeLonghi"], ["espresso machine", "drip coffee maker"],
-                      ["Brews a rich espresso with a milk frother for lattes.",
-                       "Programmable timer so coffee is ready when you wake up.",
-                       "Compact design that fits small kitchens."], 50.0),
-    "Running Shoes": (["Nike", "Adidas"], ["road running shoes", "trail running shoes"],
-                      ["Cushioned sole for long distance running.",
-                       "Grippy outsole for muddy trails.",
-                       "Breathable mesh upper keeps feet cool."], 60.0),
-}  # fmt: skip
+    "Headphones": (
+        ["Sony", "Bose", "Samsung", "JBL"],
+        ["wireless headphones", "earbuds"],
+        [
+            "Active noise cancelling blocks the noise of planes and trains.",
+            "Up to 30 hours of battery life on a single charge.",
+            "Lightweight fit for running and the gym, sweat resistant.",
+        ],
+        40.0,
+    ),
+    "Televisions": (
+        ["Samsung", "LG", "Sony"],
+        ["4K smart TV", "OLED television"],
+        [
+            "Bright HDR picture with deep blacks for movie nights.",
+            "Built-in streaming apps and voice control.",
+            "Low input lag, great for gaming consoles.",
+        ],
+        300.0,
+    ),
+    "Laptops": (
+        ["Apple", "Lenovo", "Dell"],
+        ["ultrabook laptop", "gaming laptop"],
+        [
+            "Fast processor and 16 GB of memory for programming.",
+            "All-day battery and a light aluminium body for travel.",
+            "Dedicated graphics card for modern games.",
+        ],
+        600.0,
+    ),
+    "Coffee Makers": (
+        ["Breville", "Keurig", "DeLonghi"],
+        ["espresso machine", "drip coffee maker"],
+        [
+            "Brews a rich espresso with a milk frother for lattes.",
+            "Programmable timer so coffee is ready when you wake up.",
+            "Compact design that fits small kitchens.",
+        ],
+        50.0,
+    ),
+    "Running Shoes": (
+        ["Nike", "Adidas"],
+        ["road running shoes", "trail running shoes"],
+        [
+            "Cushioned sole for long distance running.",
+            "Grippy outsole for muddy trails.",
+            "Breathable mesh upper keeps feet cool.",
+        ],
+        60.0,
+    ),
+}
 
 
 def catalogue_items(prefix: str) -> list[dict]:
@@ -59,13 +89,18 @@ def catalogue_items(prefix: str) -> list[dict]:
                     price = round(base * (1 + 0.6 * tier + 0.15 * b + 0.1 * v), 2)
                     rating = round(3.0 + ((n * 7) % 20) / 10, 1)  # 3.0 .. 4.9
                     feature = features[(b + v + tier) % len(features)]
-                    items.append({
-                        "item_id": f"{prefix}-p{n:03d}",
-                        "title": f"{brand} {noun} {['Lite', 'Plus', 'Pro'][tier]}",
-                        "brand": brand, "category": category, "price": price,
-                        "avg_rating": rating, "rating_count": 10 + n * 3,
-                        "description": f"{feature} A {noun} from {brand}.",
-                    })  # fmt: skip
+                    items.append(
+                        {
+                            "item_id": f"{prefix}-p{n:03d}",
+                            "title": f"{brand} {noun} {['Lite', 'Plus', 'Pro'][tier]}",
+                            "brand": brand,
+                            "category": category,
+                            "price": price,
+                            "avg_rating": rating,
+                            "rating_count": 10 + n * 3,
+                            "description": f"{feature} A {noun} from {brand}.",
+                        }
+                    )
                     n += 1
     return items
 
@@ -82,8 +117,12 @@ def catalogue(settings, embedder, tmp_path_factory) -> dict:
     ingest_chroma(chroma_for(settings), folder, embedder_function(embedder), collection_name=name)
     with session_scope(settings.database_url) as db:
         db.execute(insert(Item), items)
-    yield {"collection": name, "items": {it["item_id"]: it for it in items}, "prefix": prefix,
-           "folder": folder}  # fmt: skip
+    yield {
+        "collection": name,
+        "items": {it["item_id"]: it for it in items},
+        "prefix": prefix,
+        "folder": folder,
+    }
     chroma_for(settings).delete_collection(name)
 
 
@@ -113,8 +152,13 @@ def tiny_cross_encoder(tmp_path_factory) -> Path:
 
 
 def chat_settings(settings: Settings, catalogue: dict, **overrides) -> Settings:
-    return settings.model_copy(update={"products_collection": catalogue["collection"],
-                                       "ollama_timeout_s": 5.0, **overrides})  # fmt: skip
+    return settings.model_copy(
+        update={
+            "products_collection": catalogue["collection"],
+            "ollama_timeout_s": 5.0,
+            **overrides,
+        }
+    )
 
 
 @pytest.fixture

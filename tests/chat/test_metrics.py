@@ -25,29 +25,42 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float
 def test_chat_counts_fallback_answers_and_unmatched_requests(make_client, down_url):
     client = make_client(ollama_host=down_url)  # no LLM: every answer is the template's
     before = client.get("/metrics").text
-    replies = _talk(client, "a yoga mat", "cheaper ones?", "start over",
-                    "Sony espresso machine under $5", "wireless earbuds")  # fmt: skip
+    replies = _talk(
+        client,
+        "a yoga mat",
+        "cheaper ones?",
+        "start over",
+        "Sony espresso machine under $5",
+        "wireless earbuds",
+    )
     after = client.get("/metrics").text
 
-    answers = _delta(by_label(after, "reco_chat_answers_total", "producer"),
-                     by_label(before, "reco_chat_answers_total", "producer"))  # fmt: skip
+    answers = _delta(
+        by_label(after, "reco_chat_answers_total", "producer"),
+        by_label(before, "reco_chat_answers_total", "producer"),
+    )
     assert answers == {"llm": 0, "fallback": len(replies)}
     assert all(r["generated_by"] == "fallback" for r in replies)
     asked_llm = sum(1 for r in replies if r["standalone_query"])  # a bare reset asks nobody
-    assert sample(after, "reco_chat_llm_errors_total") - (
-        sample(before, "reco_chat_llm_errors_total")
-    ) == asked_llm
+    assert (
+        sample(after, "reco_chat_llm_errors_total") - (sample(before, "reco_chat_llm_errors_total"))
+        == asked_llm
+    )
     assert sample(after, "reco_chat_llm_duration_seconds_count") == (
         sample(before, "reco_chat_llm_duration_seconds_count")
     )
 
-    turns = _delta(by_label(after, "reco_chat_turns_total", "kind"),
-                   by_label(before, "reco_chat_turns_total", "kind"))  # fmt: skip
+    turns = _delta(
+        by_label(after, "reco_chat_turns_total", "kind"),
+        by_label(before, "reco_chat_turns_total", "kind"),
+    )
     assert turns == {k: sum(r["turn"] == k for r in replies) for k in ("refine", "new", "reset")}
     assert turns["reset"] == 1
 
-    unmatched = _delta(by_label(after, "reco_chat_unmatched_total", "kind"),
-                       by_label(before, "reco_chat_unmatched_total", "kind"))  # fmt: skip
+    unmatched = _delta(
+        by_label(after, "reco_chat_unmatched_total", "kind"),
+        by_label(before, "reco_chat_unmatched_total", "kind"),
+    )
     expected = {k: sum(bool(r["unmatched"] and r["unmatched"][k]) for r in replies) for k in KINDS}
     assert unmatched == expected and sum(expected.values()) >= 1, [r["unmatched"] for r in replies]
 

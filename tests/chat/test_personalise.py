@@ -31,16 +31,27 @@ def published_taste(settings, catalogue) -> dict:
     prefix = catalogue["prefix"]
     item_ids = list(catalogue["items"])
     is_taste = [catalogue["items"][i]["brand"] == TASTE_BRAND for i in item_ids]
-    item_factors = np.array([[1.0, 0.0, 0.0] if t else [0.0, 1.0, 0.0] for t in is_taste],
-                            dtype=np.float32)  # fmt: skip
+    item_factors = np.array(
+        [[1.0, 0.0, 0.0] if t else [0.0, 1.0, 0.0] for t in is_taste], dtype=np.float32
+    )
     fan, folded = f"{prefix}-fan", f"{prefix}-folded"
     version = new_version_id()
     meta = model_store.ModelMeta(
-        version=version, dim=3, n_users=1, n_items=len(item_ids),
-        collection=model_store.item_collection_name(version), alpha=4.0, regularization=0.1,
-    )  # fmt: skip
-    factors = FactorSet([fan], np.array([[1.0, 0.0, 0.0]], np.float32), item_ids, item_factors,
-                        [{} for _ in item_ids])  # fmt: skip
+        version=version,
+        dim=3,
+        n_users=1,
+        n_items=len(item_ids),
+        collection=model_store.item_collection_name(version),
+        alpha=4.0,
+        regularization=0.1,
+    )
+    factors = FactorSet(
+        [fan],
+        np.array([[1.0, 0.0, 0.0]], np.float32),
+        item_ids,
+        item_factors,
+        [{} for _ in item_ids],
+    )
     publish_version(redis_for(settings), chroma_for(settings), meta, factors)
     switch_active(redis_for(settings), version)
     # a user the model has not seen, whose Postgres history is all Bose: folded in at request time
@@ -48,9 +59,19 @@ def published_taste(settings, catalogue) -> dict:
     now = datetime.now(timezone.utc)
     with session_scope(settings.database_url) as db:
         db.execute(insert(User), [{"user_id": folded}])
-        db.execute(insert(Interaction), [
-            {"user_id": folded, "item_id": item, "event": "purchase", "weight": 8.0,
-             "occurred_at": now} for item in bose])  # fmt: skip
+        db.execute(
+            insert(Interaction),
+            [
+                {
+                    "user_id": folded,
+                    "item_id": item,
+                    "event": "purchase",
+                    "weight": 8.0,
+                    "occurred_at": now,
+                }
+                for item in bose
+            ],
+        )
     return {"fan": fan, "folded": folded, "version": version}
 
 
@@ -75,8 +96,9 @@ def test_personalisation_changes_order_for_user_with_taste(
 
 
 def test_unknown_user_gets_relevance_only(client, published_taste):
-    payload = client.post("/api/v1/chat", json={"message": "headphones",
-                                                "user_id": "nobody-known"}).json()  # fmt: skip
+    payload = client.post(
+        "/api/v1/chat", json={"message": "headphones", "user_id": "nobody-known"}
+    ).json()
     assert payload["personalisation"] == "none"
     assert all(p["affinity"] is None for p in payload["products"])
 
@@ -91,11 +113,29 @@ def low_rater(settings, catalogue, published_taste) -> dict:
     now = datetime.now(timezone.utc)
     with session_scope(settings.database_url) as db:
         db.execute(insert(User), [{"user_id": user}])
-        db.execute(insert(Interaction), [
-            {"user_id": user, "item_id": item, "event": "rating", "rating": 1.0, "weight": 1.0,
-             "occurred_at": now} for item in bose[:3]] + [
-            {"user_id": user, "item_id": bose[3], "event": "dislike", "weight": 1.0,
-             "occurred_at": now}])  # fmt: skip
+        db.execute(
+            insert(Interaction),
+            [
+                {
+                    "user_id": user,
+                    "item_id": item,
+                    "event": "rating",
+                    "rating": 1.0,
+                    "weight": 1.0,
+                    "occurred_at": now,
+                }
+                for item in bose[:3]
+            ]
+            + [
+                {
+                    "user_id": user,
+                    "item_id": bose[3],
+                    "event": "dislike",
+                    "weight": 1.0,
+                    "occurred_at": now,
+                }
+            ],
+        )
     return {"user": user, "disliked": bose}
 
 

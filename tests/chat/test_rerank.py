@@ -16,12 +16,20 @@ from Prod.common.data.canonical import product_text
 
 
 def _candidate(n: int, similarity: float, description: str = "") -> Candidate:
-    item = {"item_id": f"p{n}", "title": f"Wireless earbuds model {n}", "brand": "Acme",
-            "category": "Audio", "price": 20 + n, "avg_rating": 4.2, "rating_count": 7,
-            "description": description or f"Compact buds number {n}. Long battery life."}
+    item = {
+        "item_id": f"p{n}",
+        "title": f"Wireless earbuds model {n}",
+        "brand": "Acme",
+        "category": "Audio",
+        "price": 20 + n,
+        "avg_rating": 4.2,
+        "rating_count": 7,
+        "description": description or f"Compact buds number {n}. Long battery life.",
+    }
     meta = {k: item[k] for k in ("title", "brand", "category", "price")}
-    return Candidate(item_id=item["item_id"], document=product_text(item), metadata=meta,
-                     similarity=similarity)
+    return Candidate(
+        item_id=item["item_id"], document=product_text(item), metadata=meta, similarity=similarity
+    )
 
 
 def test_compact_passage_keeps_identity_and_first_description_sentence_only():

@@ -17,8 +17,9 @@ def test_no_input_causes_a_server_error(make_client):
         if op.path in ("/metrics",):
             continue
 
-        @hypothesis_settings(max_examples=10, deadline=None, database=None,
-                             suppress_health_check=list(HealthCheck))  # fmt: skip
+        @hypothesis_settings(
+            max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=op.as_strategy())
         def run(case):
             response = case.call()

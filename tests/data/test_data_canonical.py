@@ -26,25 +26,30 @@ from Prod.common.errors import InvalidInput
 
 def _frames():
     users = pd.DataFrame({"user_id": ["u1", "u2"], "name": ["Ann", None]})
-    items = pd.DataFrame({
-        "item_id": ["p1", "p2"],
-        "title": ["Voltix Pro Earbuds", "Plain Mug"],
-        "brand": ["Voltix", None],
-        "category": ["Electronics", "Home & Kitchen"],
-        "price": [59.99, np.nan],
-        "avg_rating": [4.25, np.nan],
-        "rating_count": [12, None],
-        "description": ["Small and loud.", ""],
-    })
-    interactions = pd.DataFrame({
-        "user_id": ["u1", "u1", "u2"],
-        "item_id": ["p1", "p1", "p2"],
-        "event": ["view", "purchase", "rating"],
-        "rating": [np.nan, np.nan, 3.5],
-        "weight": [EVENT_WEIGHTS["view"], EVENT_WEIGHTS["purchase"], 3.5],
-        "timestamp": pd.to_datetime(["2025-01-02 03:04:05", "2025-01-02 03:10:00",
-                                     "2025-01-03 00:00:00"]),
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": ["p1", "p2"],
+            "title": ["Voltix Pro Earbuds", "Plain Mug"],
+            "brand": ["Voltix", None],
+            "category": ["Electronics", "Home & Kitchen"],
+            "price": [59.99, np.nan],
+            "avg_rating": [4.25, np.nan],
+            "rating_count": [12, None],
+            "description": ["Small and loud.", ""],
+        }
+    )
+    interactions = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["p1", "p1", "p2"],
+            "event": ["view", "purchase", "rating"],
+            "rating": [np.nan, np.nan, 3.5],
+            "weight": [EVENT_WEIGHTS["view"], EVENT_WEIGHTS["purchase"], 3.5],
+            "timestamp": pd.to_datetime(
+                ["2025-01-02 03:04:05", "2025-01-02 03:10:00", "2025-01-03 00:00:00"]
+            ),
+        }
+    )
     return users, items, interactions
 
 
@@ -59,9 +64,16 @@ def test_dislike_events_are_written_and_read_back(tmp_path):
     from Prod.common.ingest.validate import read_tables
 
     users, items, interactions = _frames()
-    dislike = pd.DataFrame({"user_id": ["u2"], "item_id": ["p1"], "event": [DISLIKE_EVENT],
-                            "rating": [np.nan], "weight": [np.nan],
-                            "timestamp": pd.to_datetime(["2025-01-04"])})  # fmt: skip
+    dislike = pd.DataFrame(
+        {
+            "user_id": ["u2"],
+            "item_id": ["p1"],
+            "event": [DISLIKE_EVENT],
+            "rating": [np.nan],
+            "weight": [np.nan],
+            "timestamp": pd.to_datetime(["2025-01-04"]),
+        }
+    )
     write_dataset(tmp_path, users, items, pd.concat([interactions, dislike], ignore_index=True))
     assert "u2,p1,dislike,,,2025-01-04T00:00:00" in (tmp_path / "interactions.csv").read_text()
     tables = read_tables(tmp_path)
@@ -75,8 +87,10 @@ def test_write_dataset_writes_the_documented_files(tmp_path):
     summary = write_dataset(tmp_path, *_frames())
 
     assert (summary["users"], summary["items"], summary["interactions"]) == (2, 2, 3)
-    lines = {name: (tmp_path / name).read_text().splitlines()
-             for name in ("users.csv", "items.csv", "interactions.csv")}
+    lines = {
+        name: (tmp_path / name).read_text().splitlines()
+        for name in ("users.csv", "items.csv", "interactions.csv")
+    }
     assert lines["users.csv"][0] == ",".join(USER_COLUMNS)
     assert lines["items.csv"][0] == ",".join(ITEM_COLUMNS)
     assert lines["interactions.csv"][0] == ",".join(INTERACTION_COLUMNS)
@@ -111,24 +125,49 @@ def test_products_rag_text_and_metadata_omit_unknowns(tmp_path):
 
     assert [r["item_id"] for r in records] == ["p1", "p2"]
     first, second = records
-    assert first["metadata"] == {"title": "Voltix Pro Earbuds", "brand": "Voltix",
-                                 "category": "Electronics", "price": 59.99, "avg_rating": 4.25,
-                                 "rating_count": 12}
-    for fact in ("Voltix Pro Earbuds", "Brand: Voltix", "Electronics", "$59.99",
-                 "4.2 out of 5", "12 ratings", "Small and loud."):
+    assert first["metadata"] == {
+        "title": "Voltix Pro Earbuds",
+        "brand": "Voltix",
+        "category": "Electronics",
+        "price": 59.99,
+        "avg_rating": 4.25,
+        "rating_count": 12,
+    }
+    for fact in (
+        "Voltix Pro Earbuds",
+        "Brand: Voltix",
+        "Electronics",
+        "$59.99",
+        "4.2 out of 5",
+        "12 ratings",
+        "Small and loud.",
+    ):
         assert fact in first["text"]
     # no brand, price or rating: keys left out (Chroma metadata cannot hold null)
-    assert second["metadata"] == {"title": "Plain Mug", "category": "Home & Kitchen",
-                                  "rating_count": 0}
+    assert second["metadata"] == {
+        "title": "Plain Mug",
+        "category": "Home & Kitchen",
+        "rating_count": 0,
+    }
     assert "$" not in second["text"] and "Rated" not in second["text"]
     assert all(v is not None for r in records for v in r["metadata"].values())
 
 
 def test_product_text_reads_as_sentences():
-    text = product_text({"title": "Trail Shoes", "brand": "Pacefield", "category": "Sports",
-                         "price": 1234.5, "avg_rating": 4.0, "rating_count": 1})
-    assert text == ("Trail Shoes. Brand: Pacefield. Category: Sports. Price: $1,234.50. "
-                    "Rated 4.0 out of 5 from 1 rating.")
+    text = product_text(
+        {
+            "title": "Trail Shoes",
+            "brand": "Pacefield",
+            "category": "Sports",
+            "price": 1234.5,
+            "avg_rating": 4.0,
+            "rating_count": 1,
+        }
+    )
+    assert text == (
+        "Trail Shoes. Brand: Pacefield. Category: Sports. Price: $1,234.50. "
+        "Rated 4.0 out of 5 from 1 rating."
+    )
 
 
 def test_products_rag_of_an_empty_catalogue_is_an_empty_list(tmp_path):

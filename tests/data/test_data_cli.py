@@ -24,10 +24,23 @@ def _last_json(output: str) -> dict:
 
 
 def test_generate_json_reports_counts_and_writes_files(tmp_path):
-    result = CliRunner().invoke(_app(), [
-        "generate", "--out", str(tmp_path), "--users", "40", "--items", "25",
-        "--interactions", "900", "--seed", "5", "--json",
-    ])
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "generate",
+            "--out",
+            str(tmp_path),
+            "--users",
+            "40",
+            "--items",
+            "25",
+            "--interactions",
+            "900",
+            "--seed",
+            "5",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = _last_json(result.stdout)
     assert (summary["users"], summary["items"], summary["interactions"]) == (40, 25, 900)
@@ -43,12 +56,24 @@ def test_generate_readable_summary(tmp_path):
 
 def test_import_movielens_and_amazon(tmp_path):
     runner = CliRunner()
-    movielens = runner.invoke(_app(), ["import", "movielens", str(FIXTURES / "ml-100k"),
-                                       "--out", str(tmp_path / "ml"), "--json"])
+    movielens = runner.invoke(
+        _app(),
+        ["import", "movielens", str(FIXTURES / "ml-100k"), "--out", str(tmp_path / "ml"), "--json"],
+    )
     assert movielens.exit_code == 0, movielens.output
     assert _last_json(movielens.stdout)["format"] == "movielens-100k"
-    amazon = runner.invoke(_app(), ["import", "amazon", str(FIXTURES / "amazon2023"),
-                                    "--out", str(tmp_path / "amz"), "--reviewed-only", "--json"])
+    amazon = runner.invoke(
+        _app(),
+        [
+            "import",
+            "amazon",
+            str(FIXTURES / "amazon2023"),
+            "--out",
+            str(tmp_path / "amz"),
+            "--reviewed-only",
+            "--json",
+        ],
+    )
     assert amazon.exit_code == 0, amazon.output
     summary = _last_json(amazon.stdout)
     assert (summary["format"], summary["items"], summary["interactions"]) == ("amazon-2023", 3, 4)
@@ -56,8 +81,9 @@ def test_import_movielens_and_amazon(tmp_path):
 
 
 def test_import_error_is_one_clear_line_and_nonzero_exit(tmp_path):
-    result = CliRunner().invoke(_app(), ["import", "movielens", str(tmp_path),
-                                         "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        _app(), ["import", "movielens", str(tmp_path), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 1
     assert "no MovieLens ratings found" in " ".join(result.output.split())  # rich wraps lines
 
@@ -88,23 +114,28 @@ def test_generate_into_a_non_empty_folder_needs_force(tmp_path):
     refused = runner.invoke(_app(), ["generate", "--out", str(tmp_path), "--scale", "0.01"])
     assert refused.exit_code == 1 and "non-empty folder" in " ".join(refused.stderr.split())
     assert not (tmp_path / "interactions.csv").exists()
-    forced = runner.invoke(_app(), ["generate", "--out", str(tmp_path), "--scale", "0.01",
-                                    "--force"])  # fmt: skip
+    forced = runner.invoke(
+        _app(), ["generate", "--out", str(tmp_path), "--scale", "0.01", "--force"]
+    )
     assert forced.exit_code == 0, forced.output
     assert (tmp_path / "interactions.csv").exists()
 
 
 def test_import_movielens_help_names_the_layouts_it_reads(tmp_path):
     runner = CliRunner()
-    shown = " ".join(runner.invoke(_app(), ["import", "movielens", "--help"],
-                                   env={"COLUMNS": "200"}).output.split())  # fmt: skip
+    shown = " ".join(
+        runner.invoke(
+            _app(), ["import", "movielens", "--help"], env={"COLUMNS": "200"}
+        ).output.split()
+    )
     for layout in ("ml-100k", "ml-1m", "ml-latest"):
         assert layout in shown
     ml1m = tmp_path / "ml-1m"
     ml1m.mkdir()
     (ml1m / "ratings.dat").write_text("1::10::5::978300760\n2::10::3::978300761\n")
     (ml1m / "movies.dat").write_text("10::Toy Story (1995)::Animation|Comedy\n")
-    result = runner.invoke(_app(), ["import", "movielens", str(ml1m),
-                                    "--out", str(tmp_path / "out"), "--json"])  # fmt: skip
+    result = runner.invoke(
+        _app(), ["import", "movielens", str(ml1m), "--out", str(tmp_path / "out"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert _last_json(result.stdout)["format"] == "movielens-1m"

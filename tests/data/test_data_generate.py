@@ -107,11 +107,17 @@ def test_funnel_narrows_and_every_purchase_follows_a_view(store):
     counts = store.interactions["event"].value_counts()
     assert counts["view"] > counts["click"] > counts["add_to_cart"] > counts["purchase"] > 0
     events = store.interactions
-    viewed = set(zip(events.loc[events["event"] == "view", "user_id"],
-                     events.loc[events["event"] == "view", "item_id"], strict=True))
+    viewed = set(
+        zip(
+            events.loc[events["event"] == "view", "user_id"],
+            events.loc[events["event"] == "view", "item_id"],
+            strict=True,
+        )
+    )
     purchases = events[events["event"] == "purchase"]
-    assert all(pair in viewed for pair in zip(purchases["user_id"], purchases["item_id"],
-                                              strict=True))
+    assert all(
+        pair in viewed for pair in zip(purchases["user_id"], purchases["item_id"], strict=True)
+    )
 
 
 def test_popularity_and_activity_are_long_tailed(store):
@@ -197,8 +203,10 @@ def test_a_collaborative_filter_beats_popularity_on_held_out_events(store):
     knn_scores = np.asarray(seen @ similarity)
     popularity = np.tile(np.asarray(binary.sum(axis=0)).ravel(), (shape[0], 1))
 
-    knn, popular = _recall_at_10(knn_scores, seen, held_out), _recall_at_10(popularity, seen,
-                                                                             held_out)
+    knn, popular = (
+        _recall_at_10(knn_scores, seen, held_out),
+        _recall_at_10(popularity, seen, held_out),
+    )
     assert knn > 1.4 * popular, (knn, popular)
 
 

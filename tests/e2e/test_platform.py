@@ -32,8 +32,9 @@ WAIT_S = 240
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout_s: float = UP_TIMEOUT_S):
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout_s, check=False)  # fmt: skip
+    return subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
 
 
 def _last_json(result: subprocess.CompletedProcess) -> dict:
@@ -122,7 +123,10 @@ def test_up_starts_every_service_and_publishes_a_model(platform):
     result = platform.first_up
     assert result["mode"] == "local"
     assert {name: row["state"] for name, row in result["services"].items()} == {
-        "als_trainer": "up", "als_reco_engine": "up", "chat_reco_engine": "up"}  # fmt: skip
+        "als_trainer": "up",
+        "als_reco_engine": "up",
+        "chat_reco_engine": "up",
+    }
     assert all(row["healthy"] for row in result["infra"].values())
     assert result["model_version"], "the trainer published no first model"
     assert set(result["data"]["ingested"]) == {"postgres", "chroma"}
@@ -147,8 +151,9 @@ def test_status_reports_services_ports_and_model_version(platform):
 
 
 def test_als_example_client_succeeds(platform):
-    summary = _last_json(platform.example(
-        "Prod.examples.main_example_als", "--reco-url", platform.reco, "--json"))  # fmt: skip
+    summary = _last_json(
+        platform.example("Prod.examples.main_example_als", "--reco-url", platform.reco, "--json")
+    )
     assert summary["strategy_before"] == "popular"
     assert summary["strategy_after"] == "fold_in"
     assert summary["recommended"] and not set(summary["recommended"]) & set(summary["interacted"])
@@ -157,8 +162,9 @@ def test_als_example_client_succeeds(platform):
 
 
 def test_chat_example_client_succeeds(platform):
-    summary = _last_json(platform.example(
-        "Prod.examples.main_example_chat", "--chat-url", platform.chat, "--json"))  # fmt: skip
+    summary = _last_json(
+        platform.example("Prod.examples.main_example_chat", "--chat-url", platform.chat, "--json")
+    )
     assert len(summary["turns"]) == 3 and summary["turns"][0]["products"]
     # the price limit of the first turn is carried into the follow-ups ("cheaper" lowers it)
     limits = [turn["filters"].get("max_price") for turn in summary["turns"]]
@@ -169,16 +175,16 @@ def test_chat_example_client_succeeds(platform):
 
 
 def _recommend(platform: Platform, user_id: str, k: int = 10) -> dict:
-    response = httpx.get(f"{platform.reco}/api/v1/recommend/{user_id}", params={"k": k},
-                         timeout=30)  # fmt: skip
+    response = httpx.get(f"{platform.reco}/api/v1/recommend/{user_id}", params={"k": k}, timeout=30)
     response.raise_for_status()
     return response.json()
 
 
 def test_new_interactions_change_a_trained_user_s_recommendations_via_fold_in(platform):
     items = pd.read_csv(platform.dataset / "items.csv", dtype={"item_id": str})
-    events = pd.read_csv(platform.dataset / "interactions.csv", dtype={"user_id": str,
-                                                                        "item_id": str})
+    events = pd.read_csv(
+        platform.dataset / "interactions.csv", dtype={"user_id": str, "item_id": str}
+    )
     category_of = dict(zip(items["item_id"], items["category"], strict=True))
     # a trained user with a short history, so a few new purchases visibly move their taste
     counts = events.groupby("user_id").size()
@@ -191,8 +197,9 @@ def test_new_interactions_change_a_trained_user_s_recommendations_via_fold_in(pl
     popular = events.loc[events["item_id"].map(category_of) == target, "item_id"].value_counts()
     picks = [i for i in popular.index if i not in seen][:5]
     batch = [{"user_id": user_id, "item_id": i, "event": "purchase"} for i in picks]
-    response = httpx.post(f"{platform.reco}/api/v1/interactions", json={"events": batch},
-                          timeout=30)  # fmt: skip
+    response = httpx.post(
+        f"{platform.reco}/api/v1/interactions", json={"events": batch}, timeout=30
+    )
     assert response.status_code == 201, response.text
 
     after = _recommend(platform, user_id)

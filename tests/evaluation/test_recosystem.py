@@ -24,10 +24,13 @@ SMALL = ALSParams(factors=16, iterations=6, regularization=0.5, alpha=2.0)
 def tiny_dataset(tmp_path_factory) -> Path:
     frame = synthetic_interactions(6000, seed=1)
     folder = tmp_path_factory.mktemp("tiny")
-    frame = frame.assign(user_id="u" + frame["user_id"].astype(str),
-                         item_id="i" + frame["item_id"].astype(str), event="view", rating="",
-                         timestamp=pd.Timestamp("2025-01-01") + pd.to_timedelta(
-                             frame.index.to_series(), unit="s"))  # fmt: skip
+    frame = frame.assign(
+        user_id="u" + frame["user_id"].astype(str),
+        item_id="i" + frame["item_id"].astype(str),
+        event="view",
+        rating="",
+        timestamp=pd.Timestamp("2025-01-01") + pd.to_timedelta(frame.index.to_series(), unit="s"),
+    )
     frame[["user_id", "item_id", "event", "rating", "weight", "timestamp"]].to_csv(
         folder / "interactions.csv", index=False
     )
@@ -49,8 +52,9 @@ def _clustered(rng: np.random.Generator, n_users=200, n_clusters=5, per_cluster=
 def test_als_beats_popularity_on_structured_data(rng):
     torch.set_num_threads(1)
     parts = user_random_split(_clustered(rng), 0.25, seed=0)
-    results = evaluate_models(prepare(parts.train, parts.test), SMALL, 10,
-                              models=("als", "popularity"))  # fmt: skip
+    results = evaluate_models(
+        prepare(parts.train, parts.test), SMALL, 10, models=("als", "popularity")
+    )
     assert results["als"]["ndcg@10"] > results["popularity"]["ndcg@10"] > 0
     assert results["als"]["coverage@10"] > results["popularity"]["coverage@10"]
 
@@ -59,20 +63,51 @@ def test_reco_evaluate_and_tune_commands(tiny_dataset, tmp_path):
     runner = CliRunner()
     params_path = tmp_path / "als_params.json"
     SMALL.to_file(params_path)
-    out = runner.invoke(app, ["evaluate", str(tiny_dataset), "--protocol", "user-random",
-                              "--params", str(params_path), "--out", str(tmp_path / "res"),
-                              "--json"])  # fmt: skip
+    out = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tiny_dataset),
+            "--protocol",
+            "user-random",
+            "--params",
+            str(params_path),
+            "--out",
+            str(tmp_path / "res"),
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
     result = json.loads(out.output.strip().splitlines()[-1])
     for model in ("als", "popularity", "implicit"):
-        assert set(result[model]) >= {"ndcg@10", "precision@10", "recall@10", "map@10",
-                                      "hit@10", "coverage@10"}  # fmt: skip
+        assert set(result[model]) >= {
+            "ndcg@10",
+            "precision@10",
+            "recall@10",
+            "map@10",
+            "hit@10",
+            "coverage@10",
+        }
     assert Path(result["meta"]["files"]["plot"]).stat().st_size > 0
 
     tuned = tmp_path / "tuned.json"
-    out = runner.invoke(app, ["tune", str(tiny_dataset), "--out", str(tuned), "--trials", "2",
-                              "--protocol", "user-random", "--no-with-implicit",
-                              "--results", str(tmp_path / "res"), "--json"])  # fmt: skip
+    out = runner.invoke(
+        app,
+        [
+            "tune",
+            str(tiny_dataset),
+            "--out",
+            str(tuned),
+            "--trials",
+            "2",
+            "--protocol",
+            "user-random",
+            "--no-with-implicit",
+            "--results",
+            str(tmp_path / "res"),
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
     summary = json.loads(out.output.strip().splitlines()[-1])
     assert ALSParams.from_file(tuned).to_dict() == summary["best_params"]

@@ -22,12 +22,14 @@ from Prod.common.evaluation import (
 
 
 def _frame(rng: np.random.Generator, n_users=30, n_items=40, n=600) -> pd.DataFrame:
-    return pd.DataFrame({
-        "user_id": [f"u{u}" for u in rng.integers(0, n_users, n)],
-        "item_id": [f"i{i}" for i in rng.integers(0, n_items, n)],
-        "weight": rng.integers(1, 5, n).astype(np.float32),
-        "timestamp": rng.integers(0, 10_000, n),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in rng.integers(0, n_users, n)],
+            "item_id": [f"i{i}" for i in rng.integers(0, n_items, n)],
+            "weight": rng.integers(1, 5, n).astype(np.float32),
+            "timestamp": rng.integers(0, 10_000, n),
+        }
+    )
 
 
 def _pairs(frame: pd.DataFrame) -> set:
@@ -35,8 +37,14 @@ def _pairs(frame: pd.DataFrame) -> set:
 
 
 def test_collapse_sums_weights_and_keeps_latest_time():
-    frame = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "a", "a"],
-                          "weight": [1.0, 2.0, 4.0], "timestamp": [5, 9, 1]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "v"],
+            "item_id": ["a", "a", "a"],
+            "weight": [1.0, 2.0, 4.0],
+            "timestamp": [5, 9, 1],
+        }
+    )
     out = collapse_pairs(frame).set_index("user_id")
     assert out.loc["u", "weight"] == 3.0 and out.loc["u", "timestamp"] == 9
     assert len(out) == 2

@@ -19,20 +19,34 @@ def _bench_app() -> typer.Typer:
 
 def _catalogue(folder: Path, n: int) -> Path:
     records = [
-        {"item_id": f"p{i}", "text": f"Product {i} kettle. Brand: Brewista. Category: Home. "
-         f"Price: ${10 + i}.99. A {'quiet ' * (i % 4)}electric kettle with a {i}-cup jug.",
-         "metadata": {"title": f"Product {i} kettle", "brand": "Brewista"}}
+        {
+            "item_id": f"p{i}",
+            "text": f"Product {i} kettle. Brand: Brewista. Category: Home. "
+            f"Price: ${10 + i}.99. A {'quiet ' * (i % 4)}electric kettle with a {i}-cup jug.",
+            "metadata": {"title": f"Product {i} kettle", "brand": "Brewista"},
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
     (folder / "ProductsRAG.json").write_text(json.dumps(records))
     return folder
 
 
 def test_backends_are_compared_on_the_same_texts(tmp_path: Path) -> None:
-    result = CliRunner().invoke(_bench_app(), [
-        "embed", "--dataset", str(_catalogue(tmp_path, 12)), "--backend", "onnx",
-        "--backend", "onnx-int8", "--repeats", "2", "--json",
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        _bench_app(),
+        [
+            "embed",
+            "--dataset",
+            str(_catalogue(tmp_path, 12)),
+            "--backend",
+            "onnx",
+            "--backend",
+            "onnx-int8",
+            "--repeats",
+            "2",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["products"] == 12 and report["repeats"] == 2
@@ -50,14 +64,16 @@ def test_backends_are_compared_on_the_same_texts(tmp_path: Path) -> None:
 
 
 def test_a_generated_catalogue_gets_a_readable_table() -> None:
-    result = CliRunner().invoke(_bench_app(), ["embed", "--products", "8", "--backend",
-                                               "onnx-int8", "--repeats", "1"])  # fmt: skip
+    result = CliRunner().invoke(
+        _bench_app(), ["embed", "--products", "8", "--backend", "onnx-int8", "--repeats", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "embedding 8 products" in result.output and "onnx-int8" in result.output
 
 
 def test_an_unknown_backend_is_named(tmp_path: Path) -> None:
-    result = CliRunner().invoke(_bench_app(), ["embed", "--dataset", str(_catalogue(tmp_path, 2)),
-                                               "--backend", "tensorrt"])  # fmt: skip
+    result = CliRunner().invoke(
+        _bench_app(), ["embed", "--dataset", str(_catalogue(tmp_path, 2)), "--backend", "tensorrt"]
+    )
     assert result.exit_code == 1
     assert "tensorrt" in result.output and "onnx-int8" in result.output

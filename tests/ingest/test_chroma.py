@@ -132,9 +132,17 @@ def test_bad_product_writes_nothing(client, collection_name, dataset, prefix, em
 def test_vectors_are_of_the_text_without_price_and_rating(
     client, collection_name, tmp_path: Path, embedder
 ) -> None:
-    text = product_text({"title": "Trail Boots", "brand": "Trailforge", "category": "Sports",
-                         "price": 1289.5, "avg_rating": 4.5, "rating_count": 1200,
-                         "description": "Waterproof boots for long hikes."})  # fmt: skip
+    text = product_text(
+        {
+            "title": "Trail Boots",
+            "brand": "Trailforge",
+            "category": "Sports",
+            "price": 1289.5,
+            "avg_rating": 4.5,
+            "rating_count": 1200,
+            "description": "Waterproof boots for long hikes.",
+        }
+    )
     assert "Price: $1,289.50." in text and "Rated 4.5 out of 5 from 1,200 ratings." in text
     semantic = "Trail Boots. Brand: Trailforge. Category: Sports. Waterproof boots for long hikes."
     assert embedding_text(text) == semantic
@@ -149,8 +157,9 @@ def test_vectors_are_of_the_text_without_price_and_rating(
     assert embed.texts == [semantic]  # price and rating stay exact metadata filters
     stored = client.get_collection(collection_name).get(include=["documents", "embeddings"])
     assert stored["documents"] == [text]  # the chat engine still quotes the whole text
-    np.testing.assert_allclose(stored["embeddings"][0], embed_texts(embedder, [semantic])[0],
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        stored["embeddings"][0], embed_texts(embedder, [semantic])[0], atol=1e-5
+    )
 
 
 def _write_products(dataset: Path, products: list) -> None:
@@ -191,8 +200,7 @@ def test_truncated_catalogue_above_the_share_writes_nothing(
     _write_products(dataset, products[:1])  # truncated: 2 of 3 gone
     embed.texts.clear()
     with pytest.raises(IngestError, match=r"refusing to delete 2 of the 3 stored products"):
-        ingest_chroma(client, dataset, embed, collection_name=collection_name,
-                      max_delete_share=0.5)  # fmt: skip
+        ingest_chroma(client, dataset, embed, collection_name=collection_name, max_delete_share=0.5)
     assert embed.texts == [] and _stored(client, collection_name) == stored
 
 
@@ -206,14 +214,26 @@ def test_skip_bad_rows_never_deletes_the_skipped_products(
     products = json.loads((dataset / "ProductsRAG.json").read_text())
     products[1]["text"] = ""  # i2 is now a bad row
     _write_products(dataset, products)
-    report = ingest_chroma(client, dataset, embed, collection_name=collection_name,
-                           skip_bad_rows=True, max_delete_share=1.0)  # fmt: skip
+    report = ingest_chroma(
+        client,
+        dataset,
+        embed,
+        collection_name=collection_name,
+        skip_bad_rows=True,
+        max_delete_share=1.0,
+    )
     assert len(report.bad_rows) == 1 and report.deleted == 0 and report.kept_skipped == 1
     assert _stored(client, collection_name) == stored  # i2 keeps its last good version
 
     # a bad entry without a readable item_id could be any product: nothing is deleted
     _write_products(dataset, [products[0], {"text": "no id"}])
-    held = ingest_chroma(client, dataset, embed, collection_name=collection_name,
-                         skip_bad_rows=True, allow_mass_delete=True)  # fmt: skip
+    held = ingest_chroma(
+        client,
+        dataset,
+        embed,
+        collection_name=collection_name,
+        skip_bad_rows=True,
+        allow_mass_delete=True,
+    )
     assert held.deleted == 0 and held.deletes_held_back
     assert set(_stored(client, collection_name)) == set(stored)

@@ -24,9 +24,13 @@ def _run(
         "HF_HUB_OFFLINE": "1",
     }
     return subprocess.run(
-        [sys.executable, "-m", module, *args], env=env, cwd=ROOT, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _errors(stderr: str) -> list[str]:
@@ -66,16 +70,31 @@ def test_chroma_job_embeds_then_skips_unchanged(settings, dataset: Path, prefix:
 
     collection = f"jobs-{prefix.rstrip('_')}"
     try:
-        first = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
-                     collection=collection)  # fmt: skip
+        first = _run(
+            "Prod.scripts.ingest_chroma_db",
+            settings,
+            "--dataset",
+            str(dataset),
+            collection=collection,
+        )
         assert first.returncode == 0, first.stderr
         assert f"{collection}: 3 added, 0 updated, 0 unchanged, 0 deleted" in first.stdout
-        again = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
-                     collection=collection)  # fmt: skip
+        again = _run(
+            "Prod.scripts.ingest_chroma_db",
+            settings,
+            "--dataset",
+            str(dataset),
+            collection=collection,
+        )
         assert f"{collection}: 0 added, 0 updated, 3 unchanged, 0 deleted" in again.stdout
         (dataset / "ProductsRAG.json").write_text("[{]")
-        bad = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
-                   collection=collection)  # fmt: skip
+        bad = _run(
+            "Prod.scripts.ingest_chroma_db",
+            settings,
+            "--dataset",
+            str(dataset),
+            collection=collection,
+        )
         assert bad.returncode == 1
         assert _errors(bad.stderr) == [
             "error: ProductsRAG.json:1: invalid JSON (Expecting property name enclosed in "
@@ -100,8 +119,16 @@ def test_postgres_job_keeps_an_absent_column_unless_told_to_clear_it(
     prices = {row[0]: row[4] for row in snapshot(settings.database_url, prefix)["item"]}
     assert prices[f"{prefix}i2"] == 149.0
 
-    cleared = _run("Prod.scripts.ingest_postgres_db", settings, "--dataset", str(dataset),
-                   "--clear-column", "price", "--clear-column", "brand")  # fmt: skip
+    cleared = _run(
+        "Prod.scripts.ingest_postgres_db",
+        settings,
+        "--dataset",
+        str(dataset),
+        "--clear-column",
+        "price",
+        "--clear-column",
+        "brand",
+    )
     assert cleared.returncode == 0, cleared.stderr
     assert "cleared (set to NULL): brand, price" in cleared.stdout
     rows = {row[0]: row for row in snapshot(settings.database_url, prefix)["item"]}
@@ -122,20 +149,36 @@ def test_chroma_job_refuses_to_empty_the_catalogue(settings, dataset: Path, pref
 
     collection = f"jobs-{prefix.rstrip('_')}"
     try:
-        first = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
-                     collection=collection)  # fmt: skip
+        first = _run(
+            "Prod.scripts.ingest_chroma_db",
+            settings,
+            "--dataset",
+            str(dataset),
+            collection=collection,
+        )
         assert first.returncode == 0, first.stderr
         (dataset / "ProductsRAG.json").write_text("[]")
-        refused = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
-                       collection=collection)  # fmt: skip
+        refused = _run(
+            "Prod.scripts.ingest_chroma_db",
+            settings,
+            "--dataset",
+            str(dataset),
+            collection=collection,
+        )
         assert refused.returncode == 1 and "Traceback" not in refused.stderr
         [error] = _errors(refused.stderr)
         assert error.startswith("error: refusing to delete 3 of the 3 stored products")
         assert f"First ids: {prefix}i1, {prefix}i2, {prefix}i3." in error
         assert chroma_for(settings).get_collection(collection).count() == 3
 
-        allowed = _run("Prod.scripts.ingest_chroma_db", settings, "--dataset", str(dataset),
-                       "--allow-mass-delete", collection=collection)  # fmt: skip
+        allowed = _run(
+            "Prod.scripts.ingest_chroma_db",
+            settings,
+            "--dataset",
+            str(dataset),
+            "--allow-mass-delete",
+            collection=collection,
+        )
         assert allowed.returncode == 0, allowed.stderr
         assert f"{collection}: 0 added, 0 updated, 0 unchanged, 3 deleted" in allowed.stdout
         assert f"deleted: {prefix}i1, {prefix}i2, {prefix}i3" in allowed.stdout

@@ -108,8 +108,10 @@ def test_many_unknown_events_do_not_make_distinct_events_look_duplicated(
     assert tables.duplicate_interactions == 0
     stored = tables.interactions[["item_id", "event"]].astype(str)
     assert sorted(map(tuple, stored.to_numpy())) == [
-        (f"{prefix}i1", "purchase"), (f"{prefix}i1", "view"), (f"{prefix}i3", "view")
-    ]  # fmt: skip
+        (f"{prefix}i1", "purchase"),
+        (f"{prefix}i1", "view"),
+        (f"{prefix}i3", "view"),
+    ]
 
 
 def test_interactions_may_refer_to_ids_known_to_the_database(dataset: Path, prefix: str) -> None:
@@ -128,8 +130,11 @@ def test_missing_file_is_one_clear_error(dataset: Path, missing: str) -> None:
 
 
 def test_missing_column_is_one_clear_error(dataset: Path) -> None:
-    edit(dataset / "interactions.csv", "user_id,item_id,event,rating,weight,timestamp",
-         "user_id,item_id,kind,rating,weight")  # fmt: skip
+    edit(
+        dataset / "interactions.csv",
+        "user_id,item_id,event,rating,weight,timestamp",
+        "user_id,item_id,kind,rating,weight",
+    )
     with pytest.raises(IngestError) as caught:
         read_tables(dataset)
     assert "interactions.csv is missing required columns event, timestamp" in caught.value.message
@@ -260,8 +265,17 @@ def test_csv_ingest_and_post_interactions_share_one_timestamp_rule(dataset: Path
 
     from Prod.als_reco_engine.schemas import InteractionIn
 
-    stamps = ["32503680000", "1735689600000", "1735689600²", "631151999", "1e9", "2999-01-01",
-              "1735689600", "2025-01-01T01:00:00+01:00", "1990-01-01T00:00:00"]  # fmt: skip
+    stamps = [
+        "32503680000",
+        "1735689600000",
+        "1735689600²",
+        "631151999",
+        "1e9",
+        "2999-01-01",
+        "1735689600",
+        "2025-01-01T01:00:00+01:00",
+        "1990-01-01T00:00:00",
+    ]
     with (dataset / "interactions.csv").open("a") as handle:
         for stamp in stamps:  # lines 9..17
             handle.write(f"{prefix}u1,{prefix}i3,view,,,{stamp}\n")

@@ -96,16 +96,26 @@ def test_interaction_422_names_the_field_not_pydantic_internals(client, dataset)
     cases = {
         "event: must be 'view'": {"user_id": "u1", "item_id": item, "event": "teleport"},
         "rating is required when event is 'rating'": {
-            "user_id": "u1", "item_id": item, "event": "rating"},
+            "user_id": "u1",
+            "item_id": item,
+            "event": "rating",
+        },
         "user_id: must match pattern": {"user_id": "", "item_id": item, "event": "view"},
-        "colour: unknown field": {"user_id": "u1", "item_id": item, "event": "view",
-                                  "colour": "red"},
+        "colour: unknown field": {
+            "user_id": "u1",
+            "item_id": item,
+            "event": "view",
+            "colour": "red",
+        },
         "events: must have at least 1 item": {"events": []},
-        "events[1].weight: must be greater than 0 (got -1)": {"events": [
-            {"user_id": "u1", "item_id": item, "event": "view"},
-            {"user_id": "u1", "item_id": item, "event": "view", "weight": -1}]},
+        "events[1].weight: must be greater than 0 (got -1)": {
+            "events": [
+                {"user_id": "u1", "item_id": item, "event": "view"},
+                {"user_id": "u1", "item_id": item, "event": "view", "weight": -1},
+            ]
+        },
         "user_id: required; item_id: required; event: required": {},
-    }  # fmt: skip
+    }
     for expected, body in cases.items():
         response = client.post("/api/v1/interactions", json=body)
         assert response.status_code == 422, body

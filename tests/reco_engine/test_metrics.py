@@ -25,8 +25,11 @@ def test_recommendations_are_counted_by_strategy_on_metrics(client, dataset, act
     assert client.get(f"/api/v1/recommend/{stranger}").json()["strategy"] == "fold_in"
 
     after = {s: _served(client, s) for s in ("als", "fold_in", "popular")}
-    assert after == {"als": before["als"] + 2, "fold_in": before["fold_in"] + 1,
-                     "popular": before["popular"] + 1}  # fmt: skip
+    assert after == {
+        "als": before["als"] + 2,
+        "fold_in": before["fold_in"] + 1,
+        "popular": before["popular"] + 1,
+    }
 
 
 def test_fold_in_solves_are_timed(client, dataset):

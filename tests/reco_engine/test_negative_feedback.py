@@ -43,15 +43,19 @@ def test_low_ratings_are_not_positive_feedback(client, dataset):
     garden = _items_of(dataset, "garden")
     control = new_user_id("control")
     user = new_user_id("lowrate")
-    _post(client, [{"user_id": user, "item_id": i, "event": "rating", "rating": 1}
-                   for i in garden[:4]])  # fmt: skip
+    _post(
+        client,
+        [{"user_id": user, "item_id": i, "event": "rating", "rating": 1} for i in garden[:4]],
+    )
     body = client.get(f"/api/v1/recommend/{user}", params={"k": 100}).json()
     assert body["strategy"] == "popular"  # nothing positive to fold in
     ids = [i["item_id"] for i in body["items"]]
     assert not set(ids) & set(garden[:4])
     ours = [i for i in ids if i in dataset.item_category][:10]
-    baseline = [i["item_id"] for i in client.get(f"/api/v1/recommend/{control}",
-                                                   params={"k": 100}).json()["items"]]  # fmt: skip
+    baseline = [
+        i["item_id"]
+        for i in client.get(f"/api/v1/recommend/{control}", params={"k": 100}).json()["items"]
+    ]
     baseline_ours = [i for i in baseline if i in dataset.item_category and i not in garden[:4]]
     in_garden = sum(dataset.item_category[i] == "garden" for i in ours)
     baseline_garden = sum(dataset.item_category[i] == "garden" for i in baseline_ours[:10])
@@ -70,25 +74,60 @@ def test_a_dislike_never_raises_any_score(client, dataset):
     after = _scores(client, user)
     assert books[0] in before and books[0] not in after
     assert all(after[i] <= before[i] + 1e-6 for i in after), "a dislike raised a score"
-    drop = {c: [before[i] - after[i] for i in _items_of(dataset, c) if i in after]
-            for c in ("books", "audio")}  # fmt: skip
+    drop = {
+        c: [before[i] - after[i] for i in _items_of(dataset, c) if i in after]
+        for c in ("books", "audio")
+    }
     assert sum(drop["books"]) / len(drop["books"]) > sum(drop["audio"]) / len(drop["audio"])
 
 
 def test_latest_rating_decides_and_purchase_does_not_undo_a_dislike(client, dataset):
     user = new_user_id("changes-mind")
     item, other = _items_of(dataset, "audio")[:2]
-    _post(client, [{"user_id": user, "item_id": other, "event": "purchase"},
-                   {"user_id": user, "item_id": item, "event": "purchase",
-                    "timestamp": "2025-01-01T10:00:00Z"},
-                   {"user_id": user, "item_id": item, "event": "rating", "rating": 2,
-                    "timestamp": "2025-01-01T11:00:00Z"}])  # fmt: skip
+    _post(
+        client,
+        [
+            {"user_id": user, "item_id": other, "event": "purchase"},
+            {
+                "user_id": user,
+                "item_id": item,
+                "event": "purchase",
+                "timestamp": "2025-01-01T10:00:00Z",
+            },
+            {
+                "user_id": user,
+                "item_id": item,
+                "event": "rating",
+                "rating": 2,
+                "timestamp": "2025-01-01T11:00:00Z",
+            },
+        ],
+    )
     assert item not in _scores(client, user)  # purchased, then rated 2/5: disliked
-    _post(client, [{"user_id": user, "item_id": item, "event": "purchase",
-                    "timestamp": "2025-01-01T12:00:00Z"}])  # fmt: skip
+    _post(
+        client,
+        [
+            {
+                "user_id": user,
+                "item_id": item,
+                "event": "purchase",
+                "timestamp": "2025-01-01T12:00:00Z",
+            }
+        ],
+    )
     assert item not in _scores(client, user)  # an implicit event does not override it
-    _post(client, [{"user_id": user, "item_id": item, "event": "rating", "rating": 5,
-                    "timestamp": "2025-01-01T13:00:00Z"}])  # fmt: skip
+    _post(
+        client,
+        [
+            {
+                "user_id": user,
+                "item_id": item,
+                "event": "rating",
+                "rating": 5,
+                "timestamp": "2025-01-01T13:00:00Z",
+            }
+        ],
+    )
     assert item in _scores(client, user)  # re-rated 5/5: liked again
 
 

@@ -84,8 +84,10 @@ def test_fast_path_and_route_apply_the_same_key_and_size_rules(settings, dataset
             assert _without_request_id(fast.json()) == _without_request_id(slow.json())
             assert fast.json()["error"]["type"] == "unauthorized"
         keyed = {"X-API-Key": KEY}
-        fast, slow = (client.request("GET", url, headers=keyed, content=b" " * 1025)
-                      for url in (canonical, routed))  # fmt: skip
+        fast, slow = (
+            client.request("GET", url, headers=keyed, content=b" " * 1025)
+            for url in (canonical, routed)
+        )
         assert fast.status_code == slow.status_code == 413
         assert _without_request_id(fast.json()) == _without_request_id(slow.json())
         fast, slow = (client.get(url, headers=keyed) for url in (canonical, routed))

@@ -30,8 +30,7 @@ def test_health_reports_the_stores(app):
     with TestClient(app) as client:
         response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "postgres": True, "redis": True,
-                               "scheduler": False}  # fmt: skip
+    assert response.json() == {"status": "ok", "postgres": True, "redis": True, "scheduler": False}
 
 
 def test_train_starts_one_run_and_a_second_request_reports_it(app, settings):
@@ -94,9 +93,12 @@ def test_rollback_endpoint_swaps_and_answers_409_without_previous(app, settings)
         response = client.post("/api/v1/rollback")
         assert response.status_code == 200
         assert response.json() == {
-            "active": older, "previous": newer, "changed": True, "rolled_back_from": newer,
+            "active": older,
+            "previous": newer,
+            "changed": True,
+            "rolled_back_from": newer,
             "message": f"rolled back from {newer} to {older}",
-        }  # fmt: skip
+        }
         assert client.get("/api/v1/status").json()["active"]["version_id"] == older
 
         redis.delete(model_store.PREVIOUS_KEY)

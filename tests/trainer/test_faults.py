@@ -169,13 +169,24 @@ def test_trainer_killed_mid_publish_is_marked_failed_and_not_reported_running(ap
     train_and_publish(settings)
     version = publisher.new_version_id()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    config = settings.model_dump_json(include={"environment", "data_dir", "database_url",
-                                               "redis_url", "chroma_host", "chroma_port",
-                                               "als_params_path"})  # fmt: skip
+    config = settings.model_dump_json(
+        include={
+            "environment",
+            "data_dir",
+            "database_url",
+            "redis_url",
+            "chroma_host",
+            "chroma_port",
+            "als_params_path",
+        }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.trainer._doomed_trainer", config, version],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "publishing"
     finally:

@@ -55,8 +55,12 @@ def _events_arrays(scenarios: dict, negative_below: float = 3.0):
             negative = is_negative(event, rating, negative_below)
             signals.append(NEGATIVE if negative else POSITIVE if explicit else IMPLICIT)
             at.append(minute * 60e6)
-    return (np.array(keys, np.int64), np.array(weights, np.float32),
-            np.array(signals, np.int8), np.array(at, np.float64))  # fmt: skip
+    return (
+        np.array(keys, np.int64),
+        np.array(weights, np.float32),
+        np.array(signals, np.int8),
+        np.array(at, np.float64),
+    )
 
 
 def test_latest_explicit_signal_wins_and_negative_events_add_no_weight():
@@ -103,11 +107,17 @@ def test_training_rule_and_serving_rule_agree_on_postgres(settings):
     user = f"{prefix}-u"
     items = {name: f"{prefix}-{name}" for name in SCENARIOS}
     rows = [
-        {"user_id": user, "item_id": items[name], "event": event, "rating": rating,
-         "weight": rating if event == "rating" else DEFAULT_WEIGHTS[event],
-         "occurred_at": T0 + timedelta(minutes=minute)}
-        for name, (events, _) in SCENARIOS.items() for event, rating, minute in events
-    ]  # fmt: skip
+        {
+            "user_id": user,
+            "item_id": items[name],
+            "event": event,
+            "rating": rating,
+            "weight": rating if event == "rating" else DEFAULT_WEIGHTS[event],
+            "occurred_at": T0 + timedelta(minutes=minute),
+        }
+        for name, (events, _) in SCENARIOS.items()
+        for event, rating, minute in events
+    ]
     with session_scope(settings.database_url) as session:
         session.execute(insert(User), [{"user_id": user}])
         session.execute(insert(Item), [{"item_id": i, "title": i} for i in items.values()])
@@ -138,13 +148,19 @@ def test_training_rule_and_serving_rule_agree_on_postgres(settings):
 def test_dislike_push_takes_the_closer_of_anti_taste_and_category_scaled_by_share():
     anti_scores = np.array([2.0, 1.0, -3.0, 0.0, 6.0])  # y_i . x_neg of five candidates
     disliked_scores = np.array([1.5, 2.5])  # the same for the two disliked items: mean 2
-    push = dislike_push(n_disliked=2, n_liked=0, anti_scores=anti_scores,
-                        disliked_scores=disliked_scores)  # fmt: skip
+    push = dislike_push(
+        n_disliked=2, n_liked=0, anti_scores=anti_scores, disliked_scores=disliked_scores
+    )
     assert np.allclose(push, [1.0, 0.5, 0.0, 0.0, 1.0])  # opposite: 0; beyond: capped at 1
     share = category_share(["toys", "Toys", "books", None, "garden"], ["toys", "TOYS", "books"])
     assert np.allclose(share, [2 / 3, 2 / 3, 1 / 3, 0, 0])
-    both = dislike_push(n_disliked=2, n_liked=6, anti_scores=anti_scores,
-                        disliked_scores=disliked_scores, same_category=share)  # fmt: skip
+    both = dislike_push(
+        n_disliked=2,
+        n_liked=6,
+        anti_scores=anti_scores,
+        disliked_scores=disliked_scores,
+        same_category=share,
+    )
     assert np.allclose(both, np.maximum(push, share) / 4)
     assert dislike_push(n_disliked=0, n_liked=3, same_category=share) is None
     assert dislike_push(n_disliked=1, n_liked=0) is None

@@ -48,8 +48,16 @@ def test_run_publishes_a_model_that_readers_decode_consistently(settings, datase
     assert row.status == "active" and row.activated_at is not None
     assert row.data_watermark == max_interaction_id(settings) == result.data_watermark
     assert row.n_users >= 45 and row.n_items >= 30 and row.n_interactions >= 450
-    assert {"load", "index", "evaluate", "train", "publish_users", "publish_items", "verify",
-            "switch"} <= set(row.durations)  # fmt: skip
+    assert {
+        "load",
+        "index",
+        "evaluate",
+        "train",
+        "publish_users",
+        "publish_items",
+        "verify",
+        "switch",
+    } <= set(row.durations)
     assert 0.0 <= row.metrics["ndcg@10"] <= 1.0 and row.metrics["eval_users"] > 0
 
     meta = model_store.read_meta(client, result.version_id)
@@ -153,9 +161,10 @@ def test_the_lock_lets_one_of_two_concurrent_runs_train(settings, dataset):
             assert resume.wait(60)
 
     first = threading.Thread(
-        target=lambda: results.setdefault("first", run_training(
-            settings, force=True, evaluate=False, on_stage=hold_in_train))
-    )  # fmt: skip
+        target=lambda: results.setdefault(
+            "first", run_training(settings, force=True, evaluate=False, on_stage=hold_in_train)
+        )
+    )
     first.start()
     assert inside.wait(60)
     try:

@@ -23,14 +23,21 @@ def random_model(rng, n_users=25, n_items=12, dim=8, tag="p"):
         user_factors=rng.standard_normal((n_users, dim)).astype(np.float32),
         item_ids=[f"{tag}{version}-i{j}" for j in range(n_items)],
         item_factors=rng.standard_normal((n_items, dim)).astype(np.float32),
-        item_metadata=[{"title": f"item {j}", "price": float(j)} if j % 2 else {"title": "x"}
-                       for j in range(n_items)],  # fmt: skip
+        item_metadata=[
+            {"title": f"item {j}", "price": float(j)} if j % 2 else {"title": "x"}
+            for j in range(n_items)
+        ],
     )
     meta = model_store.ModelMeta(
-        version=version, dim=dim, n_users=n_users, n_items=n_items,
-        collection=model_store.item_collection_name(version), alpha=2.0, regularization=0.1,
+        version=version,
+        dim=dim,
+        n_users=n_users,
+        n_items=n_items,
+        collection=model_store.item_collection_name(version),
+        alpha=2.0,
+        regularization=0.1,
         trained_at="2024-01-01T00:00:00+00:00",
-    )  # fmt: skip
+    )
     return meta, factors
 
 
@@ -80,9 +87,13 @@ def test_items_written_in_concurrent_batches_arrive_complete(settings, rng, monk
     meta, factors = random_model(rng, n_items=40, tag="b")
     written = []
     collection = publisher.write_item_factors(
-        chroma, meta.version, factors.item_ids, factors.item_factors, factors.item_metadata,
+        chroma,
+        meta.version,
+        factors.item_ids,
+        factors.item_factors,
+        factors.item_metadata,
         progress=written.append,
-    )  # fmt: skip
+    )
     try:
         assert written == [4] * 10
         publisher.verify_item_factors(collection, factors.item_ids, factors.item_factors, 40)
@@ -162,9 +173,12 @@ def test_verify_refuses_an_incomplete_collection(settings, rng):
     chroma = chroma_for(settings)
     meta, factors = random_model(rng, n_users=2, n_items=6)
     collection = publisher.write_item_factors(
-        chroma, meta.version, factors.item_ids[:5], factors.item_factors[:5],
+        chroma,
+        meta.version,
+        factors.item_ids[:5],
+        factors.item_factors[:5],
         factors.item_metadata[:5],
-    )  # fmt: skip
+    )
     try:
         with pytest.raises(Exception, match="holds 5 items, expected 6"):
             publisher.verify_item_factors(collection, factors.item_ids, factors.item_factors)

@@ -65,10 +65,12 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self._target))
-            self._threading.Thread(target=self._pump, args=(client, upstream, True),
-                                   daemon=True).start()  # fmt: skip
-            self._threading.Thread(target=self._pump, args=(upstream, client, False),
-                                   daemon=True).start()  # fmt: skip
+            self._threading.Thread(
+                target=self._pump, args=(client, upstream, True), daemon=True
+            ).start()
+            self._threading.Thread(
+                target=self._pump, args=(upstream, client, False), daemon=True
+            ).start()
 
     def _pump(self, source, sink, from_client: bool) -> None:
         import socket
@@ -80,8 +82,9 @@ class CuttingProxy:
                 if from_client and self.cut_on and self.cut_on in request_line:
                     self.cut_on, self.cuts = None, self.cuts + 1
                     for sock in (source, sink):  # RST, not FIN: a reset, as when a server dies
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                        struct.pack("ii", 1, 0))  # fmt: skip
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
                         sock.close()
                     return
                 sink.sendall(chunk)

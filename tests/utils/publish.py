@@ -76,11 +76,15 @@ def insert_dataset(
             pool = by_category[taste[user]] if rng.random() < 0.85 else item_ids
             item = pool[int(rng.integers(len(pool)))]
             event = events_list[int(rng.integers(len(events_list)))]
-            events.append({
-                "user_id": user, "item_id": item, "event": event,
-                "weight": EVENT_WEIGHTS[event],
-                "occurred_at": base + timedelta(minutes=u * events_per_user + e),
-            })  # fmt: skip
+            events.append(
+                {
+                    "user_id": user,
+                    "item_id": item,
+                    "event": event,
+                    "weight": EVENT_WEIGHTS[event],
+                    "occurred_at": base + timedelta(minutes=u * events_per_user + e),
+                }
+            )
             pairs.add((user, item))
     with session_scope(settings.database_url) as session:
         session.execute(insert(User), [{"user_id": u, "name": f"User {u}"} for u in user_ids])
@@ -96,10 +100,16 @@ def add_interactions(
     now = datetime.now(timezone.utc)
     weight = rating if event == RATING_EVENT else DEFAULT_WEIGHTS[event]
     rows = [
-        {"user_id": user_id, "item_id": item, "event": event, "rating": rating, "weight": weight,
-         "occurred_at": now + timedelta(microseconds=k)}
+        {
+            "user_id": user_id,
+            "item_id": item,
+            "event": event,
+            "rating": rating,
+            "weight": weight,
+            "occurred_at": now + timedelta(microseconds=k),
+        }
         for k, item in enumerate(item_ids)
-    ]  # fmt: skip
+    ]
     with session_scope(settings.database_url) as session:
         session.execute(insert(Interaction), rows)
 

@@ -53,197 +53,802 @@ _CATEGORIES: list[tuple[str, float, float]] = [
 
 # per category: brand (tier -1 budget, 0 mid, 1 premium)
 _BRANDS: dict[str, list[tuple[str, int]]] = {
-    "Electronics": [("Voltix", 0), ("Nordavia", 1), ("Kestrel Audio", 1), ("Brightwave", -1),
-                    ("Zento", 0), ("Lumora", 1), ("PixelPeak", -1), ("Corvel", 0)],
-    "Home & Kitchen": [("Hearthstone", 0), ("CopperLeaf", 1), ("Homely", -1), ("Maison Ardent", 1),
-                       ("Kitchara", 0), ("BasicNest", -1), ("Oakhaven", 0)],
-    "Sports & Outdoors": [("Trailforge", 0), ("Summit Ridge", 1), ("Pacefield", 0),
-                          ("IronPulse", -1), ("Alpenglow", 1), ("Riverbend", -1)],
-    "Books": [("Harbor Press", 0), ("Lantern House", 0), ("Greyfield Books", 1),
-              ("Pocket Quill", -1), ("Meridian Publishing", 0), ("Open Shelf", -1)],
-    "Beauty & Personal Care": [("Velisse", 1), ("PureBloom", 0), ("Glowday", -1),
-                               ("Maren & Co", 1), ("Dermalyn", 0), ("Softleaf", -1)],
-    "Toys & Games": [("BrickBurst", 0), ("Wonderloop", 0), ("Tiny Titans", -1),
-                     ("Clever Fox", 1), ("PlayNest", -1), ("Starlight Games", 0)],
-    "Clothing": [("Northmile", 0), ("Urban Thread", -1), ("Atelier Rowe", 1), ("Bayline", 0),
-                 ("Cottonfield", -1), ("Fjordwear", 1)],
-    "Pet Supplies": [("Happy Paws", -1), ("Pawsome", 0), ("Whisker & Tail", 1),
-                     ("Furlough", 0), ("BarkBox Basics", -1)],
+    "Electronics": [
+        ("Voltix", 0),
+        ("Nordavia", 1),
+        ("Kestrel Audio", 1),
+        ("Brightwave", -1),
+        ("Zento", 0),
+        ("Lumora", 1),
+        ("PixelPeak", -1),
+        ("Corvel", 0),
+    ],
+    "Home & Kitchen": [
+        ("Hearthstone", 0),
+        ("CopperLeaf", 1),
+        ("Homely", -1),
+        ("Maison Ardent", 1),
+        ("Kitchara", 0),
+        ("BasicNest", -1),
+        ("Oakhaven", 0),
+    ],
+    "Sports & Outdoors": [
+        ("Trailforge", 0),
+        ("Summit Ridge", 1),
+        ("Pacefield", 0),
+        ("IronPulse", -1),
+        ("Alpenglow", 1),
+        ("Riverbend", -1),
+    ],
+    "Books": [
+        ("Harbor Press", 0),
+        ("Lantern House", 0),
+        ("Greyfield Books", 1),
+        ("Pocket Quill", -1),
+        ("Meridian Publishing", 0),
+        ("Open Shelf", -1),
+    ],
+    "Beauty & Personal Care": [
+        ("Velisse", 1),
+        ("PureBloom", 0),
+        ("Glowday", -1),
+        ("Maren & Co", 1),
+        ("Dermalyn", 0),
+        ("Softleaf", -1),
+    ],
+    "Toys & Games": [
+        ("BrickBurst", 0),
+        ("Wonderloop", 0),
+        ("Tiny Titans", -1),
+        ("Clever Fox", 1),
+        ("PlayNest", -1),
+        ("Starlight Games", 0),
+    ],
+    "Clothing": [
+        ("Northmile", 0),
+        ("Urban Thread", -1),
+        ("Atelier Rowe", 1),
+        ("Bayline", 0),
+        ("Cottonfield", -1),
+        ("Fjordwear", 1),
+    ],
+    "Pet Supplies": [
+        ("Happy Paws", -1),
+        ("Pawsome", 0),
+        ("Whisker & Tail", 1),
+        ("Furlough", 0),
+        ("BarkBox Basics", -1),
+    ],
 }
 
 # per category: product type, its features, what it is for
 _TYPES: dict[str, list[tuple[str, list[str], str]]] = {
     "Electronics": [
-        ("Wireless Earbuds", ["active noise cancelling", "a 30-hour battery",
-                              "IPX5 sweat resistance", "touch controls",
-                              "a pocket-sized charging case"], "music and calls"),
-        ("Bluetooth Speaker", ["360-degree sound", "a 20-hour battery", "a waterproof shell",
-                               "deep bass", "multi-speaker pairing"], "parties and travel"),
-        ("Smartwatch", ["heart-rate tracking", "built-in GPS", "sleep tracking",
-                        "a bright AMOLED display", "a week of battery life"],
-         "fitness and daily use"),
-        ("Mechanical Keyboard", ["hot-swappable switches", "RGB backlighting", "a compact layout",
-                                 "PBT keycaps", "USB-C connectivity"], "typing and gaming"),
-        ("4K Monitor", ["a 27-inch IPS panel", "HDR support", "a 144 Hz refresh rate",
-                        "USB-C power delivery", "a height-adjustable stand"], "work and play"),
-        ("Power Bank", ["20,000 mAh capacity", "fast charging", "two USB-C ports",
-                        "a slim aluminium body", "pass-through charging"], "charging on the go"),
-        ("Webcam", ["1080p video", "autofocus", "dual microphones", "low-light correction",
-                    "a privacy shutter"], "video calls"),
+        (
+            "Wireless Earbuds",
+            [
+                "active noise cancelling",
+                "a 30-hour battery",
+                "IPX5 sweat resistance",
+                "touch controls",
+                "a pocket-sized charging case",
+            ],
+            "music and calls",
+        ),
+        (
+            "Bluetooth Speaker",
+            [
+                "360-degree sound",
+                "a 20-hour battery",
+                "a waterproof shell",
+                "deep bass",
+                "multi-speaker pairing",
+            ],
+            "parties and travel",
+        ),
+        (
+            "Smartwatch",
+            [
+                "heart-rate tracking",
+                "built-in GPS",
+                "sleep tracking",
+                "a bright AMOLED display",
+                "a week of battery life",
+            ],
+            "fitness and daily use",
+        ),
+        (
+            "Mechanical Keyboard",
+            [
+                "hot-swappable switches",
+                "RGB backlighting",
+                "a compact layout",
+                "PBT keycaps",
+                "USB-C connectivity",
+            ],
+            "typing and gaming",
+        ),
+        (
+            "4K Monitor",
+            [
+                "a 27-inch IPS panel",
+                "HDR support",
+                "a 144 Hz refresh rate",
+                "USB-C power delivery",
+                "a height-adjustable stand",
+            ],
+            "work and play",
+        ),
+        (
+            "Power Bank",
+            [
+                "20,000 mAh capacity",
+                "fast charging",
+                "two USB-C ports",
+                "a slim aluminium body",
+                "pass-through charging",
+            ],
+            "charging on the go",
+        ),
+        (
+            "Webcam",
+            [
+                "1080p video",
+                "autofocus",
+                "dual microphones",
+                "low-light correction",
+                "a privacy shutter",
+            ],
+            "video calls",
+        ),
     ],
     "Home & Kitchen": [
-        ("Chef's Knife", ["a high-carbon steel blade", "a full tang", "an ergonomic handle",
-                          "a razor-sharp edge", "balanced weight"], "everyday cooking"),
-        ("Nonstick Frying Pan", ["a ceramic coating", "even heat distribution",
-                                 "an oven-safe handle", "induction compatibility",
-                                 "PFOA-free materials"], "eggs, pancakes and stir-fries"),
-        ("Coffee Grinder", ["conical burrs", "15 grind settings", "a quiet motor",
-                            "an easy-clean chamber", "a timer"], "fresh coffee every morning"),
-        ("Air Fryer", ["a 5-quart basket", "8 cooking presets", "a digital touchscreen",
-                       "dishwasher-safe parts", "rapid air circulation"],
-         "crispy, healthier meals"),
-        ("Bath Towel Set", ["600 GSM cotton", "quick-dry weave", "fade-resistant colours",
-                            "soft looped fibres", "six pieces"], "the bathroom"),
-        ("Storage Containers", ["airtight lids", "BPA-free plastic", "stackable shapes",
-                                "microwave-safe bases", "leak-proof seals"], "pantry organisation"),
-        ("Table Lamp", ["a dimmable LED", "a linen shade", "a USB charging port",
-                        "a weighted base", "warm light"], "bedside reading"),
+        (
+            "Chef's Knife",
+            [
+                "a high-carbon steel blade",
+                "a full tang",
+                "an ergonomic handle",
+                "a razor-sharp edge",
+                "balanced weight",
+            ],
+            "everyday cooking",
+        ),
+        (
+            "Nonstick Frying Pan",
+            [
+                "a ceramic coating",
+                "even heat distribution",
+                "an oven-safe handle",
+                "induction compatibility",
+                "PFOA-free materials",
+            ],
+            "eggs, pancakes and stir-fries",
+        ),
+        (
+            "Coffee Grinder",
+            [
+                "conical burrs",
+                "15 grind settings",
+                "a quiet motor",
+                "an easy-clean chamber",
+                "a timer",
+            ],
+            "fresh coffee every morning",
+        ),
+        (
+            "Air Fryer",
+            [
+                "a 5-quart basket",
+                "8 cooking presets",
+                "a digital touchscreen",
+                "dishwasher-safe parts",
+                "rapid air circulation",
+            ],
+            "crispy, healthier meals",
+        ),
+        (
+            "Bath Towel Set",
+            [
+                "600 GSM cotton",
+                "quick-dry weave",
+                "fade-resistant colours",
+                "soft looped fibres",
+                "six pieces",
+            ],
+            "the bathroom",
+        ),
+        (
+            "Storage Containers",
+            [
+                "airtight lids",
+                "BPA-free plastic",
+                "stackable shapes",
+                "microwave-safe bases",
+                "leak-proof seals",
+            ],
+            "pantry organisation",
+        ),
+        (
+            "Table Lamp",
+            [
+                "a dimmable LED",
+                "a linen shade",
+                "a USB charging port",
+                "a weighted base",
+                "warm light",
+            ],
+            "bedside reading",
+        ),
     ],
     "Sports & Outdoors": [
-        ("Yoga Mat", ["a non-slip surface", "6 mm cushioning", "eco-friendly TPE",
-                      "a carrying strap", "alignment lines"], "yoga and stretching"),
-        ("Hiking Backpack", ["a 40-litre capacity", "a ventilated back panel",
-                             "a rain cover", "hip-belt pockets", "hydration compatibility"],
-         "day hikes and weekend trips"),
-        ("Running Shoes", ["a breathable mesh upper", "responsive foam", "a grippy outsole",
-                           "a padded heel collar", "reflective details"], "road running"),
-        ("Adjustable Dumbbells", ["quick-change weight dials", "a 5-52 lb range",
-                                  "a compact tray", "knurled handles", "durable steel plates"],
-         "home strength training"),
-        ("Camping Tent", ["a two-person design", "a waterproof rainfly", "quick setup",
-                          "mesh ventilation", "aluminium poles"], "camping"),
-        ("Water Bottle", ["double-wall insulation", "a leak-proof lid", "24-hour cold retention",
-                          "BPA-free steel", "a wide mouth"], "workouts and hikes"),
+        (
+            "Yoga Mat",
+            [
+                "a non-slip surface",
+                "6 mm cushioning",
+                "eco-friendly TPE",
+                "a carrying strap",
+                "alignment lines",
+            ],
+            "yoga and stretching",
+        ),
+        (
+            "Hiking Backpack",
+            [
+                "a 40-litre capacity",
+                "a ventilated back panel",
+                "a rain cover",
+                "hip-belt pockets",
+                "hydration compatibility",
+            ],
+            "day hikes and weekend trips",
+        ),
+        (
+            "Running Shoes",
+            [
+                "a breathable mesh upper",
+                "responsive foam",
+                "a grippy outsole",
+                "a padded heel collar",
+                "reflective details",
+            ],
+            "road running",
+        ),
+        (
+            "Adjustable Dumbbells",
+            [
+                "quick-change weight dials",
+                "a 5-52 lb range",
+                "a compact tray",
+                "knurled handles",
+                "durable steel plates",
+            ],
+            "home strength training",
+        ),
+        (
+            "Camping Tent",
+            [
+                "a two-person design",
+                "a waterproof rainfly",
+                "quick setup",
+                "mesh ventilation",
+                "aluminium poles",
+            ],
+            "camping",
+        ),
+        (
+            "Water Bottle",
+            [
+                "double-wall insulation",
+                "a leak-proof lid",
+                "24-hour cold retention",
+                "BPA-free steel",
+                "a wide mouth",
+            ],
+            "workouts and hikes",
+        ),
     ],
     "Books": [
-        ("Mystery Novel", ["a twisting plot", "an unforgettable detective", "short chapters",
-                           "a shocking final act", "a richly drawn small town"], "curling up"),
-        ("Cookbook", ["120 recipes", "step-by-step photos", "weeknight dinners",
-                      "seasonal menus", "a pantry guide"], "home cooks"),
-        ("Science Fiction Novel", ["a vast interstellar setting", "bold ideas",
-                                   "memorable characters", "a fast pace", "a thoughtful ending"],
-         "fans of big ideas"),
-        ("Biography", ["unpublished letters", "vivid storytelling", "a sweeping historical canvas",
-                       "rare photographs", "careful research"], "curious readers"),
-        ("Self-Help Guide", ["practical exercises", "clear habits", "research-backed advice",
-                             "real-life stories", "a 30-day plan"], "personal growth"),
-        ("Children's Picture Book", ["bright illustrations", "rhyming text", "a gentle lesson",
-                                     "sturdy pages", "lovable animals"], "bedtime reading"),
+        (
+            "Mystery Novel",
+            [
+                "a twisting plot",
+                "an unforgettable detective",
+                "short chapters",
+                "a shocking final act",
+                "a richly drawn small town",
+            ],
+            "curling up",
+        ),
+        (
+            "Cookbook",
+            [
+                "120 recipes",
+                "step-by-step photos",
+                "weeknight dinners",
+                "seasonal menus",
+                "a pantry guide",
+            ],
+            "home cooks",
+        ),
+        (
+            "Science Fiction Novel",
+            [
+                "a vast interstellar setting",
+                "bold ideas",
+                "memorable characters",
+                "a fast pace",
+                "a thoughtful ending",
+            ],
+            "fans of big ideas",
+        ),
+        (
+            "Biography",
+            [
+                "unpublished letters",
+                "vivid storytelling",
+                "a sweeping historical canvas",
+                "rare photographs",
+                "careful research",
+            ],
+            "curious readers",
+        ),
+        (
+            "Self-Help Guide",
+            [
+                "practical exercises",
+                "clear habits",
+                "research-backed advice",
+                "real-life stories",
+                "a 30-day plan",
+            ],
+            "personal growth",
+        ),
+        (
+            "Children's Picture Book",
+            [
+                "bright illustrations",
+                "rhyming text",
+                "a gentle lesson",
+                "sturdy pages",
+                "lovable animals",
+            ],
+            "bedtime reading",
+        ),
     ],
     "Beauty & Personal Care": [
-        ("Face Moisturizer", ["hyaluronic acid", "a lightweight texture", "SPF 30",
-                              "fragrance-free formula", "ceramides"], "daily hydration"),
-        ("Shampoo", ["argan oil", "a sulfate-free formula", "a fresh scent",
-                     "colour-safe cleansing", "vitamin E"], "healthy, shiny hair"),
-        ("Electric Toothbrush", ["a two-minute timer", "three cleaning modes",
-                                 "a pressure sensor", "a travel case", "a 4-week battery"],
-         "a brighter smile"),
-        ("Vitamin C Serum", ["15% vitamin C", "ferulic acid", "a dropper bottle",
-                             "a brightening effect", "antioxidant protection"], "radiant skin"),
-        ("Hair Dryer", ["ionic technology", "three heat settings", "a cool-shot button",
-                        "a concentrator nozzle", "a lightweight build"], "quick styling"),
-        ("Lip Balm Set", ["shea butter", "natural flavours", "SPF 15", "a four-pack",
-                          "long-lasting moisture"], "soft lips"),
+        (
+            "Face Moisturizer",
+            [
+                "hyaluronic acid",
+                "a lightweight texture",
+                "SPF 30",
+                "fragrance-free formula",
+                "ceramides",
+            ],
+            "daily hydration",
+        ),
+        (
+            "Shampoo",
+            [
+                "argan oil",
+                "a sulfate-free formula",
+                "a fresh scent",
+                "colour-safe cleansing",
+                "vitamin E",
+            ],
+            "healthy, shiny hair",
+        ),
+        (
+            "Electric Toothbrush",
+            [
+                "a two-minute timer",
+                "three cleaning modes",
+                "a pressure sensor",
+                "a travel case",
+                "a 4-week battery",
+            ],
+            "a brighter smile",
+        ),
+        (
+            "Vitamin C Serum",
+            [
+                "15% vitamin C",
+                "ferulic acid",
+                "a dropper bottle",
+                "a brightening effect",
+                "antioxidant protection",
+            ],
+            "radiant skin",
+        ),
+        (
+            "Hair Dryer",
+            [
+                "ionic technology",
+                "three heat settings",
+                "a cool-shot button",
+                "a concentrator nozzle",
+                "a lightweight build",
+            ],
+            "quick styling",
+        ),
+        (
+            "Lip Balm Set",
+            ["shea butter", "natural flavours", "SPF 15", "a four-pack", "long-lasting moisture"],
+            "soft lips",
+        ),
     ],
     "Toys & Games": [
-        ("Building Blocks Set", ["500 pieces", "compatible bricks", "an illustrated guide",
-                                 "a storage tub", "bright colours"], "creative play"),
-        ("Board Game", ["2-6 players", "45-minute games", "beautiful artwork",
-                        "simple rules with deep strategy", "high-quality components"],
-         "family game night"),
-        ("Jigsaw Puzzle", ["1000 pieces", "a precision-cut fit", "a poster guide",
-                           "glare-free finish", "recycled board"], "relaxing evenings"),
-        ("Remote Control Car", ["4-wheel drive", "a rechargeable battery",
-                                "a 2.4 GHz controller", "shock absorbers", "all-terrain tyres"],
-         "outdoor fun"),
-        ("Plush Teddy Bear", ["ultra-soft fabric", "embroidered eyes", "a huggable size",
-                              "machine-washable materials", "a ribbon bow"], "little ones"),
-        ("Science Kit", ["20 experiments", "safe materials", "an activity booklet",
-                         "lab goggles", "STEM learning"], "young scientists"),
+        (
+            "Building Blocks Set",
+            [
+                "500 pieces",
+                "compatible bricks",
+                "an illustrated guide",
+                "a storage tub",
+                "bright colours",
+            ],
+            "creative play",
+        ),
+        (
+            "Board Game",
+            [
+                "2-6 players",
+                "45-minute games",
+                "beautiful artwork",
+                "simple rules with deep strategy",
+                "high-quality components",
+            ],
+            "family game night",
+        ),
+        (
+            "Jigsaw Puzzle",
+            [
+                "1000 pieces",
+                "a precision-cut fit",
+                "a poster guide",
+                "glare-free finish",
+                "recycled board",
+            ],
+            "relaxing evenings",
+        ),
+        (
+            "Remote Control Car",
+            [
+                "4-wheel drive",
+                "a rechargeable battery",
+                "a 2.4 GHz controller",
+                "shock absorbers",
+                "all-terrain tyres",
+            ],
+            "outdoor fun",
+        ),
+        (
+            "Plush Teddy Bear",
+            [
+                "ultra-soft fabric",
+                "embroidered eyes",
+                "a huggable size",
+                "machine-washable materials",
+                "a ribbon bow",
+            ],
+            "little ones",
+        ),
+        (
+            "Science Kit",
+            [
+                "20 experiments",
+                "safe materials",
+                "an activity booklet",
+                "lab goggles",
+                "STEM learning",
+            ],
+            "young scientists",
+        ),
     ],
     "Clothing": [
-        ("Hooded Sweatshirt", ["brushed fleece", "a kangaroo pocket", "ribbed cuffs",
-                               "a relaxed fit", "pre-shrunk cotton"], "cool evenings"),
-        ("Denim Jeans", ["stretch denim", "a slim fit", "reinforced seams", "five pockets",
-                         "a classic wash"], "everyday wear"),
-        ("Rain Jacket", ["a waterproof shell", "sealed seams", "an adjustable hood",
-                         "a packable design", "breathable lining"], "wet weather"),
-        ("Merino Wool Socks", ["merino wool", "cushioned soles", "odour resistance",
-                               "arch support", "a three-pack"], "hiking and daily wear"),
-        ("Cotton T-Shirt", ["organic cotton", "a crew neck", "a tagless collar",
-                            "a soft hand feel", "a tailored fit"], "layering"),
-        ("Down Vest", ["650-fill down", "a water-repellent finish", "zip pockets",
-                       "a packable design", "a stand-up collar"], "chilly mornings"),
+        (
+            "Hooded Sweatshirt",
+            [
+                "brushed fleece",
+                "a kangaroo pocket",
+                "ribbed cuffs",
+                "a relaxed fit",
+                "pre-shrunk cotton",
+            ],
+            "cool evenings",
+        ),
+        (
+            "Denim Jeans",
+            ["stretch denim", "a slim fit", "reinforced seams", "five pockets", "a classic wash"],
+            "everyday wear",
+        ),
+        (
+            "Rain Jacket",
+            [
+                "a waterproof shell",
+                "sealed seams",
+                "an adjustable hood",
+                "a packable design",
+                "breathable lining",
+            ],
+            "wet weather",
+        ),
+        (
+            "Merino Wool Socks",
+            ["merino wool", "cushioned soles", "odour resistance", "arch support", "a three-pack"],
+            "hiking and daily wear",
+        ),
+        (
+            "Cotton T-Shirt",
+            [
+                "organic cotton",
+                "a crew neck",
+                "a tagless collar",
+                "a soft hand feel",
+                "a tailored fit",
+            ],
+            "layering",
+        ),
+        (
+            "Down Vest",
+            [
+                "650-fill down",
+                "a water-repellent finish",
+                "zip pockets",
+                "a packable design",
+                "a stand-up collar",
+            ],
+            "chilly mornings",
+        ),
     ],
     "Pet Supplies": [
-        ("Dog Bed", ["orthopedic foam", "a removable washable cover", "a non-slip base",
-                     "raised bolsters", "chew-resistant fabric"], "restful sleep"),
-        ("Cat Scratching Post", ["natural sisal rope", "a sturdy base", "a dangling toy",
-                                 "a carpeted perch", "easy assembly"], "healthy claws"),
-        ("Dog Leash", ["reflective stitching", "a padded handle", "a strong clasp",
-                       "a 6-foot length", "weatherproof nylon"], "daily walks"),
-        ("Grain-Free Dog Food", ["real chicken", "no artificial preservatives",
-                                 "omega fatty acids", "probiotics", "a resealable bag"],
-         "balanced nutrition"),
-        ("Cat Litter", ["clumping clay", "odour control", "low dust", "an unscented formula",
-                        "a 20-lb bag"], "a fresh home"),
-        ("Pet Water Fountain", ["a triple filter", "a quiet pump", "a 2-litre capacity",
-                                "BPA-free plastic", "an LED water indicator"], "fresh water"),
+        (
+            "Dog Bed",
+            [
+                "orthopedic foam",
+                "a removable washable cover",
+                "a non-slip base",
+                "raised bolsters",
+                "chew-resistant fabric",
+            ],
+            "restful sleep",
+        ),
+        (
+            "Cat Scratching Post",
+            [
+                "natural sisal rope",
+                "a sturdy base",
+                "a dangling toy",
+                "a carpeted perch",
+                "easy assembly",
+            ],
+            "healthy claws",
+        ),
+        (
+            "Dog Leash",
+            [
+                "reflective stitching",
+                "a padded handle",
+                "a strong clasp",
+                "a 6-foot length",
+                "weatherproof nylon",
+            ],
+            "daily walks",
+        ),
+        (
+            "Grain-Free Dog Food",
+            [
+                "real chicken",
+                "no artificial preservatives",
+                "omega fatty acids",
+                "probiotics",
+                "a resealable bag",
+            ],
+            "balanced nutrition",
+        ),
+        (
+            "Cat Litter",
+            ["clumping clay", "odour control", "low dust", "an unscented formula", "a 20-lb bag"],
+            "a fresh home",
+        ),
+        (
+            "Pet Water Fountain",
+            [
+                "a triple filter",
+                "a quiet pump",
+                "a 2-litre capacity",
+                "BPA-free plastic",
+                "an LED water indicator",
+            ],
+            "fresh water",
+        ),
     ],
 }
 
 # median price ($) of each product type; the category's sigma spreads prices around it
 _TYPE_PRICE: dict[str, float] = {
-    "Wireless Earbuds": 79, "Bluetooth Speaker": 59, "Smartwatch": 199, "Mechanical Keyboard": 89,
-    "4K Monitor": 329, "Power Bank": 35, "Webcam": 59,
-    "Chef's Knife": 49, "Nonstick Frying Pan": 35, "Coffee Grinder": 45, "Air Fryer": 99,
-    "Bath Towel Set": 39, "Storage Containers": 25, "Table Lamp": 39,
-    "Yoga Mat": 29, "Hiking Backpack": 89, "Running Shoes": 99, "Adjustable Dumbbells": 199,
-    "Camping Tent": 149, "Water Bottle": 25,
-    "Mystery Novel": 15, "Cookbook": 25, "Science Fiction Novel": 16, "Biography": 20,
-    "Self-Help Guide": 17, "Children's Picture Book": 11,
-    "Face Moisturizer": 22, "Shampoo": 12, "Electric Toothbrush": 49, "Vitamin C Serum": 25,
-    "Hair Dryer": 59, "Lip Balm Set": 9,
-    "Building Blocks Set": 39, "Board Game": 35, "Jigsaw Puzzle": 18, "Remote Control Car": 45,
-    "Plush Teddy Bear": 19, "Science Kit": 29,
-    "Hooded Sweatshirt": 45, "Denim Jeans": 59, "Rain Jacket": 89, "Merino Wool Socks": 19,
-    "Cotton T-Shirt": 19, "Down Vest": 119,
-    "Dog Bed": 49, "Cat Scratching Post": 39, "Dog Leash": 17, "Grain-Free Dog Food": 45,
-    "Cat Litter": 19, "Pet Water Fountain": 29,
+    "Wireless Earbuds": 79,
+    "Bluetooth Speaker": 59,
+    "Smartwatch": 199,
+    "Mechanical Keyboard": 89,
+    "4K Monitor": 329,
+    "Power Bank": 35,
+    "Webcam": 59,
+    "Chef's Knife": 49,
+    "Nonstick Frying Pan": 35,
+    "Coffee Grinder": 45,
+    "Air Fryer": 99,
+    "Bath Towel Set": 39,
+    "Storage Containers": 25,
+    "Table Lamp": 39,
+    "Yoga Mat": 29,
+    "Hiking Backpack": 89,
+    "Running Shoes": 99,
+    "Adjustable Dumbbells": 199,
+    "Camping Tent": 149,
+    "Water Bottle": 25,
+    "Mystery Novel": 15,
+    "Cookbook": 25,
+    "Science Fiction Novel": 16,
+    "Biography": 20,
+    "Self-Help Guide": 17,
+    "Children's Picture Book": 11,
+    "Face Moisturizer": 22,
+    "Shampoo": 12,
+    "Electric Toothbrush": 49,
+    "Vitamin C Serum": 25,
+    "Hair Dryer": 59,
+    "Lip Balm Set": 9,
+    "Building Blocks Set": 39,
+    "Board Game": 35,
+    "Jigsaw Puzzle": 18,
+    "Remote Control Car": 45,
+    "Plush Teddy Bear": 19,
+    "Science Kit": 29,
+    "Hooded Sweatshirt": 45,
+    "Denim Jeans": 59,
+    "Rain Jacket": 89,
+    "Merino Wool Socks": 19,
+    "Cotton T-Shirt": 19,
+    "Down Vest": 119,
+    "Dog Bed": 49,
+    "Cat Scratching Post": 39,
+    "Dog Leash": 17,
+    "Grain-Free Dog Food": 45,
+    "Cat Litter": 19,
+    "Pet Water Fountain": 29,
 }
-_SERIES = ["Pro", "Lite", "Max", "Air", "Plus", "Essential", "Classic", "Sport", "One", "Go",
-           "Elite", "Core", "Flex", "Prime", "Nova", "Studio"]
+_SERIES = [
+    "Pro",
+    "Lite",
+    "Max",
+    "Air",
+    "Plus",
+    "Essential",
+    "Classic",
+    "Sport",
+    "One",
+    "Go",
+    "Elite",
+    "Core",
+    "Flex",
+    "Prime",
+    "Nova",
+    "Studio",
+]
 _EDITIONS = ["", "", "", " II", " 2", " X", " S", " (2024)", " (2025)", " Mini"]
-_BOOK_WORDS = ["Orchard", "Lighthouse", "Winter", "Garden", "River", "Stranger", "Harbor", "Echo",
-               "Promise", "Ember", "Compass", "Silence", "Meadow", "Cartographer", "Lantern",
-               "Tide", "Horizon", "Secret", "Island", "Star", "Kitchen", "Table", "Road", "Fox"]
-_BOOK_ADJECTIVES = ["Silent", "Last", "Hidden", "Golden", "Lost", "Quiet", "Wild", "Long",
-                    "Bright", "Forgotten", "Little", "Second"]
-_QUALITY_WORDS = {-1: ["practical", "no-frills", "budget-friendly", "simple"],
-                  0: ["reliable", "well-made", "versatile", "popular"],
-                  1: ["premium", "expertly crafted", "high-end", "luxurious"]}
+_BOOK_WORDS = [
+    "Orchard",
+    "Lighthouse",
+    "Winter",
+    "Garden",
+    "River",
+    "Stranger",
+    "Harbor",
+    "Echo",
+    "Promise",
+    "Ember",
+    "Compass",
+    "Silence",
+    "Meadow",
+    "Cartographer",
+    "Lantern",
+    "Tide",
+    "Horizon",
+    "Secret",
+    "Island",
+    "Star",
+    "Kitchen",
+    "Table",
+    "Road",
+    "Fox",
+]
+_BOOK_ADJECTIVES = [
+    "Silent",
+    "Last",
+    "Hidden",
+    "Golden",
+    "Lost",
+    "Quiet",
+    "Wild",
+    "Long",
+    "Bright",
+    "Forgotten",
+    "Little",
+    "Second",
+]
+_QUALITY_WORDS = {
+    -1: ["practical", "no-frills", "budget-friendly", "simple"],
+    0: ["reliable", "well-made", "versatile", "popular"],
+    1: ["premium", "expertly crafted", "high-end", "luxurious"],
+}
 _TIER_SENTENCES = {
     -1: "A great-value pick that covers the essentials without the extra cost.",
     0: "A dependable choice that balances quality and price.",
     1: "Premium materials and a refined finish for those who want the best.",
 }
-_FIRST_NAMES = ["Olivia", "Liam", "Emma", "Noah", "Ava", "Lucas", "Sophia", "Mateo", "Mia",
-                "Ethan", "Amara", "Hiro", "Priya", "Omar", "Chloe", "Leo", "Zara", "Ivan", "Nora",
-                "Kofi", "Elena", "Samir", "Grace", "Diego", "Yuki", "Aisha", "Jonas", "Lena",
-                "Ravi", "Isla"]
-_LAST_NAMES = ["Smith", "Garcia", "Nguyen", "Muller", "Rossi", "Kim", "Okafor", "Silva", "Cohen",
-               "Patel", "Dubois", "Novak", "Larsen", "Tanaka", "Haddad", "Walsh", "Moreau", "Costa",
-               "Ivanova", "Baker", "Singh", "Lopez", "Jensen", "Adeyemi", "Fischer", "Brown"]
+_FIRST_NAMES = [
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Ava",
+    "Lucas",
+    "Sophia",
+    "Mateo",
+    "Mia",
+    "Ethan",
+    "Amara",
+    "Hiro",
+    "Priya",
+    "Omar",
+    "Chloe",
+    "Leo",
+    "Zara",
+    "Ivan",
+    "Nora",
+    "Kofi",
+    "Elena",
+    "Samir",
+    "Grace",
+    "Diego",
+    "Yuki",
+    "Aisha",
+    "Jonas",
+    "Lena",
+    "Ravi",
+    "Isla",
+]
+_LAST_NAMES = [
+    "Smith",
+    "Garcia",
+    "Nguyen",
+    "Muller",
+    "Rossi",
+    "Kim",
+    "Okafor",
+    "Silva",
+    "Cohen",
+    "Patel",
+    "Dubois",
+    "Novak",
+    "Larsen",
+    "Tanaka",
+    "Haddad",
+    "Walsh",
+    "Moreau",
+    "Costa",
+    "Ivanova",
+    "Baker",
+    "Singh",
+    "Lopez",
+    "Jensen",
+    "Adeyemi",
+    "Fischer",
+    "Brown",
+]
 
 
 @dataclass(frozen=True)
@@ -326,9 +931,7 @@ def generate_dataset(
     started = time.perf_counter()
     store = synthesize(config, progress=progress)
     generated = time.perf_counter()
-    summary = write_dataset(
-        folder, store.users, store.items, store.interactions, progress=progress
-    )
+    summary = write_dataset(folder, store.users, store.items, store.interactions, progress=progress)
     summary.update(store.stats)
     summary["seed"] = config.seed
     summary["generate_s"] = round(generated - started, 2)
@@ -344,10 +947,12 @@ def synthesize(config: GeneratorConfig, *, progress: bool = False) -> SyntheticS
     tastes = _make_tastes(rng, catalogue, item_latent, config.n_users)
     interactions = _make_interactions(rng, catalogue, item_latent, tastes, config, progress)
     _fill_ratings(rng, items, interactions, item_latent["quality"], item_latent["popularity"])
-    users = pd.DataFrame({
-        "user_id": _ids("u", config.n_users),
-        "name": _names(rng, config.n_users),
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": _ids("u", config.n_users),
+            "name": _names(rng, config.n_users),
+        }
+    )
     interactions["user_id"] = pd.Categorical.from_codes(
         interactions.pop("user_index"), categories=users["user_id"]
     )
@@ -447,19 +1052,26 @@ def _make_items(
         )
         titles.append(title)
         descriptions.append(description)
-    items = pd.DataFrame({
-        "item_id": _ids("p", n_items),
-        "title": titles,
-        "brand": [catalogue.brand_names[c][b] for c, b in zip(category, brand, strict=True)],
-        "category": [catalogue.names[c] for c in category],
-        "price": price,
-        "avg_rating": np.nan,
-        "rating_count": 0,
-        "description": descriptions,
-        "image_url": "",
-    })
-    latent = {"category": category, "type": type_index, "brand": brand, "quality": quality,
-              "popularity": popularity}
+    items = pd.DataFrame(
+        {
+            "item_id": _ids("p", n_items),
+            "title": titles,
+            "brand": [catalogue.brand_names[c][b] for c, b in zip(category, brand, strict=True)],
+            "category": [catalogue.names[c] for c in category],
+            "price": price,
+            "avg_rating": np.nan,
+            "rating_count": 0,
+            "description": descriptions,
+            "image_url": "",
+        }
+    )
+    latent = {
+        "category": category,
+        "type": type_index,
+        "brand": brand,
+        "quality": quality,
+        "popularity": popularity,
+    }
     return items, latent
 
 
@@ -510,8 +1122,10 @@ def _lower(noun: str) -> str:
     """Lower-case a product type inside a sentence, keeping names and acronyms ("Bluetooth",
     "4K")."""
     keep = {"Bluetooth"}
-    words = [w if w in keep or w.isupper() or any(ch.isdigit() for ch in w) else w.lower()
-             for w in noun.split()]
+    words = [
+        w if w in keep or w.isupper() or any(ch.isdigit() for ch in w) else w.lower()
+        for w in noun.split()
+    ]
     return " ".join(words)
 
 
@@ -541,9 +1155,9 @@ def _make_tastes(
     cumulative = np.cumsum(affinity, axis=2)
     totals = np.maximum(cumulative[:, :, -1:], 1e-12)
     draws = rng.random((n_users, n_categories, 1)) * totals
-    favourite_brand = np.minimum(
-        (cumulative < draws).sum(axis=2), catalogue.max_brands - 1
-    ).astype(np.int64)
+    favourite_brand = np.minimum((cumulative < draws).sum(axis=2), catalogue.max_brands - 1).astype(
+        np.int64
+    )
     return Tastes(
         category_names=list(catalogue.names),
         category_pref=category_pref,
@@ -645,8 +1259,9 @@ class _ItemSampler:
             order=order,
             keys=sorted_group + within,
             global_cdf=cumulative / cumulative[-1],
-            brand_weight=np.divide(brand_weight, type_total,
-                                   out=np.zeros_like(brand_weight), where=type_total > 0),
+            brand_weight=np.divide(
+                brand_weight, type_total, out=np.zeros_like(brand_weight), where=type_total > 0
+            ),
             brand_tier=catalogue.brand_tier,
             category_cdf=np.cumsum(tastes.category_pref, axis=1),
             type_cdf=np.cumsum(tastes.type_pref, axis=2).reshape(n_users * shape[0], shape[1]),
@@ -696,21 +1311,27 @@ def _funnel(
     click_time = visit_time + rng.integers(5, 120, n)
     cart_time = click_time + rng.integers(30, 600, n)
     buy_time = cart_time + rng.integers(60, 1800, n)
-    stages = [(np.ones(n, dtype=bool), visit_time), (clicked, click_time),
-              (carted, cart_time), (bought, buy_time)]
+    stages = [
+        (np.ones(n, dtype=bool), visit_time),
+        (clicked, click_time),
+        (carted, cart_time),
+        (bought, buy_time),
+    ]
     # events stay grouped by visit (view, then its funnel) so a prefix cut keeps whole funnels
     stage_of = np.stack([mask for mask, _ in stages], axis=1)  # (n, 4)
     visit_index, stage = np.nonzero(stage_of)
     stamps = np.stack([t for _, t in stages], axis=1)[visit_index, stage]
     weights = np.array([EVENT_WEIGHTS[e] for e in EVENTS_IN_FUNNEL])
-    return pd.DataFrame({
-        "user_index": users[visit_index].astype(np.int32),
-        "item_index": items[visit_index].astype(np.int32),
-        "event": pd.Categorical.from_codes(stage, categories=list(EVENTS_IN_FUNNEL)),
-        "rating": np.nan,
-        "weight": weights[stage],
-        "timestamp": _window_start(config.days) + stamps,
-    })
+    return pd.DataFrame(
+        {
+            "user_index": users[visit_index].astype(np.int32),
+            "item_index": items[visit_index].astype(np.int32),
+            "event": pd.Categorical.from_codes(stage, categories=list(EVENTS_IN_FUNNEL)),
+            "rating": np.nan,
+            "weight": weights[stage],
+            "timestamp": _window_start(config.days) + stamps,
+        }
+    )
 
 
 def _window_start(days: int) -> np.datetime64:

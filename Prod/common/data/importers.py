@@ -262,7 +262,7 @@ def _text_fields(
         "_cleaned_category": has_markup(category_raw),
         "_cleaned_description": has_markup(description_raw),
         "_emptied_brand": brand_emptied,
-    }  # fmt: skip
+    }
 
 
 def _plain(value: Any) -> str:

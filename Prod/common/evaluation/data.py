@@ -22,9 +22,10 @@ def load_interactions(dataset_dir: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InvalidInput(f"no {INTERACTIONS_FILE} in {dataset_dir}")
     frame = pd.read_csv(
-        path, usecols=["user_id", "item_id", "weight", "timestamp"],
+        path,
+        usecols=["user_id", "item_id", "weight", "timestamp"],
         dtype={"user_id": str, "item_id": str, "weight": np.float32, "timestamp": str},
-    )  # fmt: skip
+    )
     if frame.empty:
         raise InvalidInput(f"{path} holds no interactions")
     stamps = frame["timestamp"]
@@ -91,4 +92,4 @@ def seen_items(user_items: torch.Tensor) -> list[np.ndarray]:
     """Per user row, the item indices it has interacted with (to exclude from rankings)."""
     crow = user_items.crow_indices().numpy()
     col = user_items.col_indices().numpy()
-    return [col[crow[u]:crow[u + 1]] for u in range(len(crow) - 1)]
+    return [col[crow[u] : crow[u + 1]] for u in range(len(crow) - 1)]

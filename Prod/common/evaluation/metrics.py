@@ -61,8 +61,11 @@ def ndcg_at_k(recommended: Sequence[Hashable], relevant: Iterable[Hashable], k: 
     relevant = set(relevant)
     if not relevant:
         return 0.0
-    dcg = sum(1.0 / math.log2(rank + 1)
-              for rank, hit in enumerate(_hits(recommended, relevant, k), 1) if hit)  # fmt: skip
+    dcg = sum(
+        1.0 / math.log2(rank + 1)
+        for rank, hit in enumerate(_hits(recommended, relevant, k), 1)
+        if hit
+    )
     ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(relevant), k) + 1))
     return dcg / ideal
 

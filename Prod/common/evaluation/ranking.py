@@ -22,7 +22,7 @@ def top_k_excluding_seen(
     crow, col = seen.crow_indices(), seen.col_indices()
     out = []
     for start in range(0, len(users), batch_size):
-        batch = users[start:start + batch_size]
+        batch = users[start : start + batch_size]
         scores = scores_fn(batch).clone()
         counts = crow[batch + 1] - crow[batch]
         rows = torch.repeat_interleave(torch.arange(len(batch)), counts)

@@ -19,8 +19,15 @@ import pandas as pd
 
 from Prod.common.errors import InvalidInput
 
-__all__ = ["Split", "PROTOCOLS", "collapse_pairs", "split", "user_random_split",
-           "user_last_split", "stratified_split"]  # fmt: skip
+__all__ = [
+    "Split",
+    "PROTOCOLS",
+    "collapse_pairs",
+    "split",
+    "user_random_split",
+    "user_last_split",
+    "stratified_split",
+]
 
 Protocol = Literal["user-random", "user-last", "ms-stratified-item"]
 PROTOCOLS: tuple[str, ...] = ("user-random", "user-last", "ms-stratified-item")

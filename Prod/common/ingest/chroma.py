@@ -247,8 +247,12 @@ def ingest_chroma(
     recorded = (collection.metadata or {}).get(EMBEDDER_KEY)
     stale = embedder_changed(collection, embedder_id)
     if stale:
-        log.info("collection %s was embedded by %s, now %s: re-embedding every product",
-                 collection_name, recorded, embedder_id)  # fmt: skip
+        log.info(
+            "collection %s was embedded by %s, now %s: re-embedding every product",
+            collection_name,
+            recorded,
+            embedder_id,
+        )
     prepared = time.perf_counter()
     timed = _TimedEmbed(embed)
     counts = sync_products(

@@ -132,8 +132,15 @@ select count(*) filter (where inserted), count(*) filter (where not inserted) fr
 """
 
 _ITEM_COLUMNS = (
-    "title", "brand", "category", "price", "avg_rating", "rating_count", "description", "image_url"
-)  # fmt: skip
+    "title",
+    "brand",
+    "category",
+    "price",
+    "avg_rating",
+    "rating_count",
+    "description",
+    "image_url",
+)
 
 
 def _upsert_sql(table: str, key: str, columns: tuple[str, ...], updated: tuple[str, ...]) -> str:
@@ -350,10 +357,12 @@ def _rebuildable_structures(cur: psycopg.Cursor) -> list[tuple[str, str]]:
         "where i.indrelid = 'interaction'::regclass and c.oid is null"
     ).fetchall()
     return [
-        (f"alter table interaction drop constraint {name}",
-         f"alter table interaction add constraint {name} {definition}")
+        (
+            f"alter table interaction drop constraint {name}",
+            f"alter table interaction add constraint {name} {definition}",
+        )
         for name, definition in constraints
-    ] + [(f"drop index {name}", definition) for name, definition in indexes]  # fmt: skip
+    ] + [(f"drop index {name}", definition) for name, definition in indexes]
 
 
 def _table_rows(cur: psycopg.Cursor) -> int:

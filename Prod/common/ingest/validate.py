@@ -235,9 +235,14 @@ def _parse_csv(name: str, data: bytes) -> tuple[pd.DataFrame, np.ndarray, list[B
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             frame = pd.read_csv(
-                io.BytesIO(data), dtype=object, keep_default_na=False, na_filter=False,
-                encoding="utf-8-sig", on_bad_lines="warn", skip_blank_lines=True,
-            )  # fmt: skip
+                io.BytesIO(data),
+                dtype=object,
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8-sig",
+                on_bad_lines="warn",
+                skip_blank_lines=True,
+            )
     except pd.errors.EmptyDataError:
         raise IngestError(f"{name} is empty (no header line)", file=name) from None
     except UnicodeDecodeError as exc:
@@ -558,14 +563,20 @@ def read_tables(folder: Path, known_ids: KnownIds | None = None) -> CanonicalTab
     items, cleaning = clean_catalogue(items, fallback_title=FALLBACK_TITLE.format, unknown=None)
     references = (
         _Reference(
-            "user_id", "user", USERS_FILE, users["user_id"],
+            "user_id",
+            "user",
+            USERS_FILE,
+            users["user_id"],
             frozenset(frames[USERS_FILE]["user_id"]) - frozenset(users["user_id"]),
         ),
         _Reference(
-            "item_id", "item", ITEMS_FILE, items["item_id"],
+            "item_id",
+            "item",
+            ITEMS_FILE,
+            items["item_id"],
             frozenset(frames[ITEMS_FILE]["item_id"]) - frozenset(items["item_id"]),
         ),
-    )  # fmt: skip
+    )
     interactions, interaction_flags, duplicates = _check_interactions(
         frames[INTERACTIONS_FILE], parsed[INTERACTIONS_FILE][1], references, known_ids
     )
