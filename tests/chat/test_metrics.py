@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
+from tests.utils.chat import talk
 from tests.utils.metrics import by_label, sample
 
 KINDS = ("brands", "terms", "filters")
-
-
-def _talk(client, *messages: str) -> list[dict]:
-    replies, session = [], None
-    for message in messages:
-        body = {"message": message, "k": 5, **({"session_id": session} if session else {})}
-        response = client.post("/api/v1/chat", json=body)
-        assert response.status_code == 200, response.text
-        replies.append(response.json())
-        session = replies[-1]["session_id"]
-    return replies
 
 
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -25,7 +15,7 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float
 def test_chat_counts_fallback_answers_and_unmatched_requests(make_client, down_url):
     client = make_client(ollama_host=down_url)  # no LLM: every answer is the template's
     before = client.get("/metrics").text
-    replies = _talk(
+    replies = talk(
         client,
         "a yoga mat",
         "cheaper ones?",
@@ -67,7 +57,7 @@ def test_chat_counts_fallback_answers_and_unmatched_requests(make_client, down_u
 
 def test_chat_counts_llm_answers_and_their_latency(client, llm):
     before = client.get("/metrics").text
-    assert _talk(client, "wireless headphones")[0]["generated_by"] == "llm"
+    assert talk(client, "wireless headphones")[0]["generated_by"] == "llm"
     with client.stream("POST", "/api/v1/chat/stream", json={"message": "gaming laptop"}) as r:
         assert r.status_code == 200
         r.read()

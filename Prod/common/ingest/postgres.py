@@ -21,6 +21,7 @@ import pandas as pd
 import psycopg
 from sqlalchemy.engine import make_url
 
+from Prod.common.data import canonical
 from Prod.common.data.canonical import ITEMS_FILE, USERS_FILE
 from Prod.common.db import migrate
 from Prod.common.errors import IngestError
@@ -131,16 +132,7 @@ _COUNT_WRITTEN = """
 select count(*) filter (where inserted), count(*) filter (where not inserted) from written
 """
 
-_ITEM_COLUMNS = (
-    "title",
-    "brand",
-    "category",
-    "price",
-    "avg_rating",
-    "rating_count",
-    "description",
-    "image_url",
-)
+_ITEM_COLUMNS = tuple(c for c in canonical.ITEM_COLUMNS if c != "item_id")  # the upserted ones
 
 
 def _upsert_sql(table: str, key: str, columns: tuple[str, ...], updated: tuple[str, ...]) -> str:
