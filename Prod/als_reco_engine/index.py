@@ -136,34 +136,55 @@ def build_catalogue(item_ids: list[str], metadatas: list[dict]) -> Catalogue:
 
 @dataclass(frozen=True)
 class ItemFilters:
-    category: str | None = None
-    brand: str | None = None
+    """Filters of ``/recommend`` and ``/similar``, with the chat's meaning of a list: any of.
+
+    categories / brands: the item's category / brand is any of these (case-insensitive); empty
+    means no constraint. Given as any iterable (a repeated query parameter), kept as a tuple
+    without duplicates in the given order.
+    """
+
+    categories: tuple[str, ...] = ()
+    brands: tuple[str, ...] = ()
     max_price: float | None = None
     min_rating: float | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("categories", "brands"):
+            values = getattr(self, name)
+            values = (values,) if isinstance(values, str) else values  # one value, not letters
+            object.__setattr__(self, name, tuple(dict.fromkeys(values)))
+
     def active(self) -> bool:
-        return any(
-            v is not None for v in (self.category, self.brand, self.max_price, self.min_rating)
+        return bool(self.categories or self.brands) or not (
+            self.max_price is None and self.min_rating is None
         )
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """The filters set, named as the query parameters (lists for category and brand)."""
+        named = {
+            "category": list(self.categories),
+            "brand": list(self.brands),
+            "max_price": self.max_price,
+            "min_rating": self.min_rating,
+        }
+        return {k: v for k, v in named.items() if v not in (None, [])}
 
 
 def filter_mask(catalogue: Catalogue, filters: ItemFilters) -> np.ndarray | None:
     """(n,) bool mask of items passing every filter, or None when no filter is set.
 
+    Within categories (and within brands) any value matches; the filters combine with "and".
     Items whose price/rating is unknown fail a price/rating filter (NaN comparisons are False).
     """
     if not filters.active():
         return None
     mask = np.ones(len(catalogue), dtype=bool)
-    if filters.category is not None:
-        code = catalogue.category_codes.get(filters.category.casefold(), -2)
-        mask &= catalogue.category_code == code
-    if filters.brand is not None:
-        code = catalogue.brand_codes.get(filters.brand.casefold(), -2)
-        mask &= catalogue.brand_code == code
+    if filters.categories:
+        codes = [catalogue.category_codes.get(c.casefold(), -2) for c in filters.categories]
+        mask &= np.isin(catalogue.category_code, codes)
+    if filters.brands:
+        codes = [catalogue.brand_codes.get(b.casefold(), -2) for b in filters.brands]
+        mask &= np.isin(catalogue.brand_code, codes)
     if filters.max_price is not None:
         mask &= catalogue.price <= min(filters.max_price, _FLOAT32_MAX)
     if filters.min_rating is not None:

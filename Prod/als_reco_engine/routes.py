@@ -13,11 +13,13 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from Prod.als_reco_engine.index import ItemFilters
 from Prod.als_reco_engine.schemas import (
+    FILTER_TEXT_MAX,
+    FILTER_VALUES_MAX,
     ID_PATTERN,
     HealthOut,
     HistoryOut,
@@ -26,10 +28,12 @@ from Prod.als_reco_engine.schemas import (
     InteractionsOut,
     ListItemsIn,
     ListRemovalOut,
+    ListReplaceOut,
     RecommendationOut,
     SimilarOut,
     StatusOut,
     StoredListOut,
+    SuppressionRestoreOut,
 )
 from Prod.als_reco_engine.service import RecoEngine, status_code
 from Prod.common.api import require_api_key
@@ -53,6 +57,7 @@ EngineDep = Annotated[RecoEngine, Depends(get_engine)]
 UserId = Annotated[str, Path(pattern=ID_PATTERN, examples=["u00042"])]
 ItemIdPath = Annotated[str, Path(pattern=ID_PATTERN, examples=["i01234"])]
 TopK = Annotated[int, Query(ge=1, le=100, description="How many items (1..100).")]
+FilterValues = list[Annotated[str, Field(max_length=FILTER_TEXT_MAX)]] | None
 _ERRORS = {
     401: {"description": "Missing or invalid X-API-Key"},
     422: {"description": "Invalid input; the body names the field"},
@@ -67,9 +72,19 @@ def _json(content: dict, status_code: int = 200) -> Response:
 
 
 def _filters(
-    category: str | None, brand: str | None, max_price: float | None, min_rating: float | None
+    category: list[str] | None,
+    brand: list[str] | None,
+    max_price: float | None,
+    min_rating: float | None,
 ) -> ItemFilters:
-    return ItemFilters(category=category, brand=brand, max_price=max_price, min_rating=min_rating)
+    """Repeated ``category`` / ``brand`` mean any of them, as on the chat's ``/search``."""
+    return ItemFilters(
+        categories=category or (), brands=brand or (), max_price=max_price, min_rating=min_rating
+    )
+
+
+_CATEGORY_DOC = "Any of these categories (repeatable, case-insensitive)."
+_BRAND_DOC = "Any of these brands (repeatable, case-insensitive)."
 
 
 @health_router.get("/health", response_model=HealthOut, summary="Liveness (no API key)")
@@ -104,8 +119,13 @@ async def read_recommendations(
     user_id: UserId,
     k: TopK = 10,
     exclude_seen: Annotated[bool, Query(description="Drop items the user interacted with.")] = True,
-    category: Annotated[str | None, Query(max_length=200, examples=["Sports"])] = None,
-    brand: Annotated[str | None, Query(max_length=200)] = None,
+    category: Annotated[
+        FilterValues,
+        Query(max_length=FILTER_VALUES_MAX, description=_CATEGORY_DOC, examples=[["Sports"]]),
+    ] = None,
+    brand: Annotated[
+        FilterValues, Query(max_length=FILTER_VALUES_MAX, description=_BRAND_DOC)
+    ] = None,
     max_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
     min_rating: Annotated[float | None, Query(ge=0, le=5, allow_inf_nan=False)] = None,
 ) -> Response:
@@ -130,8 +150,13 @@ async def read_similar_items(
     engine: EngineDep,
     item_id: ItemIdPath,
     k: TopK = 10,
-    category: Annotated[str | None, Query(max_length=200)] = None,
-    brand: Annotated[str | None, Query(max_length=200)] = None,
+    category: Annotated[
+        FilterValues,
+        Query(max_length=FILTER_VALUES_MAX, description=_CATEGORY_DOC, examples=[["Sports"]]),
+    ] = None,
+    brand: Annotated[
+        FilterValues, Query(max_length=FILTER_VALUES_MAX, description=_BRAND_DOC)
+    ] = None,
     max_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
     min_rating: Annotated[float | None, Query(ge=0, le=5, allow_inf_nan=False)] = None,
 ) -> Response:
@@ -221,19 +246,33 @@ def read_list(engine: EngineDep, user_id: UserId) -> dict:
 
 @router.put(
     "/lists/{user_id}",
-    response_model=StoredListOut,
+    response_model=ListReplaceOut,
     tags=["lists"],
     summary="Replace the list with given products, re-scored and sorted by the model",
 )
 async def update_list(engine: EngineDep, user_id: UserId, body: ListItemsIn) -> dict:
+    """Products the user suppressed are left out (named in ``skipped_suppressed``): a PUT,
+    often a client re-sending the list it last read, never undoes a removal by accident."""
     return await engine.replace_list(user_id, body.item_ids)
+
+
+@router.delete(
+    "/lists/{user_id}",
+    status_code=204,
+    tags=["lists"],
+    summary="Delete the user's whole stored list (suppressions stay)",
+    responses={404: {"description": "No list"}},
+)
+def delete_list(engine: EngineDep, user_id: UserId) -> Response:
+    engine.delete_list(user_id)
+    return Response(status_code=204)
 
 
 @router.delete(
     "/lists/{user_id}/items",
     response_model=ListRemovalOut,
     tags=["lists"],
-    summary="Remove products from the list; they are never recommended again",
+    summary="Remove products from the list; never recommended again until restored",
 )
 async def delete_list_items(
     engine: EngineDep,
@@ -244,11 +283,38 @@ async def delete_list_items(
     ] = None,
     body: Annotated[ListItemsIn | None, Body()] = None,
 ) -> dict:
+    return await run_in_threadpool(engine.remove_list_items, user_id, _item_ids(item_id, body))
+
+
+@router.delete(
+    "/lists/{user_id}/suppressions",
+    response_model=SuppressionRestoreOut,
+    tags=["lists"],
+    summary="Undo suppressions: the products may be recommended and listed again",
+    responses={404: {"description": "None of the products is suppressed for the user"}},
+)
+def delete_suppressions(
+    engine: EngineDep,
+    user_id: UserId,
+    item_id: Annotated[
+        list[str] | None,
+        Query(description='Products to restore (repeatable); or a JSON body {"item_ids": [...]}.'),
+    ] = None,
+    body: Annotated[ListItemsIn | None, Body()] = None,
+) -> dict:
+    """A suppression is a resource of its own, removed by DELETE, rather than a ``restore``
+    flag on PUT: restoring is then explicit and separate from editing the list, PUT keeps one
+    meaning (replace, never restore), and a product can be restored without being listed."""
+    return engine.restore_suppressed_items(user_id, _item_ids(item_id, body))
+
+
+def _item_ids(item_id: list[str] | None, body: ListItemsIn | None) -> list[str]:
+    """Products from ``?item_id=`` and/or a JSON body, under the same id rules."""
     item_ids = (body.item_ids if body is not None else []) + (item_id or [])
     if not item_ids:
-        raise InvalidInput('give the products to remove: ?item_id=... or {"item_ids": [...]}')
+        raise InvalidInput('give the products: ?item_id=... or {"item_ids": [...]}')
     try:
         ListItemsIn(item_ids=item_ids)  # same id rules for the query form
     except ValidationError as exc:
         raise InvalidInput(f"malformed item id(s): {exc.errors()[0]['msg']}") from None
-    return await run_in_threadpool(engine.remove_list_items, user_id, item_ids)
+    return item_ids

@@ -14,6 +14,9 @@ from Prod.common.timestamps import parse_timestamp
 # ids as the source data has them (ASINs, numeric MovieLens ids, generated ids, e-mails)
 ID_PATTERN = r"^[A-Za-z0-9_.:@+\-]{1,128}$"
 ItemId = Annotated[str, Field(pattern=ID_PATTERN)]
+# a category or brand filter value, and how many values a repeated one may have (any of them)
+FILTER_TEXT_MAX = 200
+FILTER_VALUES_MAX = 20
 EventKind = Literal[EVENTS]  # view, click, add_to_cart, purchase, rating, dislike
 Strategy = Literal["als", "fold_in", "popular"]
 
@@ -205,6 +208,19 @@ class ListItemsIn(_Strict):
 class ListRemovalOut(StoredListOut):
     removed: list[str] = Field(description="Products that were in the list and are gone now.")
     suppressed: list[str] = Field(description="Products never recommended to this user again.")
+
+
+class ListReplaceOut(StoredListOut):
+    skipped_suppressed: list[str] = Field(
+        description="Given products left out because the user suppressed them; restore them "
+        "with DELETE /api/v1/lists/{user_id}/suppressions first."
+    )
+
+
+class SuppressionRestoreOut(BaseModel):
+    user_id: str
+    restored: list[str] = Field(description="Products that may be recommended again.")
+    not_suppressed: list[str] = Field(description="Given products that were not suppressed.")
 
 
 class StatusOut(BaseModel):

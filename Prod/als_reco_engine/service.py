@@ -438,8 +438,45 @@ class RecoEngine:
         profile = await self.profile(user_id)
         scored, strategy, version = self._score_items(profile, item_ids)
         scored.sort(key=lambda pair: -pair[1])  # stable: unscored (-inf) keep the given order
-        await run_in_threadpool(self._store_list, user_id, scored, version)
-        return await run_in_threadpool(self.read_list, user_id, strategy)
+        skipped = await run_in_threadpool(
+            self._store_list, user_id, scored, version, skip_suppressed=True
+        )
+        result = await run_in_threadpool(self.read_list, user_id, strategy, missing_ok=True)
+        return {**result, "skipped_suppressed": skipped}
+
+    def delete_list(self, user_id: str) -> None:
+        """Delete the user's whole stored list (NotFound when there is none). Suppressions stay:
+        they are the customer's "never again", not part of the list."""
+        table = RecommendationListItem.__table__
+        with postgres_errors("stored lists"), self.db.begin() as conn:
+            deleted = conn.execute(table.delete().where(table.c.user_id == user_id)).rowcount
+        if not deleted:
+            raise NotFound(f"no stored recommendation list for user {user_id!r}", user_id=user_id)
+
+    def restore_suppressed_items(self, user_id: str, item_ids: list[str]) -> dict[str, Any]:
+        """Undo suppressions: the products may be recommended (and stored in lists) again.
+        NotFound when none of them is suppressed for the user."""
+        item_ids = list(dict.fromkeys(item_ids))
+        table = SuppressedItem.__table__
+        with postgres_errors("stored lists"), self.db.begin() as conn:
+            restored = conn.scalars(
+                table.delete()
+                .where(table.c.user_id == user_id, table.c.item_id.in_(item_ids))
+                .returning(table.c.item_id)
+            ).all()
+        if not restored:
+            raise NotFound(
+                f"none of the given products is suppressed for user {user_id!r}",
+                user_id=user_id,
+                item_ids=item_ids,
+            )
+        self.profiles.invalidate([user_id])
+        restored_set = set(restored)
+        return {
+            "user_id": user_id,
+            "restored": sorted(restored_set),
+            "not_suppressed": [i for i in item_ids if i not in restored_set],
+        }
 
     def remove_list_items(self, user_id: str, item_ids: list[str]) -> dict[str, Any]:
         """Delete products from the list and suppress them from future recommendations."""
@@ -532,11 +569,30 @@ class RecoEngine:
         return scored, strategy, index.version if index is not None else None
 
     def _store_list(
-        self, user_id: str, scored: list[tuple[str, float]], model_version: str | None
-    ) -> None:
+        self,
+        user_id: str,
+        scored: list[tuple[str, float]],
+        model_version: str | None,
+        *,
+        skip_suppressed: bool = False,
+    ) -> list[str]:
+        """Replace the user's list with ``scored`` (best first). With ``skip_suppressed``, the
+        products the user suppressed are left out (read in the same transaction); returns them."""
         table = RecommendationListItem.__table__
         now = datetime.now(timezone.utc)
+        skipped: list[str] = []
         with postgres_errors("stored lists"), self.db.begin() as conn:
+            if skip_suppressed and scored:
+                suppressed = set(
+                    conn.scalars(
+                        select(SuppressedItem.item_id).where(
+                            SuppressedItem.user_id == user_id,
+                            SuppressedItem.item_id.in_([i for i, _ in scored]),
+                        )
+                    )
+                )
+                skipped = [i for i, _ in scored if i in suppressed]
+                scored = [(i, score) for i, score in scored if i not in suppressed]
             conn.execute(table.delete().where(table.c.user_id == user_id))
             if scored:
                 conn.execute(
@@ -553,6 +609,7 @@ class RecoEngine:
                         for pos, (item_id, score) in enumerate(scored, start=1)
                     ],
                 )
+        return skipped
 
     def _require_items(self, item_ids: list[str]) -> None:
         with postgres_errors("the item catalogue"), self.db.connect() as conn:

@@ -18,7 +18,14 @@ def test_canonical_queries_are_parsed():
         b"&min_rating=4&utm_source=ignored"
     )
     assert query.k == 25 and query.exclude_seen is False
-    assert query.filters == ItemFilters("Home & Garden", "Acme", 30.5, 4.0)
+    assert query.filters == ItemFilters(("Home & Garden",), ("Acme",), 30.5, 4.0)
+
+
+def test_repeated_category_and_brand_are_any_of_on_the_fast_path():
+    """Issue 15.2: ``brand=A&brand=B`` means A or B, as on the chat's /search."""
+    query = parse_recommend_query(b"brand=A&category=x&brand=B&brand=A&category=Y")
+    assert query.filters == ItemFilters(categories=("x", "Y"), brands=("A", "B"))
+    assert query.filters.as_dict() == {"category": ["x", "Y"], "brand": ["A", "B"]}
 
 
 @pytest.mark.parametrize(
@@ -36,6 +43,8 @@ def test_canonical_queries_are_parsed():
         b"max_price=nan",
         b"min_rating=5.5",
         b"brand=" + b"x" * 201,
+        b"brand=a&brand=" + b"x" * 201,  # one value too long
+        b"&".join([b"category=c"] * 21),  # more values than the route allows
     ],
 )
 def test_anything_unusual_is_left_to_the_documented_route(raw):
@@ -73,6 +82,47 @@ def test_fast_and_documented_route_answer_the_same(client, dataset, fast, standa
     assert a.json()["items"] and a.content == b.content
 
 
+def test_repeated_brand_parameters_mean_any_of_on_recommend_and_fast_path(client, dataset):
+    """Issue 15.2: ``/recommend?brand=A&brand=B`` kept only B; now A or B on both paths."""
+    user = dataset.user_ids[5]
+    fast = [("k", "100"), ("brand", "brand1"), ("brand", "BRAND2")]
+    standard = [*fast, ("exclude_seen", "True")]  # not canonical: FastAPI's route answers
+    assert parse_recommend_query(_query(fast)) is not None
+    assert parse_recommend_query(_query(standard)) is None
+    a = client.get(f"/api/v1/recommend/{user}", params=fast)
+    b = client.get(f"/api/v1/recommend/{user}", params=standard)
+    assert a.status_code == b.status_code == 200 and a.content == b.content
+    assert {i["brand"] for i in a.json()["items"]} == {"brand1", "brand2"}
+
+    categories = [("k", "100"), ("category", "books"), ("category", "garden")]
+    c = client.get(f"/api/v1/recommend/{user}", params=categories)
+    d = client.get(f"/api/v1/recommend/{user}", params=[*categories, ("exclude_seen", "on")])
+    assert c.content == d.content
+    assert {i["category"] for i in c.json()["items"]} == {"books", "garden"}
+    # any of, combined with the other filters by "and"
+    both = [*categories, ("brand", "brand1"), ("brand", "brand3")]
+    items = client.get(f"/api/v1/recommend/{user}", params=both).json()["items"]
+    assert items and all(
+        i["category"] in {"books", "garden"} and i["brand"] in {"brand1", "brand3"} for i in items
+    )
+    # the route's limits on a repeated filter: 20 values, 200 characters each
+    too_many = [("brand", f"b{n}") for n in range(21)]
+    too_long = [("brand", "brand1"), ("brand", "x" * 201)]
+    for params in (too_many, too_long):
+        response = client.get(f"/api/v1/recommend/{user}", params=params)
+        assert response.status_code == 422 and "error" in response.json()
+
+
+def test_repeated_filters_mean_any_of_on_similar(client, dataset):
+    item = dataset.item_ids[3]
+    params = [("k", "100"), ("brand", "brand1"), ("brand", "brand2"), ("category", "BOOKS")]
+    params += [("category", "garden"), ("category", "audio")]
+    items = client.get(f"/api/v1/similar/{item}", params=params).json()["items"]
+    assert {i["brand"] for i in items} == {"brand1", "brand2"}
+    assert {i["category"] for i in items} <= {"books", "garden", "audio"}
+    assert len({i["category"] for i in items}) > 1
+
+
 def test_fast_responses_are_counted_in_metrics(client, dataset):
     def served() -> float:
         for line in client.get("/metrics").text.splitlines():
@@ -87,5 +137,6 @@ def test_fast_responses_are_counted_in_metrics(client, dataset):
     assert served() == before + 3
 
 
-def _query(params: dict) -> bytes:
-    return "&".join(f"{k}={v}" for k, v in params.items()).encode()
+def _query(params: dict | list[tuple[str, str]]) -> bytes:
+    pairs = params.items() if isinstance(params, dict) else params
+    return "&".join(f"{k}={v}" for k, v in pairs).encode()

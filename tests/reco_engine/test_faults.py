@@ -129,6 +129,8 @@ def test_lists_with_postgres_down_are_503_naming_postgres(settings, infra, datas
             client.post(f"/api/v1/lists/{user}"),
             client.put(f"/api/v1/lists/{user}", json={"item_ids": [item]}),
             client.delete(f"/api/v1/lists/{user}/items", params={"item_id": item}),
+            client.delete(f"/api/v1/lists/{user}"),
+            client.delete(f"/api/v1/lists/{user}/suppressions", params={"item_id": item}),
             client.get("/api/v1/history", params={"user_id": user}),
         ):
             assert response.status_code == 503, (response.request.method, response.text)

@@ -201,6 +201,80 @@ def test_delete_list_items_accepts_a_json_body(client, dataset):
     assert client.delete(f"/api/v1/lists/{user}/items").status_code == 422
 
 
+def test_put_does_not_bring_back_a_suppressed_item(client, dataset, settings):
+    """Issue 15.4: PUT re-added products that DELETE .../items had suppressed."""
+    user = new_user_id("lists-put")
+    chosen = dataset.item_ids[20:23]
+    client.put(f"/api/v1/lists/{user}", json={"item_ids": chosen})
+    doomed = chosen[0]
+    client.delete(f"/api/v1/lists/{user}/items", params={"item_id": doomed})
+    response = client.put(f"/api/v1/lists/{user}", json={"item_ids": chosen})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["skipped_suppressed"] == [doomed]
+    assert sorted(i["item_id"] for i in body["items"]) == sorted(chosen[1:])
+    assert doomed not in {i["item_id"] for i in client.get(f"/api/v1/lists/{user}").json()["items"]}
+    with session_scope(settings.database_url) as session:
+        assert session.get(SuppressedItem, (user, doomed)) is not None
+    # only suppressed products given: an empty list, not an error
+    only = client.put(f"/api/v1/lists/{user}", json={"item_ids": [doomed]}).json()
+    assert only["items"] == [] and only["skipped_suppressed"] == [doomed]
+
+
+def test_a_suppression_can_be_undone(client, dataset, settings):
+    user = new_user_id("lists-undo")
+    popular = client.get(f"/api/v1/recommend/{user}", params={"k": 3}).json()["items"]
+    chosen = [i["item_id"] for i in popular]
+    client.put(f"/api/v1/lists/{user}", json={"item_ids": chosen})
+    doomed = chosen[0]
+    client.delete(f"/api/v1/lists/{user}/items", params={"item_id": doomed})
+    recs = client.get(f"/api/v1/recommend/{user}", params={"k": 100}).json()
+    assert doomed not in {i["item_id"] for i in recs["items"]}
+
+    restored = client.delete(
+        f"/api/v1/lists/{user}/suppressions", params={"item_id": [doomed, chosen[1]]}
+    )
+    assert restored.status_code == 200
+    assert restored.json() == {
+        "user_id": user,
+        "restored": [doomed],
+        "not_suppressed": [chosen[1]],
+    }
+    with session_scope(settings.database_url) as session:
+        assert session.get(SuppressedItem, (user, doomed)) is None
+    recs = client.get(f"/api/v1/recommend/{user}", params={"k": 100}).json()
+    assert doomed in {i["item_id"] for i in recs["items"]}
+    again = client.put(f"/api/v1/lists/{user}", json={"item_ids": chosen}).json()
+    assert again["skipped_suppressed"] == []
+    assert sorted(i["item_id"] for i in again["items"]) == sorted(chosen)
+
+    # nothing to restore: 404 in the project's error shape; no products: 422
+    missing = client.delete(f"/api/v1/lists/{user}/suppressions", params={"item_id": doomed})
+    assert missing.status_code == 404 and missing.json()["error"]["user_id"] == user
+    assert client.delete(f"/api/v1/lists/{user}/suppressions").status_code == 422
+    body = client.request(
+        "DELETE", f"/api/v1/lists/{user}/suppressions", json={"item_ids": ["bad id"]}
+    )
+    assert body.status_code == 422
+
+
+def test_delete_removes_the_whole_list(client, dataset, settings):
+    """Issue 15.4: DELETE /lists/{user_id} was a 405."""
+    user = new_user_id("lists-del")
+    chosen = dataset.item_ids[24:27]
+    client.put(f"/api/v1/lists/{user}", json={"item_ids": chosen})
+    client.delete(f"/api/v1/lists/{user}/items", params={"item_id": chosen[0]})
+    response = client.delete(f"/api/v1/lists/{user}")
+    assert response.status_code == 204 and response.content == b""
+    assert client.get(f"/api/v1/lists/{user}").status_code == 404
+    again = client.delete(f"/api/v1/lists/{user}")
+    assert again.status_code == 404
+    assert again.json()["error"]["user_id"] == user
+    # the suppression is the customer's "never again", not part of the list: it stays
+    with session_scope(settings.database_url) as session:
+        assert session.get(SuppressedItem, (user, chosen[0])) is not None
+
+
 def test_far_future_unix_timestamp_is_rejected_not_read_as_milliseconds(client, dataset, settings):
     """Issue 13 item 13: 32503680000 (year 3000 in seconds) was read as milliseconds and stored
     as 1971; the CSV ingest rejects it. One rule (Prod/common/timestamps.py) for both."""
