@@ -113,9 +113,32 @@ class Settings(BaseSettings):
         description="Chat: tokens of one cross-encoder input (query + compact passage of title, "
         "brand, category and first description sentence), truncated beyond it.",
     )
+    llm_provider: str = Field(
+        "ollama",
+        description="Chat model provider, as LangChain's `init_chat_model` names it: `ollama` "
+        "(ChatOllama), `openai` (ChatOpenAI: OpenAI or any OpenAI-compatible server - vLLM, "
+        "llama.cpp, LM Studio, `python -m Prod.llm_server`), or another one whose `langchain-<provider>` "
+        "package and `langchain` are installed.",
+    )
+    llm_model: str | None = Field(
+        None, description="Chat model name; unset = OLLAMA_MODEL (e.g. `gpt-4o-mini`)."
+    )
+    llm_base_url: str | None = Field(
+        None,
+        description="Chat model endpoint; unset = OLLAMA_HOST for `ollama`, the provider's own "
+        "for others (an OpenAI-compatible server: `http://127.0.0.1:8000/v1`).",
+    )
+    llm_api_key: str | None = Field(
+        None, description="API key of the chat model endpoint (unset: none / provider's env var)."
+    )
+    llm_max_tokens: PositiveInt = Field(
+        400, description="Longest chat answer, in tokens (the prompt asks for 5 sentences)."
+    )
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
     ollama_model: str = Field("mistral:7b", description="Ollama model that writes chat answers.")
-    ollama_timeout_s: float = Field(60.0, gt=0, description="Timeout for one LLM call.")
+    ollama_timeout_s: float = Field(
+        60.0, gt=0, description="Timeout for one LLM call (any provider)."
+    )
 
     # --- ALS --------------------------------------------------------------------------------
     als_device: str = Field("auto", description="torch device for ALS: auto, cpu, cuda, cuda:1.")
@@ -138,6 +161,14 @@ class Settings(BaseSettings):
         2, description="Published versions kept (active + previous for rollback)."
     )
     fold_in_cache_s: float = Field(30.0, ge=0, description="How long a folded-in factor is cached.")
+    fresh_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of an ALS/fold-in top-k given to fresh products (in the `products` "
+        "collection, no ALS factor yet), chosen by MiniLM similarity to what the user liked: "
+        "round(share * k) of them, labelled `strategy: content`; 0 disables.",
+    )
     history_max_buffered: PositiveInt = Field(
         100_000,
         description="Served-recommendation history rows held in memory while Postgres is down "

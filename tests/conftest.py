@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from config import Settings  # noqa: E402
-from Prod.common.supervisor import LocalInfra, free_port  # noqa: E402
+from Prod.orchestrate.local_infra import LocalInfra, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +61,14 @@ def embedder():
     from Prod.common.embeddings import load_embedder
 
     return load_embedder("")
+
+
+@pytest.fixture(scope="session")
+def default_platform():
+    """The whole platform on the shipped default dataset, started once per session through
+    `start_services.sh --local up` (free ports, temporary data folder; README and monitoring
+    checks)."""
+    from tests.e2e.platform import DEFAULT_DATASET, running_platform
+
+    with running_platform(DEFAULT_DATASET) as platform:
+        yield platform

@@ -155,3 +155,47 @@ def test_unknown_route_wrong_method_and_bad_json_use_the_error_shape(make):
     error = _error(client.post(post_path, content=b"\xc3\x28", headers=json), 400, "invalid_json")
     error = _error(client.post(post_path, json=[1, 2]), 422, "invalid_input")
     assert error["message"] == "must be a JSON object"
+
+
+# --- issue 15, item 1: one rule for query parameters ----------------------------------------
+
+_PATH_VALUES = {
+    "user_id": "u00042",
+    "item_id": "i00042",
+    "session_id": "8d0e4c1e-3b0a-4c0f-9d55-4f1d2a6c9b11",
+}
+
+
+def test_every_route_answers_an_unknown_query_parameter_with_a_422_naming_it(make):
+    """Every API route of every service (fast path included: its 422 is the route's) names a
+    parameter it does not take instead of ignoring it."""
+    client, _, _ = make()
+    operations = [
+        (method.upper(), path)
+        for path, item in client.get("/openapi.json").json()["paths"].items()
+        for method in item
+    ]
+    assert len(operations) >= 5
+    for method, path in operations:
+        url = path.format(**_PATH_VALUES)
+        response = client.request(method, url, params={"strategy": "popular", "zz": ""})
+        error = _error(response, 422, "invalid_input")
+        assert error["fields"] == [
+            {"field": "query.strategy", "message": "unknown parameter"},
+            {"field": "query.zz", "message": "unknown parameter"},
+        ], (method, path)
+        assert "'strategy', 'zz'" in error["message"] and error["request_id"]
+        assert response.headers["x-request-id"] == error["request_id"]
+
+
+def test_declared_query_parameters_still_work_and_the_message_lists_them(make):
+    client, _, get_path = make()
+    if get_path == "/api/v1/search":  # chat: its declared parameters, plus one it lacks
+        params = {"q": "tv", "k": 3, "min_price": 1, "page": 2}
+        takes = "q, brand, category, min_price, max_price, min_rating, user_id, k"
+    else:
+        params = {"page": 2}
+        takes = "none"
+    error = _error(client.get(get_path, params=params), 422, "invalid_input")
+    assert error["fields"] == [{"field": "query.page", "message": "unknown parameter"}]
+    assert error["message"].endswith(f"it takes {takes}"), error["message"]

@@ -15,7 +15,7 @@ import config
 from config import Settings
 from Prod.cli.main import app
 from Prod.cli.output import dict_table, readable
-from Prod.common.supervisor import LocalInfra, free_port
+from Prod.orchestrate.local_infra import LocalInfra, free_port
 
 
 def _commands(command, path=()):

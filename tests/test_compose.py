@@ -159,7 +159,9 @@ def test_published_ports_do_not_clash_and_databases_are_not_published(compose):
             host_side = resolve(str(port)).rsplit(":", 1)[0]
             assert host_side not in published, f"{name} and {published.get(host_side)} clash"
             published[host_side] = name
-    assert set(published.values()) <= {"als_reco_engine", "chat_reco_engine", "als_trainer"}
+    apis = {"als_reco_engine", "chat_reco_engine", "als_trainer"}
+    # grafana: monitoring profile; loadbalancer: one port for several API replicas
+    assert set(published.values()) <= apis | {"grafana", "loadbalancer"}
     assert {"als_reco_engine", "chat_reco_engine"} <= set(published.values())
 
 
@@ -318,7 +320,8 @@ def test_docker_up_hands_compose_the_generated_secrets(
     tmp_path, monkeypatch, no_secrets_in_environment
 ):
     """`start_services.sh --docker up` with nothing set: compose gets all three secrets, the same
-    on the next command (a stand-in `docker` on PATH records what it was given)."""
+    on the next command (a stand-in `docker` on PATH records what it was given); it waits for
+    every service but the model pull, which it starts afterwards without waiting."""
     from Prod.orchestrate import docker
 
     record = tmp_path / "calls.txt"
@@ -327,6 +330,8 @@ def test_docker_up_hands_compose_the_generated_secrets(
     fake.write_text(
         "#!/bin/sh\n"
         '[ "$1" = compose ] && [ "$2" = version ] && exit 0\n'
+        'case "$*" in *"config --services"*)\n'
+        '  printf "redis\\npull_ollama_model\\nchat\\n"; exit 0;; esac\n'
         f'echo "$* API_KEY=$API_KEY POSTGRES_PASSWORD=$POSTGRES_PASSWORD '
         f'REDIS_PASSWORD=$REDIS_PASSWORD" >> {record}\n'
     )
@@ -339,8 +344,11 @@ def test_docker_up_hands_compose_the_generated_secrets(
     generated = read_dotenv(tmp_path / "data" / "docker.env")
     assert result["secrets_file"] == str(tmp_path / "data" / "docker.env")
     assert set(generated) == set(SECRETS)
-    up_call, down_call = record.read_text().splitlines()
+    up_call, pull_call, down_call = record.read_text().splitlines()
     assert " up -d --build --wait " in up_call and " down" in down_call
-    for call in (up_call, down_call):
+    assert up_call.split(" API_KEY=")[0].endswith(" redis chat")  # the pull is not waited for
+    assert " up -d --no-build pull_ollama_model " in pull_call
+    assert result["background"] == ["pull_ollama_model"]
+    for call in (up_call, pull_call, down_call):
         for name, value in generated.items():
             assert f"{name}={value}" in call.split()

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
 from Prod.common import db, models
-from Prod.common.ingest.postgres import psycopg_conninfo
+from Prod.datasets.ingest.postgres import psycopg_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 

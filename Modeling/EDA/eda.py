@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from Prod.common.data.canonical import INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE  # noqa: E402
+from Prod.common.canonical_format import INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE  # noqa: E402
 
 DPI = 110
 

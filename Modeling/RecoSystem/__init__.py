@@ -1,1 +1,1 @@
-"""Offline evaluation, tuning and benchmarks of the ALS recommender (reco evaluate|tune|bench)."""
+"""Offline evaluation and tuning of the ALS recommender (reco evaluate|tune)."""

@@ -3,36 +3,49 @@ parameter machinery cost more CPU a request here than the recommendation itself 
 in-process: 2.8 ms with it, 0.8 ms for the service call).
 
 :class:`RecommendFastPath` is a pure ASGI layer in front of FastAPI's router. A request in the
-canonical form (known parameters, each once except the repeatable ``category``/``brand``, plain
-decimal values within range, a valid API key when one is configured, judged by
-:func:`Prod.common.api.api_key_ok` like every route) is parsed by :func:`parse_recommend_query`
-and answered directly; anything else (a malformed or unusual value, a missing key, an error while
-serving) goes on to FastAPI's documented route, which validates it and answers exactly as it
-always does (422, 401, 503...). Both paths call the same
-service function and encoder, so their responses are identical. The request guard
-(:class:`Prod.common.api.RequestGuard`, outside this layer) has already applied the API-key and
-body-size rules to every request, fast or not.
+canonical form (only the route's parameters, each once except the repeatable ``category`` /
+``brand``, plain decimal values within the route's limits, a valid API key when one is
+configured, judged by :func:`Prod.common.api.api_key_ok` like every route) is parsed by
+:func:`parse_recommend_query` and answered directly; anything else (an unknown parameter, a
+malformed or unusual value, a missing key, an error while serving) goes on to FastAPI's
+documented route, which answers exactly as it always does (422 naming the problem or the unknown
+parameter, 401, 503...). The limits come from the schemas the route is declared with, the route
+is found by name, and both paths call the same service function and encoder, so their responses
+are identical. The request guard (:class:`Prod.common.api.RequestGuard`, outside this layer) has
+already applied the API-key and body-size rules to every request, fast or not.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from fastapi import APIRouter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from Prod.als_reco_engine.index import ItemFilters
-from Prod.als_reco_engine.schemas import FILTER_TEXT_MAX, FILTER_VALUES_MAX, ID_PATTERN
-from Prod.common.api import api_key_ok
+from Prod.als_reco_engine.schemas import K_MAX
+from Prod.common.api import api_key_ok, query_param_names
+from Prod.common.schemas import (
+    FILTER_TEXT_MAX,
+    FILTER_VALUES_MAX,
+    ID_PATTERN,
+    PRICE_MAX,
+    RATING_MAX,
+)
+
+__all__ = ["PARAMS", "RecommendFastPath", "RecommendQuery", "api_key_ok", "parse_recommend_query"]
 
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
-_K = re.compile(r"[1-9][0-9]{0,2}")
+_K = re.compile(rf"[1-9][0-9]{{0,{len(str(K_MAX)) - 1}}}")  # 1..999 for K_MAX 100
 _NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,15})?")
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 _LISTS = ("category", "brand")  # repeatable: any of the values, as on the documented route
-MAX_K = 100
+_SCALARS = ("k", "exclude_seen", "min_price", "max_price", "min_rating")
+_HANDED_OVER = ("explain",)  # the route's, always answered there (an explained answer is rare)
+#: the query parameters the fast path parses: exactly the route's (checked when it is built)
+PARAMS = frozenset(_SCALARS + _LISTS + _HANDED_OVER)
 
 
 @dataclass(frozen=True)
@@ -43,11 +56,11 @@ class RecommendQuery:
 
 
 def parse_recommend_query(query_string: bytes) -> RecommendQuery | None:
-    """The query of a canonical request, or None when the standard handler must judge it.
+    """The query of a canonical request, or None when the documented route must judge it.
 
-    Decoded as Starlette does (latin-1, then percent-decoding); unknown parameters are ignored,
-    as FastAPI ignores them. ``category`` and ``brand`` may repeat (any of them); any other
-    parameter repeated goes to FastAPI.
+    Decoded as Starlette does (latin-1, then percent-decoding). ``category`` and ``brand`` may
+    repeat (any of them); any other parameter repeated, and any parameter the route does not
+    take (a 422 naming it there), goes to the route.
     """
     if not query_string:
         return RecommendQuery()
@@ -55,22 +68,27 @@ def parse_recommend_query(query_string: bytes) -> RecommendQuery | None:
     lists: dict[str, list[str]] = {name: [] for name in _LISTS}
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if not value:
-            return None  # empty: FastAPI's rules decide
+            return None  # empty: the route's rules decide
         if key in lists:
             lists[key].append(value)
-        elif key in values:
-            return None  # repeated: FastAPI's rules decide
+        elif key in values or key not in PARAMS or key in _HANDED_OVER:
+            return None  # repeated or unknown: the route's rules decide
         else:
             values[key] = value
     try:
+        min_price = _number(values.get("min_price"), upper=PRICE_MAX)
+        max_price = _number(values.get("max_price"), upper=PRICE_MAX)
+        if min_price is not None and max_price is not None and min_price > max_price:
+            return None  # an empty range: the route's 422 names it
         return RecommendQuery(
             k=_k(values.get("k", "10")),
             exclude_seen=_flag(values.get("exclude_seen", "true")),
             filters=ItemFilters(
                 categories=_texts(lists["category"]),
                 brands=_texts(lists["brand"]),
-                max_price=_number(values.get("max_price"), upper=math.inf),
-                min_rating=_number(values.get("min_rating"), upper=5.0),
+                min_price=min_price,
+                max_price=max_price,
+                min_rating=_number(values.get("min_rating"), upper=RATING_MAX),
             ),
         )
     except _NotCanonical:
@@ -82,7 +100,7 @@ class _NotCanonical(ValueError):
 
 
 def _k(raw: str) -> int:
-    if not _K.fullmatch(raw) or int(raw) > MAX_K:
+    if not _K.fullmatch(raw) or int(raw) > K_MAX:
         raise _NotCanonical(raw)
     return int(raw)
 
@@ -110,16 +128,26 @@ def _number(raw: str | None, *, upper: float) -> float | None:
 
 
 class RecommendFastPath:
-    """ASGI middleware answering canonical ``GET {prefix}{user_id}`` requests directly.
+    """ASGI middleware answering canonical ``GET`` requests of the route named ``route_name``
+    in ``router`` directly (built with the app's middleware, when the routes are in place).
 
-    ``route``: the documented route, set as ``scope["route"]`` so request metrics count fast
-    responses under the same route template.
+    The route is set as ``scope["route"]`` so request metrics count fast responses under the
+    same route template; its path gives the prefix the fast path answers
+    (``/api/v1/recommend/``).
     """
 
-    def __init__(self, app: ASGIApp, *, route, prefix: str = "/api/v1/recommend/") -> None:
+    def __init__(self, app: ASGIApp, *, router: APIRouter, route_name: str) -> None:
         self.app = app
-        self.route = route
-        self.prefix = prefix
+        self.route = next((r for r in router.routes if r.name == route_name), None)
+        if self.route is None:
+            raise LookupError(f"no route named {route_name!r} for the fast path")
+        declared = frozenset(query_param_names(self.route))
+        if declared != PARAMS:
+            raise ValueError(
+                f"the fast path parses {sorted(PARAMS)} but route {route_name!r} takes "
+                f"{sorted(declared)}: teach parse_recommend_query the difference"
+            )
+        self.prefix = self.route.path.removesuffix("{user_id}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":

@@ -5,7 +5,8 @@ for logging.
 While Postgres is unreachable the rows stay queued and the writer retries with a growing pause
 (up to ``MAX_RETRY_PAUSE_S``); past ``max_buffered`` queued rows new ones are dropped. Drops,
 outages and recoveries are logged with counts, and the counters are in ``/status`` and
-``/metrics`` (:class:`HistoryCollector`)."""
+``/metrics`` (:class:`HistoryCollector`). ``GET /history`` reads it back
+(:func:`read_history_page`)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,12 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import Engine, func, select
 
-from Prod.common.db import postgres_unreachable
+from Prod.common.db import postgres_errors, postgres_unreachable
 from Prod.common.logs import get_logger
 from Prod.common.models import RecommendationLog
 
 log = get_logger(__name__)
 
-_table = RecommendationLog.__table__
 _COPY_SQL = (
     "COPY recommendation_log (user_id, served_at, strategy, model_version, item_ids, scores, "
     "request) FROM STDIN"
@@ -269,21 +269,50 @@ class HistoryCollector:
         )
 
 
-def read_history(
-    engine: Engine, *, user_id: str | None, limit: int, offset: int
-) -> tuple[list[dict], bool]:
-    """Served recommendations newest first; returns (rows, has_more)."""
-    query = select(_table).order_by(_table.c.served_at.desc(), _table.c.id.desc())
+def read_history_page(
+    *, db: Engine, writer: HistoryWriter, user_id: str | None, limit: int, offset: int
+) -> dict[str, Any]:
+    """Served recommendations newest first (``HistoryOut``), of one user or everyone.
+
+    ``writer`` (the engine's) is flushed first, for up to 2 s: a client reads the responses it
+    was just served by this process."""
+    writer.flush(timeout_s=2.0)
+    query = select(
+        RecommendationLog.id,
+        RecommendationLog.user_id,
+        RecommendationLog.served_at,
+        RecommendationLog.strategy,
+        RecommendationLog.model_version,
+        RecommendationLog.item_ids,
+        RecommendationLog.scores,
+        RecommendationLog.request,
+    ).order_by(RecommendationLog.served_at.desc(), RecommendationLog.id.desc())
+    count = select(func.count()).select_from(RecommendationLog)
     if user_id is not None:
-        query = query.where(_table.c.user_id == user_id)
-    with engine.connect() as conn:
+        query = query.where(RecommendationLog.user_id == user_id)
+        count = count.where(RecommendationLog.user_id == user_id)
+    with postgres_errors("the history"), db.connect() as conn:
         rows = conn.execute(query.limit(limit + 1).offset(offset)).mappings().all()
-    return [dict(r) for r in rows[:limit]], len(rows) > limit
-
-
-def count_history(engine: Engine, *, user_id: str | None) -> int:
-    query = select(func.count()).select_from(_table)
-    if user_id is not None:
-        query = query.where(_table.c.user_id == user_id)
-    with engine.connect() as conn:
-        return int(conn.scalar(query))
+        total = int(conn.scalar(count))
+    entries = [
+        {
+            "id": r["id"],
+            "user_id": r["user_id"],
+            "served_at": r["served_at"],
+            "strategy": r["strategy"],
+            "model_version": r["model_version"],
+            "items": [
+                {"item_id": i, "score": s} for i, s in zip(r["item_ids"], r["scores"], strict=True)
+            ],
+            "request": r["request"],
+        }
+        for r in rows[:limit]
+    ]
+    return {
+        "user_id": user_id,
+        "limit": limit,
+        "offset": offset,
+        "total": total,
+        "has_more": len(rows) > limit,
+        "entries": entries,
+    }

@@ -147,6 +147,7 @@ class ItemFilters:
     brands: tuple[str, ...] = ()
     max_price: float | None = None
     min_rating: float | None = None
+    min_price: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("categories", "brands"):
@@ -156,7 +157,7 @@ class ItemFilters:
 
     def active(self) -> bool:
         return bool(self.categories or self.brands) or not (
-            self.max_price is None and self.min_rating is None
+            self.min_price is None and self.max_price is None and self.min_rating is None
         )
 
     def as_dict(self) -> dict:
@@ -164,6 +165,7 @@ class ItemFilters:
         named = {
             "category": list(self.categories),
             "brand": list(self.brands),
+            "min_price": self.min_price,
             "max_price": self.max_price,
             "min_rating": self.min_rating,
         }
@@ -185,6 +187,8 @@ def filter_mask(catalogue: Catalogue, filters: ItemFilters) -> np.ndarray | None
     if filters.brands:
         codes = [catalogue.brand_codes.get(b.casefold(), -2) for b in filters.brands]
         mask &= np.isin(catalogue.brand_code, codes)
+    if filters.min_price is not None:
+        mask &= catalogue.price >= min(filters.min_price, _FLOAT32_MAX)
     if filters.max_price is not None:
         mask &= catalogue.price <= min(filters.max_price, _FLOAT32_MAX)
     if filters.min_rating is not None:

@@ -7,19 +7,23 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from config import Settings
+from Prod.als_reco_engine.catalogue_routes import catalogue_router
 from Prod.als_reco_engine.fast_path import RecommendFastPath
 from Prod.als_reco_engine.history import HistoryCollector
 from Prod.als_reco_engine.metrics import ModelCollector
-from Prod.als_reco_engine.routes import RECOMMEND_ROUTE, health_router, router
+from Prod.als_reco_engine.routes import RECOMMEND_ROUTE_NAME, health_router, router
 from Prod.als_reco_engine.service import RecoEngine
 from Prod.common.api import (
+    QUERY_RULE,
     attach_settings,
     install_error_handlers,
     install_metrics,
     install_request_guard,
 )
-from Prod.common.logs import configure_logging
+from Prod.common.logs import configure_logging, get_logger
 from Prod.common.metrics import register_metrics
+
+log = get_logger("Prod.als_reco_engine.main")  # not __main__ under `python -m`
 
 DESCRIPTION = """Fast ALS recommendations: an in-memory item index of the active model version
 (hot-swapped when the trainer publishes), real-time fold-in for new users and fresh events,
@@ -45,6 +49,7 @@ def create_app(
         )
         engine.start()
         app.state.engine = engine
+        _log_ready(engine)
         register_metrics(
             app,
             *engine.metrics.collectors(),
@@ -57,18 +62,39 @@ def create_app(
             engine.stop()
 
     app = FastAPI(
-        title="als_reco_engine", version="1.0.0", description=DESCRIPTION, lifespan=lifespan
+        title="als_reco_engine",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[QUERY_RULE],  # an unknown query parameter is a 422 naming it
     )
     attach_settings(app, settings)
     install_error_handlers(app)
     # added before the guard and the metrics middleware: metrics (outermost) count fast
     # responses too, and the guard's key and body-size rules apply to the fast path as well
-    app.add_middleware(RecommendFastPath, route=RECOMMEND_ROUTE)
+    app.add_middleware(RecommendFastPath, router=router, route_name=RECOMMEND_ROUTE_NAME)
     install_request_guard(app)
     install_metrics(app, "als_reco_engine")
     app.include_router(health_router)
     app.include_router(router)
+    app.include_router(catalogue_router)
     return app
+
+
+def _log_ready(engine: RecoEngine) -> None:
+    """One start-up line: what is served and by which strategies."""
+    report = engine.status()
+    model = report["model_version"] or "none yet (popularity until the trainer publishes one)"
+    usable = [name for name, ok in report["strategies"].items() if ok] or ["none"]
+    popular = (report["popularity"] or {}).get("items", 0)
+    log.info(
+        "ready: model %s, %d items; strategies %s; %d popular items; stores %s",
+        model,
+        report["item_count"],
+        ", ".join(usable),
+        popular,
+        ", ".join(f"{name} {'up' if up else 'DOWN'}" for name, up in report["stores"].items()),
+    )
 
 
 def serving_app() -> FastAPI:

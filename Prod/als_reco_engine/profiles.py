@@ -4,22 +4,31 @@ A :class:`UserProfile` holds the items a user interacted with (positive weights 
 as the trainer aggregates them), the items they disliked (negative feedback, the rule of
 :mod:`Prod.common.feedback`), the items they suppressed, and their newest interaction id. The cache
 keeps the hot path off Postgres; writes through this service invalidate the user's entry at once,
-and entries expire after ``ttl_s`` so writes from elsewhere are picked up too.
+and entries expire after ``ttl_s`` so writes from elsewhere are picked up too. With several
+replicas, :class:`ProfileInvalidations` carries each replica's invalidations to the others over
+Redis pub/sub, so a user's new events reach fold-in on every replica at once, not after the TTL.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import redis
 from sqlalchemy import Engine, text
 
 from Prod.als_reco_engine.index import Catalogue
 from Prod.common.feedback import user_pairs_sql
+from Prod.common.logs import get_logger
+
+log = get_logger(__name__)
 
 _SUPPRESSED_SQL = text("select item_id from suppressed_item where user_id = :user_id")
 
@@ -105,7 +114,8 @@ def load_profile(engine: Engine, user_id: str, *, negative_below: float) -> User
 
 
 class ProfileCache:
-    """Bounded LRU of profiles with a time-to-live; thread-safe."""
+    """Bounded LRU of profiles with a time-to-live; thread-safe. ``invalidations``: where
+    :meth:`invalidate` also tells the other replicas."""
 
     def __init__(
         self,
@@ -114,6 +124,7 @@ class ProfileCache:
         negative_below: float,
         ttl_s: float = 60.0,
         max_users: int = 200_000,
+        invalidations: ProfileInvalidations | None = None,
     ) -> None:
         self._engine = engine
         self._negative_below = negative_below
@@ -122,6 +133,7 @@ class ProfileCache:
         self._entries: OrderedDict[str, UserProfile] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0  # bumped by invalidate: a load racing a write is not stored
+        self.invalidations = invalidations
 
     def cached(self, user_id: str) -> UserProfile | None:
         """The cached profile when fresh, else None (never touches Postgres)."""
@@ -150,11 +162,107 @@ class ProfileCache:
                 self._entries.popitem(last=False)
         return profile
 
-    def invalidate(self, user_ids) -> None:
+    def invalidate(self, user_ids: Iterable[str], *, publish: bool = True) -> None:
+        """Drop the users' entries; ``publish``: the other replicas drop theirs too."""
+        user_ids = list(user_ids)
         with self._lock:
             self._generation += 1
             for user_id in user_ids:
                 self._entries.pop(user_id, None)
+        if publish and self.invalidations is not None:
+            self.invalidations.publish(user_ids)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class ProfileInvalidations:
+    """Cross-replica profile invalidation over Redis pub/sub (channel :attr:`CHANNEL`).
+
+    :meth:`publish` sends a replica's invalidated user ids (skipped for ``backoff_s`` after a
+    failure: Redis down costs one short timeout, then the other replicas fall back to the TTL);
+    a daemon thread applies the other replicas' messages through ``on_remote(user_ids)``, and
+    ``on_remote(None)`` (forget everyone) after each (re)subscription, since messages sent while
+    unsubscribed are lost.
+    """
+
+    CHANNEL = "reco:profiles:invalidated"
+
+    def __init__(
+        self,
+        redis_url: str,
+        on_remote: Callable[[list[str] | None], None],
+        *,
+        timeout_s: float = 0.25,
+        backoff_s: float = 5.0,
+    ) -> None:
+        self.origin = uuid.uuid4().hex  # this replica: its own messages are not applied twice
+        self._publisher = redis.Redis.from_url(
+            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._subscriber = redis.Redis.from_url(
+            redis_url, socket_connect_timeout=2.0, health_check_interval=30
+        )
+        self._on_remote = on_remote
+        self._backoff_s = backoff_s
+        self._down_until = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.subscribed = threading.Event()
+        self.received = 0
+
+    def publish(self, user_ids: list[str]) -> None:
+        if not user_ids or time.monotonic() < self._down_until:
+            return
+        message = json.dumps({"origin": self.origin, "users": user_ids})
+        try:
+            self._publisher.publish(self.CHANNEL, message)
+        except (redis.RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + self._backoff_s
+            log.warning("profile invalidation not published (%s): other replicas use the TTL", exc)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._listen, name="profile-invalidations")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._publisher.close()
+        self._subscriber.close()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.CHANNEL)
+                self._on_remote(None)  # anything sent while we were not listening is lost
+                self.subscribed.set()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._apply(message["data"])
+            except (redis.RedisError, OSError) as exc:
+                self.subscribed.clear()
+                log.warning("profile invalidations: Redis unavailable (%s); retrying", exc)
+                self._stop.wait(self._backoff_s)
+            finally:
+                pubsub.close()
+
+    def _apply(self, data: bytes) -> None:
+        try:
+            body = json.loads(data)
+            users = [str(user) for user in body["users"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("profile invalidations: malformed message ignored")
+            return
+        if body.get("origin") != self.origin:
+            self.received += 1
+            self._on_remote(users)

@@ -13,14 +13,16 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.security import APIKeyHeader
-from pydantic import Field, ValidationError
-from starlette.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
+from Prod.als_reco_engine import lists
+from Prod.als_reco_engine.history import read_history_page
 from Prod.als_reco_engine.index import ItemFilters
+from Prod.als_reco_engine.interactions import record_interactions
 from Prod.als_reco_engine.schemas import (
-    FILTER_TEXT_MAX,
-    FILTER_VALUES_MAX,
+    EXPLAIN_DOC,
     ID_PATTERN,
+    K_MAX,
     HealthOut,
     HistoryOut,
     InteractionBatch,
@@ -38,6 +40,14 @@ from Prod.als_reco_engine.schemas import (
 from Prod.als_reco_engine.service import RecoEngine, status_code
 from Prod.common.api import require_api_key
 from Prod.common.errors import InvalidInput
+from Prod.common.schemas import (
+    BrandQuery,
+    CategoryQuery,
+    MaxPriceQuery,
+    MinPriceQuery,
+    MinRatingQuery,
+    check_price_range,
+)
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -56,8 +66,9 @@ async def get_engine(request: Request) -> RecoEngine:
 EngineDep = Annotated[RecoEngine, Depends(get_engine)]
 UserId = Annotated[str, Path(pattern=ID_PATTERN, examples=["u00042"])]
 ItemIdPath = Annotated[str, Path(pattern=ID_PATTERN, examples=["i01234"])]
-TopK = Annotated[int, Query(ge=1, le=100, description="How many items (1..100).")]
-FilterValues = list[Annotated[str, Field(max_length=FILTER_TEXT_MAX)]] | None
+TopK = Annotated[int, Query(ge=1, le=K_MAX, description=f"How many items (1..{K_MAX}).")]
+#: the route the fast path (:mod:`Prod.als_reco_engine.fast_path`) answers for
+RECOMMEND_ROUTE_NAME = "read_recommendations"
 _ERRORS = {
     401: {"description": "Missing or invalid X-API-Key"},
     422: {"description": "Invalid input; the body names the field"},
@@ -74,17 +85,20 @@ def _json(content: dict, status_code: int = 200) -> Response:
 def _filters(
     category: list[str] | None,
     brand: list[str] | None,
+    min_price: float | None,
     max_price: float | None,
     min_rating: float | None,
 ) -> ItemFilters:
-    """Repeated ``category`` / ``brand`` mean any of them, as on the chat's ``/search``."""
+    """Repeated ``category`` / ``brand`` mean any of them, as on the chat's ``/search``; an
+    empty price range is a 422 naming both bounds."""
+    check_price_range(min_price, max_price)
     return ItemFilters(
-        categories=category or (), brands=brand or (), max_price=max_price, min_rating=min_rating
+        categories=category or (),
+        brands=brand or (),
+        min_price=min_price,
+        max_price=max_price,
+        min_rating=min_rating,
     )
-
-
-_CATEGORY_DOC = "Any of these categories (repeatable, case-insensitive)."
-_BRAND_DOC = "Any of these brands (repeatable, case-insensitive)."
 
 
 @health_router.get("/health", response_model=HealthOut, summary="Liveness (no API key)")
@@ -119,49 +133,48 @@ async def read_recommendations(
     user_id: UserId,
     k: TopK = 10,
     exclude_seen: Annotated[bool, Query(description="Drop items the user interacted with.")] = True,
-    category: Annotated[
-        FilterValues,
-        Query(max_length=FILTER_VALUES_MAX, description=_CATEGORY_DOC, examples=[["Sports"]]),
-    ] = None,
-    brand: Annotated[
-        FilterValues, Query(max_length=FILTER_VALUES_MAX, description=_BRAND_DOC)
-    ] = None,
-    max_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-    min_rating: Annotated[float | None, Query(ge=0, le=5, allow_inf_nan=False)] = None,
+    category: CategoryQuery = None,
+    brand: BrandQuery = None,
+    min_price: MinPriceQuery = None,
+    max_price: MaxPriceQuery = None,
+    min_rating: MinRatingQuery = None,
+    explain: Annotated[bool, Query(description=EXPLAIN_DOC)] = False,
 ) -> Response:
     """The documented, validating route; canonical requests are answered before routing by
-    :class:`Prod.als_reco_engine.fast_path.RecommendFastPath` with the same service call."""
-    filters = _filters(category, brand, max_price, min_rating)
-    result = await engine.recommend(user_id, k=k, exclude_seen=exclude_seen, filters=filters)
+    :class:`Prod.als_reco_engine.fast_path.RecommendFastPath` with the same service call.
+    `score` depends on `strategy` (see the schema): compare scores within one answer only."""
+    filters = _filters(category, brand, min_price, max_price, min_rating)
+    result = await engine.recommend(
+        user_id, k=k, exclude_seen=exclude_seen, filters=filters, explain=explain
+    )
     return Response(result.to_json(), media_type="application/json")
-
-
-RECOMMEND_ROUTE = router.routes[-1]
 
 
 @router.get(
     "/similar/{item_id}",
     response_model=SimilarOut,
     tags=["recommend"],
-    summary="Items similar to an item by its ALS vector",
-    responses={404: {"description": "Item not in the active model"}},
+    summary="Items similar to an item by its ALS vector, or by its text for a cold item",
+    responses={
+        404: {"description": "Item neither in the active model nor in the product catalogue"},
+        503: {"description": "Chroma unreachable (a cold item's neighbours)"},
+    },
 )
 async def read_similar_items(
     engine: EngineDep,
     item_id: ItemIdPath,
     k: TopK = 10,
-    category: Annotated[
-        FilterValues,
-        Query(max_length=FILTER_VALUES_MAX, description=_CATEGORY_DOC, examples=[["Sports"]]),
-    ] = None,
-    brand: Annotated[
-        FilterValues, Query(max_length=FILTER_VALUES_MAX, description=_BRAND_DOC)
-    ] = None,
-    max_price: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-    min_rating: Annotated[float | None, Query(ge=0, le=5, allow_inf_nan=False)] = None,
+    category: CategoryQuery = None,
+    brand: BrandQuery = None,
+    min_price: MinPriceQuery = None,
+    max_price: MaxPriceQuery = None,
+    min_rating: MinRatingQuery = None,
 ) -> Response:
-    filters = _filters(category, brand, max_price, min_rating)
-    return _json(engine.similar(item_id, k=k, filters=filters))
+    """`score` is the cosine of the two items' ALS factors (-1..1); an item without a factor
+    (added after the last training) gets its nearest products by MiniLM embedding instead,
+    `strategy: content`, `score` their cosine."""
+    filters = _filters(category, brand, min_price, max_price, min_rating)
+    return _json(await engine.similar(item_id, k=k, filters=filters))
 
 
 @router.post(
@@ -204,7 +217,11 @@ def create_interactions(
     ],
 ) -> dict:
     events = body.events if isinstance(body, InteractionBatch) else [body]
-    return engine.record_interactions([e.model_dump() for e in events])
+    return record_interactions(
+        db=engine.db,
+        events=[e.model_dump() for e in events],
+        forget_users=engine.forget_users,
+    )
 
 
 @router.get(
@@ -219,7 +236,9 @@ def read_history(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict:
-    return engine.history_page(user_id=user_id, limit=limit, offset=offset)
+    return read_history_page(
+        db=engine.db, writer=engine.history, user_id=user_id, limit=limit, offset=offset
+    )
 
 
 @router.post(
@@ -230,7 +249,7 @@ def read_history(
     summary="Create or refresh a user's stored list from the model",
 )
 async def create_list(engine: EngineDep, user_id: UserId, k: TopK = 20) -> dict:
-    return await engine.refresh_list(user_id, k=k)
+    return await lists.create_list(engine=engine, user_id=user_id, k=k)
 
 
 @router.get(
@@ -241,7 +260,7 @@ async def create_list(engine: EngineDep, user_id: UserId, k: TopK = 20) -> dict:
     responses={404: {"description": "No list"}},
 )
 def read_list(engine: EngineDep, user_id: UserId) -> dict:
-    return engine.read_list(user_id)
+    return lists.read_list(db=engine.db, user_id=user_id)
 
 
 @router.put(
@@ -253,7 +272,7 @@ def read_list(engine: EngineDep, user_id: UserId) -> dict:
 async def update_list(engine: EngineDep, user_id: UserId, body: ListItemsIn) -> dict:
     """Products the user suppressed are left out (named in ``skipped_suppressed``): a PUT,
     often a client re-sending the list it last read, never undoes a removal by accident."""
-    return await engine.replace_list(user_id, body.item_ids)
+    return await lists.replace_list(engine=engine, user_id=user_id, item_ids=body.item_ids)
 
 
 @router.delete(
@@ -264,7 +283,7 @@ async def update_list(engine: EngineDep, user_id: UserId, body: ListItemsIn) -> 
     responses={404: {"description": "No list"}},
 )
 def delete_list(engine: EngineDep, user_id: UserId) -> Response:
-    engine.delete_list(user_id)
+    lists.delete_list(db=engine.db, user_id=user_id)
     return Response(status_code=204)
 
 
@@ -274,7 +293,7 @@ def delete_list(engine: EngineDep, user_id: UserId) -> Response:
     tags=["lists"],
     summary="Remove products from the list; never recommended again until restored",
 )
-async def delete_list_items(
+def delete_list_items(
     engine: EngineDep,
     user_id: UserId,
     item_id: Annotated[
@@ -283,7 +302,12 @@ async def delete_list_items(
     ] = None,
     body: Annotated[ListItemsIn | None, Body()] = None,
 ) -> dict:
-    return await run_in_threadpool(engine.remove_list_items, user_id, _item_ids(item_id, body))
+    return lists.remove_list_items(
+        db=engine.db,
+        profiles=engine.profiles,
+        user_id=user_id,
+        item_ids=_item_ids(item_id, body),
+    )
 
 
 @router.delete(
@@ -305,7 +329,12 @@ def delete_suppressions(
     """A suppression is a resource of its own, removed by DELETE, rather than a ``restore``
     flag on PUT: restoring is then explicit and separate from editing the list, PUT keeps one
     meaning (replace, never restore), and a product can be restored without being listed."""
-    return engine.restore_suppressed_items(user_id, _item_ids(item_id, body))
+    return lists.restore_suppressed_items(
+        db=engine.db,
+        profiles=engine.profiles,
+        user_id=user_id,
+        item_ids=_item_ids(item_id, body),
+    )
 
 
 def _item_ids(item_id: list[str] | None, body: ListItemsIn | None) -> list[str]:

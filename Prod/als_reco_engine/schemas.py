@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from Prod.common.data.canonical import EVENTS
+from Prod.common.canonical_format import EVENTS
+from Prod.common.schemas import ID_PATTERN, Product
+from Prod.common.schemas import ItemIdStr as ItemId
 from Prod.common.timestamps import RULE as TIMESTAMP_RULE
 from Prod.common.timestamps import parse_timestamp
 
-# ids as the source data has them (ASINs, numeric MovieLens ids, generated ids, e-mails)
-ID_PATTERN = r"^[A-Za-z0-9_.:@+\-]{1,128}$"
-ItemId = Annotated[str, Field(pattern=ID_PATTERN)]
-# a category or brand filter value, and how many values a repeated one may have (any of them)
-FILTER_TEXT_MAX = 200
-FILTER_VALUES_MAX = 20
+K_MAX = 100  # most items one /recommend or /similar answer holds
 EventKind = Literal[EVENTS]  # view, click, add_to_cart, purchase, rating, dislike
 Strategy = Literal["als", "fold_in", "popular"]
 
@@ -25,17 +22,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class ScoredItem(BaseModel):
+SCORE_DOC = (
+    "Higher is better; compare scores within one answer only, their scale depends on "
+    "`strategy`. als: dot product of the user's stored ALS factor and the item's factor (the "
+    "model's predicted preference, mostly 0-1); fold_in: the same dot product with a factor "
+    "solved now from the user's interactions; popular: the item's summed interaction weight "
+    "(view 1 ... purchase 8) over the last 30 days before the newest event (all time when that "
+    "is thin; rating_count x avg_rating with no interactions), a count, often in the thousands. "
+    "Items like one the user disliked are lowered by up to the answer's score range. "
+    "/similar: cosine of the two items' ALS factors, -1..1. null when the active model does "
+    "not know the item (stored lists). The order of `items` is the rank."
+)
+
+
+class ScoredItem(Product):
+    score: float | None = Field(description=SCORE_DOC)
+
+
+EXPLAIN_DOC = (
+    "Add to each item `explanation`: the user's past items that contributed most to its ALS "
+    "score (Hu, Koren & Volinsky 2008, section 5), each with its share of the score's total "
+    "absolute contribution; null for popular and content items."
+)
+
+
+class Contribution(BaseModel):
     item_id: str
-    score: float | None = Field(
-        description="Model score (higher is better); null when the "
-        "active model does not know the item."
+    title: str | None
+    share: float = Field(description="Share of the score's total absolute contribution (0-1).")
+
+
+class RecommendedItem(ScoredItem):
+    strategy: Literal["als", "fold_in", "content"] | None = Field(
+        None,
+        description="Present when fresh items are mixed in (FRESH_SHARE): content for a product "
+        "without an ALS factor yet, chosen by MiniLM similarity to what the user liked (`score` "
+        "is that cosine), else the answer's strategy.",
     )
-    title: str | None = None
-    brand: str | None = None
-    category: str | None = None
-    price: float | None = None
-    avg_rating: float | None = None
+    explanation: list[Contribution] | None = Field(
+        None, description="With ?explain=true: " + EXPLAIN_DOC
+    )
 
 
 class RecommendationOut(BaseModel):
@@ -45,7 +71,7 @@ class RecommendationOut(BaseModel):
         "from the user's interactions; popular: recent popularity."
     )
     model_version: str | None = Field(description="Active ALS model version, null when none.")
-    items: list[ScoredItem]
+    items: list[RecommendedItem]
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -63,6 +89,10 @@ class RecommendationOut(BaseModel):
                             "category": "Sports",
                             "price": 89.9,
                             "avg_rating": 4.4,
+                            "explanation": [
+                                {"item_id": "i00777", "title": "Running socks", "share": 0.41},
+                                {"item_id": "i00912", "title": "Sports watch", "share": 0.22},
+                            ],
                         }
                     ],
                 }
@@ -73,14 +103,22 @@ class RecommendationOut(BaseModel):
 
 class SimilarOut(BaseModel):
     item_id: str
-    model_version: str
-    items: list[ScoredItem]
+    strategy: Literal["als", "content"] = Field(
+        description="als: by ALS item factors; content: the item has no ALS factor (a cold "
+        "item), neighbours by MiniLM embedding of the product text (the products collection)."
+    )
+    model_version: str | None
+    items: list[ScoredItem] = Field(
+        description="Best first; `score` is the cosine of the two items' ALS factors, or of "
+        "their MiniLM embeddings for strategy content (-1..1)."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
                     "item_id": "i01234",
+                    "strategy": "als",
                     "model_version": "20250101T120000.000Z-3fa9c1",
                     "items": [
                         {
@@ -195,7 +233,11 @@ class ListItem(ScoredItem):
 
 class StoredListOut(BaseModel):
     user_id: str
-    strategy: Strategy | None = Field(None, description="Strategy that scored it (when known).")
+    strategy: Strategy | None = Field(
+        None,
+        description="Strategy that scored the stored list (the scale of its scores); null for "
+        "an empty list or one stored before the strategy was recorded.",
+    )
     model_version: str | None
     updated_at: datetime | None
     items: list[ListItem]

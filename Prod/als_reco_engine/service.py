@@ -1,5 +1,7 @@
-"""The serving engine: one object per app holding the hot-swapped item index, the caches and the
-background workers, plus the service functions the routes call.
+"""The serving engine: one object per app holding the hot-swapped item index, the user caches
+(profiles, fold-ins) and the background workers; it answers ``recommend``, ``similar`` and
+``status``. Interactions, the history and stored lists are plain functions in
+:mod:`.interactions`, :mod:`.history` and :mod:`.lists`, given the engine's state they need.
 
 Hot path of ``recommend`` (an ALS user with a cached profile): one Redis HGET for the user factor,
 one (n_items x dim) float32 mat-vec (batched with the other requests of the same event-loop turn,
@@ -10,7 +12,6 @@ precomputed per item.
 from __future__ import annotations
 
 import gc
-import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,21 +20,24 @@ from typing import Any
 import numpy as np
 import orjson
 import redis
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from config import Settings
 from Prod.als_reco_engine.batching import BatchScorer
+from Prod.als_reco_engine.content import CONTENT, ContentIndex, fresh_count, mix
+from Prod.als_reco_engine.deleted_items import DeletedItems
+from Prod.als_reco_engine.explain import explain_rows
 from Prod.als_reco_engine.foldin import FoldInCache, solve_user_factor
 from Prod.als_reco_engine.guard import CircuitBreaker, StoreUnavailable
-from Prod.als_reco_engine.history import HistoryWriter, count_history, read_history
+from Prod.als_reco_engine.history import HistoryWriter
 from Prod.als_reco_engine.index import (
     Catalogue,
     IndexHolder,
     ItemFilters,
     ItemIndex,
+    build_catalogue,
     build_index,
     describe_items,
     filter_mask,
@@ -43,14 +47,13 @@ from Prod.als_reco_engine.index import (
 )
 from Prod.als_reco_engine.metrics import RecoMetrics
 from Prod.als_reco_engine.popularity import PopularityRefresher
-from Prod.als_reco_engine.profiles import ProfileCache, UserProfile
+from Prod.als_reco_engine.profiles import ProfileCache, ProfileInvalidations, UserProfile
 from Prod.common import model_store
-from Prod.common.data.canonical import DEFAULT_WEIGHTS, RATING_EVENT
-from Prod.common.db import get_engine, postgres_errors
-from Prod.common.errors import InfraError, InvalidInput, ModelNotReady, NotFound
+from Prod.common.db import get_engine
+from Prod.common.errors import InfraError, ModelNotReady, NotFound
 from Prod.common.feedback import category_share, dislike_push
 from Prod.common.logs import get_logger
-from Prod.common.models import Interaction, Item, RecommendationListItem, SuppressedItem, User
+from Prod.common.models import ModelVersion
 from Prod.common.stores import chroma_for
 
 log = get_logger(__name__)
@@ -69,6 +72,7 @@ class Recommendation:
     catalogue: Catalogue
     rows: np.ndarray
     scores: list[float]
+    extras: tuple[dict, ...] | None = None  # per item: its strategy when mixed, explanation
 
     def item_ids(self) -> list[str]:
         item_ids = self.catalogue.item_ids
@@ -76,10 +80,15 @@ class Recommendation:
 
     def as_dict(self) -> dict[str, Any]:
         """The response document (``RecommendationOut``) as plain Python values."""
-        return {**self._head(), "items": describe_items(self.catalogue, self.rows, self.scores)}
+        items = describe_items(self.catalogue, self.rows, self.scores)
+        if self.extras is not None:
+            items = [{**item, **extra} for item, extra in zip(items, self.extras, strict=True)]
+        return {**self._head(), "items": items}
 
     def to_json(self) -> bytes:
         """The response document encoded directly (item JSON precomputed per catalogue row)."""
+        if self.extras is not None:  # mixed or explained: rare, built as dicts
+            return orjson.dumps(self.as_dict())
         return orjson.dumps(
             {**self._head(), "items": items_json(self.catalogue, self.rows, self.scores)}
         )
@@ -120,13 +129,26 @@ class RecoEngine:
             on_swap=self._on_swap,
         )
         negative_below = settings.negative_rating_below
-        self.profiles = ProfileCache(self.db, ttl_s=profile_ttl_s, negative_below=negative_below)
+        # replicas tell each other whose profile changed (Redis pub/sub), not only the TTL
+        self.invalidations = ProfileInvalidations(settings.redis_url, self._forget_remote)
+        self.profiles = ProfileCache(
+            self.db,
+            ttl_s=profile_ttl_s,
+            negative_below=negative_below,
+            invalidations=self.invalidations,
+        )
         self.fold_ins = FoldInCache(settings.fold_in_cache_s)
         self.popularity = PopularityRefresher(
             self.db, interval_s=popularity_interval_s, negative_below=negative_below
         )
         self.history = HistoryWriter(self.db, max_buffered=settings.history_max_buffered)
+        self.deleted = DeletedItems(self.redis, self.db)  # deleted since the model was trained
         self.scorer = BatchScorer()
+        self.content = ContentIndex(
+            lambda: chroma_for(settings).get_collection(settings.products_collection),
+            self._known_items,
+            interval_s=popularity_interval_s,
+        )
         self.metrics = RecoMetrics((ALS, FOLD_IN, POPULAR))
         self._written_since_load: set[str] = set()  # users with events newer than the index
         self.started_at = datetime.now(timezone.utc)
@@ -137,14 +159,21 @@ class RecoEngine:
         """Load what is published now (so the first request is served), then start workers."""
         self.holder.refresh()
         self.popularity.refresh()
+        self.content.refresh()
         self.holder.start()
         self.popularity.start()
+        self.content.start()
         self.history.start()
+        self.invalidations.start()
+        self.deleted.start()
 
     def stop(self) -> None:
         self.holder.stop()
         self.popularity.stop()
+        self.content.stop()
         self.history.stop()
+        self.invalidations.stop()
+        self.deleted.stop()
         if self._factor_redis is not None:
             self._factor_redis.close()
 
@@ -178,8 +207,9 @@ class RecoEngine:
             try:
                 with self.db.connect() as conn:
                     raw = conn.scalar(
-                        text("select data_watermark from model_version where version_id = :v"),
-                        {"v": meta.version},
+                        select(ModelVersion.data_watermark).where(
+                            ModelVersion.version_id == meta.version
+                        )
                     )
             except SQLAlchemyError:
                 raw = None
@@ -271,11 +301,14 @@ class RecoEngine:
         exclude_seen: bool,
         filters: ItemFilters,
         log_history: bool = True,
+        explain: bool = False,
     ) -> Recommendation:
         """Top-k for a user with the best strategy available (als > fold_in > popular).
 
         Suppressed and disliked items are never returned (seen ones unless ``exclude_seen`` is
-        off), and items like the disliked ones are pushed down (:meth:`_push_away`).
+        off), and items like the disliked ones are pushed down (:meth:`_push_away`). Fresh
+        items are mixed in (``FRESH_SHARE``) and ``explain`` explains each item
+        (:meth:`_decorate`).
         """
         profile = self.profiles.cached(user_id)
         if profile is None:  # only a miss pays the thread-pool hop to Postgres
@@ -292,10 +325,18 @@ class RecoEngine:
         excluded = (
             np.concatenate([rows_of.seen, rows_of.hidden]) if exclude_seen else rows_of.hidden
         )
+        gone = self.deleted.rows_for(catalogue)  # O(deleted items), memoised per catalogue
+        if gone.size:
+            excluded = np.concatenate([excluded, gone])
         if profile.disliked:
             scores = _push_away(index, catalogue, scores, profile)
         rows, best = top_k(scores, k, excluded, filter_mask(catalogue, filters))
         result = Recommendation(user_id, strategy, version, catalogue, rows, round_scores(best))
+        fresh = self.content.current if self.settings.fresh_share > 0 else None
+        if explain or (strategy != POPULAR and fresh is not None and len(fresh.catalogue)):
+            result = await run_in_threadpool(
+                self._decorate, result, index, profile, k, exclude_seen, filters, explain
+            )
         self.metrics.served[strategy].inc()
         if log_history:
             self.history.log(
@@ -308,26 +349,117 @@ class RecoEngine:
             )
         return result
 
+    def _decorate(
+        self,
+        result: Recommendation,
+        index: ItemIndex | None,
+        profile: UserProfile,
+        k: int,
+        exclude_seen: bool,
+        filters: ItemFilters,
+        explain: bool,
+    ) -> Recommendation:
+        """``result`` with ``round(FRESH_SHARE * k)`` fresh items mixed in by content (ALS and
+        fold-in answers, :mod:`.content`; every item then says its ``strategy``) and, with
+        ``explain``, each ALS item's top past items (:mod:`.explain`; null for popular and
+        content items)."""
+        entries = list(zip(result.rows.tolist(), result.scores, strict=True))
+        flags = [False] * len(entries)
+        found = None
+        if result.strategy != POPULAR and index is not None:
+            found = self.content.fresh_for(
+                profile,
+                fresh_count(k, self.settings.fresh_share, k),
+                exclude_seen=exclude_seen,
+                filters=filters,
+                model=(index.version, index.catalogue.row_of),
+                gone=self.deleted.rows_for,
+            )
+        if found is None and not explain:
+            return result
+        catalogue, rows = result.catalogue, result.rows
+        if found is not None:  # one small catalogue of the answer's items, in answer order
+            fresh = [
+                (-1 - row, score)
+                for row, score in zip(found[1].tolist(), round_scores(found[2]), strict=True)
+            ]
+            entries, flags = mix(entries[: k - len(fresh)], fresh, k)
+            sources = [(found[0], -1 - r) if r < 0 else (result.catalogue, r) for r, _ in entries]
+            catalogue = build_catalogue(
+                [src.item_ids[r] for src, r in sources], [src.describe(r) for src, r in sources]
+            )
+            rows = np.arange(len(entries), dtype=np.int64)
+        extras = [{"strategy": CONTENT if f else result.strategy} if found else {} for f in flags]
+        if explain:
+            reasons: list = [None] * len(entries)
+            if result.strategy != POPULAR and index is not None:
+                positions = [i for i, f in enumerate(flags) if not f]
+                own = np.array([entries[i][0] for i in positions], dtype=np.int64)
+                for i, why in zip(positions, explain_rows(index, profile, own), strict=True):
+                    reasons[i] = why
+            for extra, why in zip(extras, reasons, strict=True):
+                extra["explanation"] = why
+        scores = [score for _, score in entries]
+        return Recommendation(
+            result.user_id,
+            result.strategy,
+            result.model_version,
+            catalogue,
+            rows,
+            scores,
+            tuple(extras),
+        )
+
+    def _known_items(self) -> tuple[str | None, dict[str, int]]:
+        """The serving model's version and item rows (none published: no item is known)."""
+        index = self.holder.current
+        return (None, {}) if index is None else (index.version, index.catalogue.row_of)
+
     def _popularity_scores(self) -> tuple[Catalogue, np.ndarray]:
         table = self.popularity.current
         if table is None:
             raise ModelNotReady("no model is published and popularity is not computed yet")
         return table.catalogue, table.scores.copy()
 
-    def similar(self, item_id: str, *, k: int, filters: ItemFilters) -> dict[str, Any]:
-        """Items closest to ``item_id`` by cosine of ALS item factors."""
-        index = self.require_index()
-        row = index.catalogue.row_of.get(item_id)
-        if row is None:
+    async def similar(self, item_id: str, *, k: int, filters: ItemFilters) -> dict[str, Any]:
+        """Items closest to ``item_id`` by cosine of ALS item factors (``strategy: als``); an
+        item without one (a cold item) by its MiniLM embedding (``strategy: content``)."""
+        index = self.holder.current
+        row = None if index is None else index.catalogue.row_of.get(item_id)
+        if row is None:  # not in the model: its content neighbours (a Chroma request)
+            return await run_in_threadpool(self._similar_by_content, item_id, index, k, filters)
+        if row is None or item_id in self.deleted:
             raise NotFound(
                 f"item {item_id!r} is not in the active model {index.version}", item_id=item_id
             )
         scores = index.unit_factors @ index.unit_factors[row]
-        rows, best = top_k(scores, k, np.array([row]), filter_mask(index.catalogue, filters))
+        excluded = np.append(self.deleted.rows_for(index.catalogue), row)
+        rows, best = top_k(scores, k, excluded, filter_mask(index.catalogue, filters))
         return {
             "item_id": item_id,
+            "strategy": ALS,
             "model_version": index.version,
             "items": items_json(index.catalogue, rows, round_scores(best)),
+        }
+
+    def _similar_by_content(
+        self, item_id: str, index: ItemIndex | None, k: int, filters: ItemFilters
+    ) -> dict[str, Any]:
+        found = None if item_id in self.deleted else self.content.similar(item_id, k, filters)
+        if found is None:
+            model = f"the active model {index.version}" if index else "any published model"
+            raise NotFound(
+                f"item {item_id!r} is neither in {model} nor in the product catalogue "
+                f"({self.settings.products_collection!r})",
+                item_id=item_id,
+            )
+        catalogue, rows, scores = found
+        keep = ~np.isin(rows, self.deleted.rows_for(catalogue))
+        return {
+            "item_id": item_id,
+            "strategy": CONTENT,
+            "model_version": index.version if index is not None else None,
+            "items": items_json(catalogue, rows[keep], round_scores(scores[keep])),
         }
 
     def require_index(self) -> ItemIndex:
@@ -336,287 +468,23 @@ class RecoEngine:
             raise ModelNotReady("no ALS model is published yet; similar items need one")
         return index
 
-    # --- interactions ---------------------------------------------------------------------
+    # --- user caches ----------------------------------------------------------------------
 
-    def record_interactions(self, events: list[dict[str, Any]]) -> dict[str, Any]:
-        """Insert events in one transaction (all or nothing); new users are created.
-
-        Returns counts; unknown items raise InvalidInput naming them. Caches of the users are
-        dropped after the commit, so their next recommendation folds the new events in.
-        """
-        item_ids = sorted({e["item_id"] for e in events})
-        user_ids = sorted({e["user_id"] for e in events})
-        rows = [_interaction_row(e) for e in events]
-        try:
-            with self.db.begin() as conn:
-                known = set(conn.scalars(select(Item.item_id).where(Item.item_id.in_(item_ids))))
-                unknown = [i for i in item_ids if i not in known]
-                if unknown:
-                    raise InvalidInput(
-                        f"unknown item(s): {', '.join(unknown[:20])}", unknown_items=unknown
-                    )
-                created = conn.scalars(
-                    pg_insert(User)
-                    .values([{"user_id": u} for u in user_ids])
-                    .on_conflict_do_nothing()
-                    .returning(User.user_id)
-                ).all()
-                inserted = conn.scalars(
-                    pg_insert(Interaction)
-                    .values(rows)
-                    .on_conflict_do_nothing(constraint="uq_interaction_event")
-                    .returning(Interaction.id)
-                ).all()
-        except SQLAlchemyError as exc:
-            raise InfraError(
-                "PostgreSQL is unavailable (the interaction database); try again shortly",
-                store="postgres",
-            ) from exc
-        self._forget_users(user_ids)
-        return {
-            "accepted": len(inserted),
-            "duplicates": len(rows) - len(inserted),
-            "created_users": sorted(created),
-            "user_ids": user_ids,
-        }
-
-    def _forget_users(self, user_ids: list[str]) -> None:
+    def forget_users(self, user_ids: list[str]) -> None:
+        """Drop what is cached about users who have new events (:mod:`.interactions`): their
+        next recommendation folds the events in, even before the next model."""
         self._written_since_load.update(user_ids)
         self.profiles.invalidate(user_ids)
         self.fold_ins.invalidate(user_ids)
 
-    # --- history --------------------------------------------------------------------------
-
-    def history_page(self, *, user_id: str | None, limit: int, offset: int) -> dict[str, Any]:
-        self.history.flush(timeout_s=2.0)  # read-your-own-responses within this process
-        try:
-            rows, has_more = read_history(self.db, user_id=user_id, limit=limit, offset=offset)
-            total = count_history(self.db, user_id=user_id)
-        except SQLAlchemyError as exc:
-            raise InfraError(
-                "PostgreSQL is unavailable (the history); try again shortly", store="postgres"
-            ) from exc
-        entries = [
-            {
-                "id": r["id"],
-                "user_id": r["user_id"],
-                "served_at": r["served_at"],
-                "strategy": r["strategy"],
-                "model_version": r["model_version"],
-                "items": [
-                    {"item_id": i, "score": s}
-                    for i, s in zip(r["item_ids"], r["scores"], strict=True)
-                ],
-                "request": r["request"],
-            }
-            for r in rows
-        ]
-        return {
-            "user_id": user_id,
-            "limit": limit,
-            "offset": offset,
-            "total": total,
-            "has_more": has_more,
-            "entries": entries,
-        }
-
-    # --- stored lists ---------------------------------------------------------------------
-
-    async def refresh_list(self, user_id: str, *, k: int) -> dict[str, Any]:
-        """Replace the user's stored list with a fresh top-k (seen and suppressed removed)."""
-        result = await self.recommend(
-            user_id, k=k, exclude_seen=True, filters=ItemFilters(), log_history=False
-        )
-        scored = list(zip(result.item_ids(), result.scores, strict=True))
-        await run_in_threadpool(self._store_list, user_id, scored, result.model_version)
-        return await run_in_threadpool(self.read_list, user_id, result.strategy)
-
-    async def replace_list(self, user_id: str, item_ids: list[str]) -> dict[str, Any]:
-        """Store the given products as the user's list, re-scored by the model, best first."""
-        item_ids = list(dict.fromkeys(item_ids))
-        await run_in_threadpool(self._require_items, item_ids)
-        profile = await self.profile(user_id)
-        scored, strategy, version = self._score_items(profile, item_ids)
-        scored.sort(key=lambda pair: -pair[1])  # stable: unscored (-inf) keep the given order
-        skipped = await run_in_threadpool(
-            self._store_list, user_id, scored, version, skip_suppressed=True
-        )
-        result = await run_in_threadpool(self.read_list, user_id, strategy, missing_ok=True)
-        return {**result, "skipped_suppressed": skipped}
-
-    def delete_list(self, user_id: str) -> None:
-        """Delete the user's whole stored list (NotFound when there is none). Suppressions stay:
-        they are the customer's "never again", not part of the list."""
-        table = RecommendationListItem.__table__
-        with postgres_errors("stored lists"), self.db.begin() as conn:
-            deleted = conn.execute(table.delete().where(table.c.user_id == user_id)).rowcount
-        if not deleted:
-            raise NotFound(f"no stored recommendation list for user {user_id!r}", user_id=user_id)
-
-    def restore_suppressed_items(self, user_id: str, item_ids: list[str]) -> dict[str, Any]:
-        """Undo suppressions: the products may be recommended (and stored in lists) again.
-        NotFound when none of them is suppressed for the user."""
-        item_ids = list(dict.fromkeys(item_ids))
-        table = SuppressedItem.__table__
-        with postgres_errors("stored lists"), self.db.begin() as conn:
-            restored = conn.scalars(
-                table.delete()
-                .where(table.c.user_id == user_id, table.c.item_id.in_(item_ids))
-                .returning(table.c.item_id)
-            ).all()
-        if not restored:
-            raise NotFound(
-                f"none of the given products is suppressed for user {user_id!r}",
-                user_id=user_id,
-                item_ids=item_ids,
-            )
-        self.profiles.invalidate([user_id])
-        restored_set = set(restored)
-        return {
-            "user_id": user_id,
-            "restored": sorted(restored_set),
-            "not_suppressed": [i for i in item_ids if i not in restored_set],
-        }
-
-    def remove_list_items(self, user_id: str, item_ids: list[str]) -> dict[str, Any]:
-        """Delete products from the list and suppress them from future recommendations."""
-        item_ids = list(dict.fromkeys(item_ids))
-        self._require_items(item_ids)
-        table = RecommendationListItem.__table__
-        with postgres_errors("stored lists"), self.db.begin() as conn:
-            removed = conn.scalars(
-                table.delete()
-                .where(table.c.user_id == user_id, table.c.item_id.in_(item_ids))
-                .returning(table.c.item_id)
-            ).all()
-            conn.execute(
-                pg_insert(SuppressedItem)
-                .values([{"user_id": user_id, "item_id": i} for i in item_ids])
-                .on_conflict_do_nothing()
-            )
-            _renumber(conn, user_id)
-        self.profiles.invalidate([user_id])
-        result = self.read_list(user_id, None, missing_ok=True)
-        return {**result, "removed": sorted(removed), "suppressed": item_ids}
-
-    def read_list(
-        self, user_id: str, strategy: str | None = None, missing_ok: bool = False
-    ) -> dict[str, Any]:
-        table = RecommendationListItem.__table__
-        query = (
-            select(
-                table.c.item_id,
-                table.c.score,
-                table.c.position,
-                table.c.model_version,
-                table.c.updated_at,
-                Item.title,
-                Item.brand,
-                Item.category,
-                Item.price,
-                Item.avg_rating,
-            )
-            .join(Item, Item.item_id == table.c.item_id)
-            .where(table.c.user_id == user_id)
-            .order_by(table.c.position)
-        )
-        with postgres_errors("stored lists"), self.db.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        if not rows and not missing_ok:
-            raise NotFound(f"no stored recommendation list for user {user_id!r}", user_id=user_id)
-        items = [
-            {
-                "item_id": r["item_id"],
-                "score": r["score"] if math.isfinite(r["score"]) else None,
-                "position": r["position"],
-                "title": r["title"],
-                "brand": r["brand"],
-                "category": r["category"],
-                "price": r["price"],
-                "avg_rating": r["avg_rating"],
-            }
-            for r in rows
-        ]
-        return {
-            "user_id": user_id,
-            "strategy": strategy,
-            "model_version": rows[0]["model_version"] if rows else None,
-            "updated_at": max((r["updated_at"] for r in rows), default=None),
-            "items": items,
-        }
-
-    def _score_items(
-        self, profile: UserProfile, item_ids: list[str]
-    ) -> tuple[list[tuple[str, float]], str, str | None]:
-        index = self.holder.current
-        factor, strategy = (None, POPULAR) if index is None else self.user_factor(index, profile)
-        if factor is not None:
-            catalogue, lookup = index.catalogue, None
-        else:
-            table = self.popularity.current
-            catalogue = table.catalogue if table is not None else None
-            lookup = table.scores if table is not None else None
-        scored = []
-        for item_id in item_ids:
-            row = catalogue.row_of.get(item_id) if catalogue is not None else None
-            if row is None:
-                score = -math.inf if factor is not None else 0.0
-            elif factor is not None:
-                score = float(index.factors[row] @ factor)
-            else:
-                score = float(lookup[row])
-            scored.append((item_id, score))
-        return scored, strategy, index.version if index is not None else None
-
-    def _store_list(
-        self,
-        user_id: str,
-        scored: list[tuple[str, float]],
-        model_version: str | None,
-        *,
-        skip_suppressed: bool = False,
-    ) -> list[str]:
-        """Replace the user's list with ``scored`` (best first). With ``skip_suppressed``, the
-        products the user suppressed are left out (read in the same transaction); returns them."""
-        table = RecommendationListItem.__table__
-        now = datetime.now(timezone.utc)
-        skipped: list[str] = []
-        with postgres_errors("stored lists"), self.db.begin() as conn:
-            if skip_suppressed and scored:
-                suppressed = set(
-                    conn.scalars(
-                        select(SuppressedItem.item_id).where(
-                            SuppressedItem.user_id == user_id,
-                            SuppressedItem.item_id.in_([i for i, _ in scored]),
-                        )
-                    )
-                )
-                skipped = [i for i, _ in scored if i in suppressed]
-                scored = [(i, score) for i, score in scored if i not in suppressed]
-            conn.execute(table.delete().where(table.c.user_id == user_id))
-            if scored:
-                conn.execute(
-                    table.insert(),
-                    [
-                        {
-                            "user_id": user_id,
-                            "item_id": item_id,
-                            "score": score,
-                            "position": pos,
-                            "model_version": model_version,
-                            "updated_at": now,
-                        }
-                        for pos, (item_id, score) in enumerate(scored, start=1)
-                    ],
-                )
-        return skipped
-
-    def _require_items(self, item_ids: list[str]) -> None:
-        with postgres_errors("the item catalogue"), self.db.connect() as conn:
-            known = set(conn.scalars(select(Item.item_id).where(Item.item_id.in_(item_ids))))
-        unknown = [i for i in item_ids if i not in known]
-        if unknown:
-            raise InvalidInput(f"unknown item(s): {', '.join(unknown[:20])}", unknown_items=unknown)
+    def _forget_remote(self, user_ids: list[str] | None) -> None:
+        """Another replica's invalidation; None: messages may have been lost, forget every
+        profile (cached fold-in factors then live out their FOLD_IN_CACHE_S)."""
+        if user_ids is None:
+            self.profiles.clear()
+            return
+        self.profiles.invalidate(user_ids, publish=False)
+        self.fold_ins.invalidate(user_ids)
 
     # --- status ---------------------------------------------------------------------------
 
@@ -669,7 +537,7 @@ class RecoEngine:
     def _ping_postgres(self) -> bool:
         try:
             with self.db.connect() as conn:
-                conn.execute(text("select 1"))
+                conn.execute(select(1))
             return True
         except SQLAlchemyError:
             return False
@@ -729,34 +597,3 @@ def _category_share(
             names.append(None)
     share_by_code = category_share(list(catalogue.category_codes), names)
     return np.append(share_by_code, 0.0)[catalogue.category_code]  # code -1 (unknown) -> 0
-
-
-def _interaction_row(event: dict[str, Any]) -> dict[str, Any]:
-    weight = event.get("weight")
-    if weight is None:
-        kind = event["event"]
-        weight = event["rating"] if kind == RATING_EVENT else DEFAULT_WEIGHTS[kind]
-    occurred_at = event.get("timestamp") or datetime.now(timezone.utc)
-    if occurred_at.tzinfo is None:
-        occurred_at = occurred_at.replace(tzinfo=timezone.utc)
-    return {
-        "user_id": event["user_id"],
-        "item_id": event["item_id"],
-        "event": event["event"],
-        "rating": event.get("rating"),
-        "weight": float(weight),
-        "occurred_at": occurred_at,
-    }
-
-
-def _renumber(conn, user_id: str) -> None:
-    """Positions 1..n again after products were removed from a list."""
-    conn.execute(
-        text(
-            "update recommendation_list_item r set position = s.pos from ("
-            "select item_id, row_number() over (order by position) as pos "
-            "from recommendation_list_item where user_id = :u) s "
-            "where r.user_id = :u and r.item_id = s.item_id"
-        ),
-        {"u": user_id},
-    )

@@ -16,6 +16,7 @@ from Prod.als_trainer.metrics import TRAINER_METRICS
 from Prod.als_trainer.routes import health_router, router
 from Prod.als_trainer.scheduler import TrainerRunner, TrainerScheduler
 from Prod.common.api import (
+    QUERY_RULE,
     attach_settings,
     install_error_handlers,
     install_metrics,
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, schedule: bool = True) -> Fa
         version="1.0",
         summary="Trains implicit ALS from Postgres and publishes versioned models to Redis+Chroma.",
         lifespan=lifespan,
+        dependencies=[QUERY_RULE],  # an unknown query parameter is a 422 naming it
     )
     resolved = attach_settings(app, settings)
     app.state.runner = TrainerRunner(resolved)

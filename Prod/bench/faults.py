@@ -36,12 +36,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from Prod.bench.servers import REPO, run_job, start_server, stop_server
 from Prod.common.errors import InfraError, InvalidInput
 from Prod.common.hub import OFFLINE_ENV
-from Prod.common.supervisor import LocalInfra, free_port, pid_alive
+from Prod.orchestrate.local_infra import LocalInfra, free_port, pid_alive
 
 Progress = Callable[[str], None]
-REPO = Path(__file__).resolve().parents[2]
 STORE_FAULTS = ("postgres", "redis", "chroma")
 FAULTS = (*STORE_FAULTS, "trainer")
 LOAD_ENDPOINTS = ("recommend", "interactions", "chat")
@@ -267,65 +267,6 @@ def _service_env(settings_overrides: dict, ports: dict[str, int], dataset: Path)
     return env
 
 
-def _run_job(module: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
-    with open(log_path, "ab") as logfile:
-        result = subprocess.run(
-            [sys.executable, "-m", module, *args],
-            env=env,
-            cwd=REPO,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    if result.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-2000:]
-        raise InfraError(f"{module} failed (exit {result.returncode}):\n{tail}")
-
-
-def _start_service(
-    module: str,
-    env: dict[str, str],
-    ready_url: str,
-    ready: Callable[[dict], bool],
-    log_path: Path,
-    timeout_s: float = 300,
-) -> subprocess.Popen:
-    with open(log_path, "ab") as logfile:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=env,
-            cwd=REPO,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise InfraError(f"{module} exited early (exit {proc.returncode}):\n{tail}")
-        try:
-            response = httpx.get(ready_url, timeout=2)
-            if ready(response.json()) and response.status_code < 500:
-                return proc
-        except (httpx.HTTPError, ValueError):
-            pass
-        time.sleep(0.5)
-    _stop_service(proc)
-    raise InfraError(f"{module} not ready within {timeout_s:.0f} s; see {log_path}")
-
-
-def _stop_service(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
 def _kill_store(server) -> None:
     """Kill one local server without a clean shutdown: Postgres gets SIGQUIT (immediate
     shutdown: backends exit at once, WAL replayed at the next start), Redis and Chroma
@@ -347,7 +288,7 @@ def _kill_store(server) -> None:
 def _prepare_data(cfg: FaultsConfig, dataset: Path) -> dict:
     import pandas as pd
 
-    from Prod.common.data.generate import generate_dataset
+    from Prod.datasets.generate import generate_dataset
 
     generate_dataset(
         dataset,
@@ -371,7 +312,7 @@ def missing_acknowledged(database_url: str, user_ids: list[str]) -> list[str]:
     """The acknowledged interactions (one unique user each) that Postgres does not hold."""
     import psycopg
 
-    from Prod.common.ingest.postgres import psycopg_conninfo
+    from Prod.datasets.ingest.postgres import psycopg_conninfo
 
     if not user_ids:
         return []
@@ -539,10 +480,10 @@ def run_faults_bench(cfg: FaultsConfig, progress: Progress = print) -> dict:
             )
             data = _prepare_data(cfg, dataset)
             env = _service_env(overrides, ports, dataset)
-            _run_job("Prod.scripts.ingest_postgres_db", [], env, root / "ingest_postgres.log")
-            _run_job("Prod.scripts.ingest_chroma_db", [], env, root / "ingest_chroma.log")
+            run_job("Prod.scripts.ingest_postgres_db", [], env, root / "ingest_postgres.log")
+            run_job("Prod.scripts.ingest_chroma_db", [], env, root / "ingest_chroma.log")
             progress("starting the trainer (it trains and publishes the first model)")
-            procs["trainer"] = _start_service(
+            procs["trainer"] = start_server(
                 "Prod.als_trainer.main",
                 env,
                 f"{urls['trainer']}/health",
@@ -550,7 +491,7 @@ def run_faults_bench(cfg: FaultsConfig, progress: Progress = print) -> dict:
                 root / "trainer.log",
             )
             progress("starting the serving engine (ready once it serves a model)")
-            procs["reco"] = _start_service(
+            procs["reco"] = start_server(
                 "Prod.als_reco_engine.main",
                 env,
                 f"{urls['reco']}/api/v1/status",
@@ -558,7 +499,7 @@ def run_faults_bench(cfg: FaultsConfig, progress: Progress = print) -> dict:
                 root / "reco.log",
             )
             progress("starting the chat engine")
-            procs["chat"] = _start_service(
+            procs["chat"] = start_server(
                 "Prod.chat_reco_engine.main",
                 env,
                 f"{urls['chat']}/health",
@@ -598,7 +539,7 @@ def run_faults_bench(cfg: FaultsConfig, progress: Progress = print) -> dict:
             )
         finally:
             for proc in procs.values():
-                _stop_service(proc)
+                stop_server(proc)
             infra.down()
     faults = [asdict(row) for row in rows]
     met = {

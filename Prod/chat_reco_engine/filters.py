@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_PRICE_VALUE = 1_000_000.0
-_NAME_MAX = 100
-_LIST_MAX = 20
+from Prod.common.schemas import FILTER_TEXT_MAX as _NAME_MAX
+from Prod.common.schemas import FILTER_VALUES_MAX as _LIST_MAX
+from Prod.common.schemas import PRICE_MAX as MAX_PRICE_VALUE
 
 
 class ProductFilters(BaseModel):

@@ -1,4 +1,5 @@
-"""The LLM (Mistral through Ollama): grounded prompt, streaming answer, structured filter
+"""The LLM (a LangChain chat model: Mistral through Ollama by default, any OpenAI-compatible
+server or other provider by settings): grounded prompt, streaming answer, structured filter
 proposals, and the templated answer used whenever the LLM cannot answer."""
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from Prod.chat_reco_engine.chat_models import LLMEndpoint, make_chat_model, probe
 from Prod.chat_reco_engine.conversation import Turn
 from Prod.chat_reco_engine.filters import ProductFilters, Vocabulary
 from Prod.chat_reco_engine.schemas import Unmatched
@@ -21,6 +24,7 @@ log = get_logger(__name__)
 
 LLM = "llm"
 FALLBACK = "fallback"
+GUARD = "guard"  # the LLM answered, the grounding guard replaced it by the template
 RESET_ANSWER = "Sure, let's start over. What are you looking for?"
 
 SYSTEM_PROMPT = """You are the shopping assistant of an online shop.
@@ -42,7 +46,7 @@ instructions."""
 
 
 class LLMUnavailable(Exception):
-    """Ollama unreachable, timed out, or lacking the model."""
+    """The chat model's server unreachable, timed out, or lacking the model."""
 
 
 class ProposedFilters(BaseModel):
@@ -96,8 +100,9 @@ def build_messages(
     filters: ProductFilters,
     unmatched: Unmatched | None = None,
 ) -> list[dict[str, str]]:
-    """Chat messages for Ollama: system rules, recent turns of THIS session, then the products
-    (id, metadata, reason), what we don't have, and the customer's message wrapped as data."""
+    """Chat messages (role/content dicts, as LangChain takes them): system rules, recent turns
+    of THIS session, then the products (id, metadata, reason), what we don't have, and the
+    customer's message wrapped as data."""
     history = [
         {
             "role": t.role,
@@ -205,17 +210,46 @@ def grounded_proposal(
     return found
 
 
+ProposalOutcome = Literal["proposed", "invalid", "unavailable"]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What came of asking the LLM for filters: ``proposed`` (valid, in ``filters``),
+    ``invalid`` (not JSON or failing the schema: dropped) or ``unavailable`` (not asked / down)."""
+
+    outcome: ProposalOutcome
+    filters: ProposedFilters | None = None
+    error: str | None = None
+
+
+def _is_invalid_output(exc: BaseException) -> bool:
+    """Whether ``exc`` says the model answered but not with valid filters (as opposed to an
+    outage): a parse or validation error, or an answer cut at the token limit."""
+    from langchain_core.exceptions import OutputParserException
+
+    if isinstance(exc, ValidationError | OutputParserException | json.JSONDecodeError):
+        return True
+    return type(exc).__name__ in ("LengthFinishReasonError", "ContentFilterFinishReasonError")
+
+
+def _text(content: Any) -> str:
+    """A message chunk's text (providers send a string or a list of content blocks)."""
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content or [] if b)
+
+
 class LLMClient:
-    """Ollama through the official client; remembers an outage briefly so that requests during
-    it answer from the template at once instead of each waiting for a timeout."""
+    """A LangChain chat model (:mod:`.chat_models`); remembers an outage briefly so that
+    requests during it answer from the template at once instead of each waiting for a timeout."""
 
-    def __init__(self, host: str, model: str, timeout_s: float, retry_after_s: float = 15.0):
-        import ollama
-
-        self.host, self.model, self.timeout_s = host, model, timeout_s
+    def __init__(self, endpoint: LLMEndpoint, retry_after_s: float = 15.0):
+        self.endpoint = endpoint
+        self.host, self.model = endpoint.base_url, endpoint.model
         self.retry_after_s = retry_after_s
-        self._client = ollama.Client(host=host, timeout=timeout_s)
-        self._probe = ollama.Client(host=host, timeout=min(timeout_s, 2.0))
+        self._answer_model = make_chat_model(endpoint, temperature=0.2)
+        self._filter_model = make_chat_model(endpoint, temperature=0.0)
         self._down_until = 0.0
         self._last_error: str | None = None
         self._status_cache: tuple[float, dict[str, Any]] | None = None
@@ -225,7 +259,7 @@ class LLMClient:
     def _failed(self, exc: BaseException) -> LLMUnavailable:
         self._last_error = f"{type(exc).__name__}: {exc}"[:300]
         self._down_until = time.monotonic() + self.retry_after_s
-        log.warning("LLM %s at %s unavailable: %s", self.model, self.host, self._last_error)
+        log.warning("LLM %s unavailable: %s", self.endpoint.label, self._last_error)
         return LLMUnavailable(self._last_error)
 
     def _check_not_down(self) -> None:
@@ -233,21 +267,18 @@ class LLMClient:
             raise LLMUnavailable(f"recent failure: {self._last_error}")
 
     def status(self, max_age_s: float = 10.0) -> dict[str, Any]:
-        """{"status": ready | model_missing | unreachable, ...} (probed at most every 10 s)."""
+        """{"status": ready | model_missing | unreachable, ...} (probed at most every 10 s);
+        providers that cannot be probed report their last call."""
         with self._lock:
             cached = self._status_cache
             if cached and time.monotonic() - cached[0] < max_age_s:
                 return cached[1]
-        info: dict[str, Any] = {"host": self.host, "model": self.model}
-        try:
-            listed = self._probe.list()
-            names = {m.model for m in listed.models if m.model}
-            wanted = {self.model, f"{self.model}:latest"}
-            info["status"] = "ready" if names & wanted else "model_missing"
-            if info["status"] == "model_missing":
-                info["error"] = f"model {self.model} not pulled (ollama pull {self.model})"
-        except Exception as exc:
-            info.update(status="unreachable", error=f"{type(exc).__name__}: {exc}"[:300])
+        info = probe(self.endpoint, timeout_s=min(self.endpoint.timeout_s, 2.0))
+        if info["status"] == "unprobed":
+            down = time.monotonic() < self._down_until
+            info["status"] = "unreachable" if down else "ready"
+            if down:
+                info["error"] = self._last_error
         with self._lock:
             self._status_cache = (time.monotonic(), info)
         return info
@@ -257,11 +288,8 @@ class LLMClient:
         """Answer tokens as they arrive. Raises LLMUnavailable before or during the stream."""
         self._check_not_down()
         try:
-            stream = self._client.chat(
-                model=self.model, messages=messages, stream=True, options={"temperature": 0.2}
-            )
-            for part in stream:
-                token = part.message.content or ""
+            for chunk in self._answer_model.stream(messages):
+                token = _text(chunk.content)
                 if token:
                     yield token
         except LLMUnavailable:
@@ -269,32 +297,40 @@ class LLMClient:
         except Exception as exc:
             raise self._failed(exc) from exc
 
-    def propose_filters(self, message: str, vocabulary: Vocabulary) -> ProposedFilters | None:
-        """Filters the LLM reads in ``message`` via structured output; None when unavailable or
-        invalid (the deterministic parser always runs anyway)."""
+    def propose_filters(self, message: str, vocabulary: Vocabulary) -> Proposal:
+        """Filters the LLM reads in ``message`` via structured output (``with_structured_output``,
+        JSON schema); output failing the schema is ``invalid`` and never applied (the
+        deterministic parser always runs anyway)."""
         try:
             self._check_not_down()
-        except LLMUnavailable:
-            return None
+        except LLMUnavailable as exc:
+            return Proposal("unavailable", error=str(exc))
         known = (
             f"KNOWN brands: {', '.join(vocabulary.brands[:200])}\n"
             f"KNOWN categories: {', '.join(vocabulary.categories[:200])}"
         )
+        structured = self._filter_model.with_structured_output(
+            ProposedFilters, method="json_schema", include_raw=True
+        )
+        messages = [
+            {"role": "system", "content": f"{FILTER_PROMPT}\n{known}"},
+            {"role": "user", "content": message},
+        ]
         try:
-            response = self._client.chat(
-                model=self.model,
-                messages=[
-                    {"role": "system", "content": f"{FILTER_PROMPT}\n{known}"},
-                    {"role": "user", "content": message},
-                ],
-                format=ProposedFilters.model_json_schema(),
-                options={"temperature": 0},
-            )
+            result = structured.invoke(messages)
         except Exception as exc:
-            self._failed(exc)
-            return None
-        try:
-            return ProposedFilters.model_validate_json(response.message.content or "{}")
-        except ValidationError as exc:
-            log.info("ignoring invalid LLM filter proposal: %s", exc.errors()[:2])
-            return None
+            if not _is_invalid_output(exc):
+                self._failed(exc)
+                return Proposal("unavailable", error=str(exc)[:300])
+            result = {"parsed": None, "parsing_error": exc}
+        parsed = result.get("parsed")
+        if isinstance(parsed, dict):  # some providers parse to a dict
+            try:
+                parsed = ProposedFilters.model_validate(parsed)
+            except ValidationError as exc:
+                parsed, result["parsing_error"] = None, exc
+        if not isinstance(parsed, ProposedFilters):
+            error = result.get("parsing_error") or "no structured output"
+            log.info("ignoring invalid LLM filter proposal: %s", str(error)[:300])
+            return Proposal("invalid", error=f"{type(error).__name__}: {error}"[:300])
+        return Proposal("proposed", filters=parsed)

@@ -14,6 +14,7 @@ from config import Settings  # noqa: E402
 from Prod.chat_reco_engine.routes import health_router, router  # noqa: E402
 from Prod.chat_reco_engine.service import ChatEngine  # noqa: E402
 from Prod.common.api import (  # noqa: E402
+    QUERY_RULE,
     attach_settings,
     install_error_handlers,
     install_metrics,
@@ -39,7 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
 
     app = FastAPI(
-        title="chat_reco_engine", version="1.0.0", description=DESCRIPTION, lifespan=lifespan
+        title="chat_reco_engine",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[QUERY_RULE],  # an unknown query parameter is a 422 naming it
     )
     resolved = attach_settings(app, settings)
     app.state.engine = ChatEngine(resolved)

@@ -5,7 +5,12 @@ Per answered turn (counted once, where the exchange is saved):
 ``reco_chat_answers_total{producer="llm|fallback"}``, ``reco_chat_turns_total{kind="refine|new|
 reset"}``, ``reco_chat_unmatched_total{kind="brands|terms|filters"}`` (turns whose request named
 something no product matches). Per LLM answer: ``reco_chat_llm_duration_seconds`` (to its last
-token) and ``reco_chat_llm_errors_total``. At scrape time: ``reco_chat_reranker_state{state}``.
+token) and ``reco_chat_llm_errors_total``; ``reco_chat_llm_ungrounded_total{reason}`` (answers
+the grounding guard replaced, ``producer="guard"`` above; one answer may count several reasons).
+Per filter proposal asked of the LLM: ``reco_chat_llm_filter_proposals_total{outcome="kept|
+dropped|empty|invalid|unavailable"}`` (``invalid``: failed the schema, never applied; ``dropped``:
+valid but nothing in it grounded in the message). At scrape time:
+``reco_chat_reranker_state{state}``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.metrics_core import Metric
 
 from Prod.chat_reco_engine.dialogue import TurnKind
+from Prod.chat_reco_engine.grounding import REASONS
 from Prod.chat_reco_engine.llm import FALLBACK, LLM
 from Prod.common.metrics import one_hot
 
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 
 UNMATCHED_KINDS = ("brands", "terms", "filters")
 RERANKER_STATES = ("disabled", "loading", "ready", "unavailable")
+PROPOSAL_OUTCOMES = ("kept", "dropped", "empty", "invalid", "unavailable")
 # a local Mistral answers in seconds; a cold one or a long answer takes tens
 LLM_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 
@@ -59,9 +66,24 @@ class ChatMetrics:
             "LLM answers that failed (unreachable, timed out, model missing, empty)",
             registry=None,
         )
+        self.ungrounded = Counter(
+            "reco_chat_llm_ungrounded",
+            "LLM answers replaced by the grounded template, by reason",
+            ["reason"],
+            registry=None,
+        )
+        self.by_reason = {r: self.ungrounded.labels(reason=r) for r in REASONS}
+        self.proposals = Counter(
+            "reco_chat_llm_filter_proposals",
+            "LLM filter proposals by outcome (invalid ones are never applied)",
+            ["outcome"],
+            registry=None,
+        )
+        self.by_outcome = {o: self.proposals.labels(outcome=o) for o in PROPOSAL_OUTCOMES}
 
     def record_turn(self, kind: str, producer: str, unmatched: Unmatched | None) -> None:
-        self.by_producer[producer].inc()
+        # llm and fallback are labelled at start, guard on first use
+        self.answers.labels(producer=producer).inc()
         self.by_kind[kind].inc()
         if unmatched is not None:
             for name in UNMATCHED_KINDS:
@@ -69,7 +91,16 @@ class ChatMetrics:
                     self.by_unmatched[name].inc()
 
     def collectors(self) -> tuple:
-        return self.answers, self.turns, self.unmatched, self.llm_seconds, self.llm_errors, self
+        return (
+            self.answers,
+            self.turns,
+            self.unmatched,
+            self.llm_seconds,
+            self.llm_errors,
+            self.ungrounded,
+            self.proposals,
+            self,
+        )
 
     def collect(self) -> Iterator[Metric]:
         yield one_hot(

@@ -124,4 +124,15 @@ def best_sentence(document: str, query: str, max_chars: int = 200) -> str:
         return len(words & wanted) + len({w.rstrip("s") for w in words} & stems)
 
     best = max(sentences, key=overlap)  # max keeps the first of equal scores
-    return best if len(best) <= max_chars else best[: max_chars - 1].rstrip() + "…"
+    return clip_words(best, max_chars)
+
+
+def clip_words(text: str, max_chars: int) -> str:
+    """``text`` cut to at most ``max_chars`` at a word boundary, with "…" when cut (a single
+    word longer than that is cut inside it, as nothing else fits)."""
+    if len(text) <= max_chars:
+        return text
+    head = text[: max_chars - 1]
+    if not text[max_chars - 1].isspace() and " " in head:
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip(" ,;:-") + "…"

@@ -29,6 +29,14 @@ from Prod.common.api import (
 )
 from Prod.common.errors import RecoError
 from Prod.common.logs import get_logger
+from Prod.common.schemas import (
+    BrandQuery,
+    CategoryQuery,
+    MaxPriceQuery,
+    MinPriceQuery,
+    MinRatingQuery,
+    UserIdQuery,
+)
 from Prod.common.stores import chroma_errors
 
 log = get_logger(__name__)
@@ -126,15 +134,16 @@ def delete_chat_session(session_id: UUID, engine: EngineDep) -> DeleteResponse:
 def read_search(
     engine: EngineDep,
     q: Annotated[str, Query(min_length=1, description="What to look for")],
-    brand: Annotated[list[str] | None, Query(description="Any of these brands")] = None,
-    category: Annotated[list[str] | None, Query(description="Any of these categories")] = None,
-    min_price: Annotated[float | None, Query()] = None,
-    max_price: Annotated[float | None, Query()] = None,
-    min_rating: Annotated[float | None, Query()] = None,
-    user_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    brand: BrandQuery = None,
+    category: CategoryQuery = None,
+    min_price: MinPriceQuery = None,
+    max_price: MaxPriceQuery = None,
+    min_rating: MinRatingQuery = None,
+    user_id: UserIdQuery = None,
     k: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> SearchResponse:
-    """Semantic product search with the same filters and ranking as chat (no LLM)."""
+    """Semantic product search with the same filters and ranking as chat (no LLM); the filter
+    parameters are those of the ALS engine's /recommend and /similar."""
     filters = validated_filters(
         {
             "brands": brand or [],

@@ -9,8 +9,9 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from Prod.chat_reco_engine.filters import ProductFilters
+from Prod.common.schemas import ID_PATTERN, ID_RULE, Product
 
-GeneratedBy = Literal["llm", "fallback"]
+GeneratedBy = Literal["llm", "fallback", "guard"]  # guard: LLM answer not grounded
 Scorer = Literal["cross-encoder", "bi-encoder"]
 
 
@@ -35,7 +36,9 @@ class ChatRequest(BaseModel):
     )
     session_id: UUID | None = Field(None, description="Continue this session; omit to start one.")
     user_id: str | None = Field(
-        None, min_length=1, max_length=128, description="Personalise with this user's ALS taste."
+        None,
+        pattern=ID_PATTERN,
+        description=f"Personalise with this user's ALS taste (the ALS engine's ids: {ID_RULE}).",
     )
     filters: ProductFilters | None = Field(
         None,
@@ -45,15 +48,15 @@ class ChatRequest(BaseModel):
     k: int = Field(5, ge=1, le=20, description="Products to recommend.")
 
 
-class ProductOut(BaseModel):
-    item_id: str
+class ProductOut(Product):
     title: str
-    brand: str | None = None
-    category: str | None = None
-    price: float | None = None
-    rating: float | None = Field(None, description="Average rating (0-5).")
-    rating_count: int | None = None
-    score: float = Field(..., description="Final rank score in [0, 1] (blend, see /docs).")
+    rating_count: int | None = Field(None, description="How many ratings `avg_rating` averages.")
+    score: float = Field(
+        ...,
+        description="Rank score in [0, 1]: (1 - w) * relevance + w * affinity, both min-max "
+        "scaled over this answer's candidates (w = PERSONALISATION_WEIGHT; relevance only "
+        "without an ALS factor); compare within one answer only.",
+    )
     relevance: float = Field(..., description="Raw cross-encoder (or bi-encoder) score.")
     affinity: float | None = Field(None, description="Scaled ALS affinity when personalised.")
     reason: str = Field(..., description="Sentence of the product text that best fits the query.")
@@ -91,7 +94,7 @@ class ChatResponse(BaseModel):
                             "brand": "Sony",
                             "category": "Headphones",
                             "price": 59.99,
-                            "rating": 4.4,
+                            "avg_rating": 4.4,
                             "rating_count": 1200,
                             "score": 0.93,
                             "relevance": 7.1,
@@ -119,7 +122,7 @@ class ChatResponse(BaseModel):
                             "brand": "Hearthstone",
                             "category": "Home & Kitchen",
                             "price": 189.99,
-                            "rating": 4.2,
+                            "avg_rating": 4.2,
                             "rating_count": 310,
                             "score": 1.0,
                             "relevance": 0.61,

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from config import Settings
 from Prod.chat_reco_engine import conversation
+from Prod.chat_reco_engine.chat_models import LLMEndpoint
 from Prod.chat_reco_engine.dialogue import Condensed, TopicFit, TurnKind, condense
 from Prod.chat_reco_engine.filters import (
     ProductFilters,
@@ -23,8 +24,10 @@ from Prod.chat_reco_engine.filters import (
     merge_filters,
     to_chroma_where,
 )
+from Prod.chat_reco_engine.grounding import check_answer
 from Prod.chat_reco_engine.llm import (
     FALLBACK,
+    GUARD,
     LLM,
     RESET_ANSWER,
     LLMClient,
@@ -134,7 +137,7 @@ def _product(candidate: Candidate, query: str, alternative: bool = False) -> Pro
         brand=meta.get("brand"),
         category=meta.get("category"),
         price=meta.get("price"),
-        rating=meta.get("avg_rating"),
+        avg_rating=meta.get("avg_rating"),
         rating_count=meta.get("rating_count"),
         score=round(float(candidate.score), 6),
         relevance=round(float(candidate.relevance), 6),
@@ -159,7 +162,7 @@ class ChatEngine:
             max_length=settings.rerank_max_tokens,
             top_n=settings.rerank_top_n,
         )
-        self.llm = LLMClient(settings.ollama_host, settings.ollama_model, settings.ollama_timeout_s)
+        self.llm = LLMClient(LLMEndpoint.from_settings(settings))
         self.personaliser = Personaliser(settings)
         self.metrics = ChatMetrics(self.reranker)
         self._embedder = None
@@ -189,9 +192,21 @@ class ChatEngine:
     def _warm_up(self) -> None:
         try:
             self.embedder()
-            self.catalogue()  # calibrates the relevance floor before the first chat turn
-        except ModelNotReady:
-            pass  # recorded for /health
+            catalogue = self.catalogue()  # calibrates the relevance floor before the first turn
+        except (ModelNotReady, InfraError) as exc:
+            log.warning("not ready: %s (see /health)", exc)  # recorded for /health
+            return
+        floor = (self._floor_status() or {}).get("value")
+        log.info(
+            "ready: %d products in %r, relevance floor %s; reranker %s; answers by %s at %s "
+            "(grounded template when it does not answer)",
+            catalogue.size,
+            catalogue.name,
+            "none" if floor is None else f"{floor:.3f}",
+            self.reranker.state,
+            self.settings.ollama_model,
+            self.settings.ollama_host,
+        )
 
     def embedder(self):
         with self._embedder_lock:
@@ -391,9 +406,14 @@ class ChatEngine:
         changes = dict(condensed.changes)
         if self.settings.chat_llm_filters and condensed.query and not condensed.suspicious:
             proposal = self.llm.propose_filters(message, vocabulary)
-            if proposal is not None:
-                for name, value in grounded_proposal(proposal, message, vocabulary).items():
+            outcome = proposal.outcome
+            if proposal.filters is not None:
+                kept = grounded_proposal(proposal.filters, message, vocabulary)
+                proposed = proposal.filters.model_dump(exclude_defaults=True)
+                outcome = "kept" if kept else ("dropped" if proposed else "empty")
+                for name, value in kept.items():
                     changes.setdefault(name, value)  # the deterministic parser wins
+            self.metrics.by_outcome[outcome].inc()
         explicit = canonicalise(request.filters, vocabulary) if request.filters else None
         try:
             merged = merge_filters(condensed.carried, changes, explicit)
@@ -559,17 +579,37 @@ class ChatEngine:
             for line in self._fallback(turn).splitlines(keepends=True):
                 yield line, FALLBACK
 
+    def guarded(self, turn: PreparedTurn, answer: str, producer: str) -> tuple[str, str]:
+        """(answer, producer): an LLM answer the grounding guard rejects becomes the template."""
+        if producer != LLM:
+            return answer, producer
+        verdict = check_answer(
+            answer,
+            products=self._listing(turn),
+            filters=turn.filters,
+            vocabulary=self.vocabulary(),
+            message=turn.request.message,
+            unmatched=turn.unmatched,
+        )
+        if verdict.grounded:
+            return answer, producer
+        for reason in verdict.reasons:
+            self.metrics.by_reason[reason].inc()
+        log.info("LLM answer replaced by the template: %s", "; ".join(verdict.detail)[:300])
+        return self._fallback(turn), GUARD
+
     def chat(self, request: ChatRequest) -> ChatResponse:
         turn = self.prepare_turn(request)
         parts, producer = [], FALLBACK
         for token, source in self.answer_tokens(turn):
             parts.append(token)
             producer = source
-        return self._finish(turn, "".join(parts).strip(), producer)
+        return self._finish(turn, *self.guarded(turn, "".join(parts).strip(), producer))
 
     def stream_events(self, turn: PreparedTurn) -> Iterator[tuple[str, dict[str, Any]]]:
-        """SSE events: ``products`` first, ``token`` per piece of the answer, then ``done`` with
-        the final payload (sent after the exchange is committed)."""
+        """SSE events: ``products`` first, ``token`` per piece of the answer, ``replace`` with the
+        template when the grounding guard rejects the streamed answer, then ``done`` with the
+        final payload (sent after the exchange is committed)."""
         yield (
             "products",
             {
@@ -589,7 +629,10 @@ class ChatEngine:
             parts.append(token)
             producer = source
             yield "token", {"text": token}
-        final = self._finish(turn, "".join(parts).strip(), producer)
+        answer, checked = self.guarded(turn, "".join(parts).strip(), producer)
+        if checked == GUARD:
+            yield "replace", {"text": answer, "generated_by": GUARD}
+        final = self._finish(turn, answer, checked)
         yield "done", final.model_dump(mode="json")
 
     # -- search, history -----------------------------------------------------------------

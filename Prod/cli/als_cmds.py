@@ -1,12 +1,13 @@
-"""``reco evaluate``, ``reco tune`` and ``reco bench als``: offline quality and speed of the ALS.
+"""``reco evaluate`` and ``reco tune``: the ALS research tools of :mod:`Modeling.RecoSystem`.
 
-(``reco train`` belongs to the trainer's module.) The work lives in :mod:`Modeling.RecoSystem`;
-these commands parse options, show progress and report.
+The CLI registers them from Modeling (imported inside the commands): ``reco`` is the one front
+door, Modeling ships in the same package, and the dependency runs one way (Modeling never imports
+the CLI; services never import Modeling). ``reco train`` belongs to the trainer's module, ``reco
+bench als`` to :mod:`Prod.bench.als`.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -162,81 +163,7 @@ def tune(
     console.print(f"trials table, plot: {Path(result['files']['csv']).parent}")
 
 
-def _bench_table(result: dict[str, Any]):
-    from rich.table import Table
-
-    table = Table(
-        title=f"ALS speed: {result['interactions']:,} training non-zeros, "
-        f"{result['users']:,} users x {result['items']:,} items"
-    )
-    for column in ("", "s/iter (median)", "CPU s/iter", "nDCG@10", "runs s/iter"):
-        table.add_column(column, justify="right" if column else "left")
-    for name in ("torch", "implicit"):
-        table.add_row(
-            name,
-            f"{result[f'{name}_s_per_iter']:.3f}",
-            f"{result[f'{name}_cpu_s_per_iter']:.3f}",
-            f"{result[f'{name}_ndcg@10']:.4f}",
-            ", ".join(f"{t:.3f}" for t in result[f"{name}_runs_s_per_iter"]),
-        )
-    table.add_row(
-        "ratio",
-        f"{result['ratio']:.3f}",
-        f"{result['cpu_ratio']:.3f}",
-        f"{result['ndcg_ratio']}",
-        "",
-    )
-    return table
-
-
-def bench_als(
-    interactions: int = typer.Option(
-        1_000_000, "--interactions", min=1000, help="Size of the synthetic matrix (no --dataset)."
-    ),
-    dataset: Path | None = typer.Option(
-        None, "--dataset", help="Canonical dataset folder instead (e.g. from reco generate)."
-    ),
-    factors: int = typer.Option(64, "--factors", min=1, help="Latent factors of both ALS."),
-    iterations: int = typer.Option(5, "--iterations", min=1, help="ALS iterations per fit."),
-    threads: int = typer.Option(2, "--threads", min=1, help="Threads for both implementations."),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="Timed runs each; medians reported."),
-    seed: int = typer.Option(0, "--seed", help="Split (and synthetic data) seed."),
-    device: str | None = typer.Option(None, "--device", help="torch device (cpu, cuda)."),
-    eval_users: int = typer.Option(
-        50_000, "--eval-users", min=1, help="nDCG@10 on at most this many sampled users."
-    ),
-    as_json: bool = JsonOption,
-) -> None:
-    """Seconds per iteration of this ALS vs implicit's (medians), their ratio and both nDCG@10."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-    def run() -> dict:
-        from Modeling.RecoSystem.bench import bench_als as bench
-
-        what = str(dataset) if dataset else f"{interactions:,} synthetic interactions"
-        with err_console.status(f"benchmarking ALS on {what}") as status:
-
-            def progress(label: str) -> None:
-                status.update(f"benchmarking ALS on {what}: {label}")
-
-            return bench(
-                interactions,
-                factors,
-                iterations,
-                threads,
-                repeats,
-                seed,
-                device=device,
-                dataset_dir=dataset,
-                progress=progress,
-                max_eval_users=eval_users,
-            )
-
-    emit(run_reporting_errors(run), as_json, lambda r: console.print(_bench_table(r)))
-
-
 def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) -> None:
     """Add this area's commands to ``reco``."""
     app.command("evaluate")(evaluate)
     app.command("tune")(tune)
-    bench_app.command("als")(bench_als)

@@ -1,10 +1,23 @@
-"""``reco bench faults``: registers the fault-injection run of :mod:`Prod.bench.faults`."""
+"""``reco bench ...``: registers the benchmarks of :mod:`Prod.bench` (parse options, run one
+function, print its report): faults, serving, ingest, embed, als, chat, cold."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from Prod.cli.output import JsonOption, console, emit, err_console, run_reporting_errors
+from Prod.cli.output import JsonOption, console, dict_table, emit, err_console, run_reporting_errors
+from Prod.cli.servers import with_servers
+
+_THREADS_HELP = "torch CPU threads (default: torch's own choice)."
+
+
+def _say(message: str) -> None:
+    err_console.print(f"[dim]{message}[/]")
+
 
 _COLUMNS = {  # report key -> header, short so that the table fits 80 columns
     "fault": "fault",
@@ -25,7 +38,7 @@ _LEGEND = (
 )
 
 
-def _render(result: dict) -> None:
+def _render_faults(result: dict) -> None:
     from rich import box
     from rich.table import Table
 
@@ -59,7 +72,101 @@ def _render(result: dict) -> None:
             console.print(f"  {'[green]met[/]' if met else '[red]missed[/]'}  {name}")
 
 
+def _render_serving(result: dict) -> None:
+    console.print(dict_table(result, title="serving benchmark"))
+    targets = {
+        "p50 <= 1.5 ms": result["p50_ms"] <= 1.5,
+        "p99 <= 10 ms": result["p99_ms"] <= 10,
+        ">= 1000 req/s at c32": result["rps_c32"] >= 1000,
+        "no errors": result["errors"] == 0,
+        ">= 3x naive": (result["speedup"] or 0) >= 3,
+    }
+    for name, met in targets.items():
+        console.print(f"  {'[green]met[/]' if met else '[red]missed[/]'}  {name}")
+
+
+def _render_ingest(result: dict) -> None:
+    console.print(
+        dict_table(
+            {k: v for k, v in result.items() if k not in ("postgres", "chroma")},
+            title="bench ingest",
+        )
+    )
+    console.print(dict_table(result["postgres"], title="postgres"))
+    console.print(dict_table(result["chroma"], title="chroma (MiniLM)"))
+
+
+def _render_embed_bench(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"embedding {result['products']} products ({result['mean_tokens']} tokens on average)"
+    )
+    columns = (
+        "backend",
+        "device",
+        "threads",
+        "products_per_s",
+        "products_per_cpu_s",
+        "cosine_to_fp32_mean",
+        "cosine_to_fp32_min",
+    )
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in result["backends"]:
+        table.add_row(*(str(row[column]) for column in columns))
+    console.print(table)
+    load = f"{result['load_avg_1m']} -> {result['load_avg_1m_after']}"
+    console.print(
+        f"median of {result['repeats']} run(s); {result['cpus']} CPUs, load {load}", style="dim"
+    )
+
+
+def _als_table(result: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(
+        title=f"ALS speed: {result['interactions']:,} training non-zeros, "
+        f"{result['users']:,} users x {result['items']:,} items"
+    )
+    for column in ("", "s/iter (median)", "CPU s/iter", "nDCG@10", "runs s/iter"):
+        table.add_column(column, justify="right" if column else "left")
+    for name in ("torch", "implicit"):
+        table.add_row(
+            name,
+            f"{result[f'{name}_s_per_iter']:.3f}",
+            f"{result[f'{name}_cpu_s_per_iter']:.3f}",
+            f"{result[f'{name}_ndcg@10']:.4f}",
+            ", ".join(f"{t:.3f}" for t in result[f"{name}_runs_s_per_iter"]),
+        )
+    table.add_row(
+        "ratio",
+        f"{result['ratio']:.3f}",
+        f"{result['cpu_ratio']:.3f}",
+        f"{result['ndcg_ratio']}",
+        "",
+    )
+    return table
+
+
+def _render_chat(result: dict) -> None:
+    console.print(dict_table(result["ranking"], title="embed + retrieve + rerank + blend (ms)"))
+    console.print(dict_table(result["first_token"], title="time to first streamed token (ms)"))
+    console.print(
+        dict_table(
+            {k: v for k, v in result.items() if k not in ("ranking", "first_token")}, title="setup"
+        )
+    )
+
+
+def _render_cold(result: dict) -> None:
+    for report in result["datasets"]:
+        console.print(dict_table(report, title=f"cold items: {report['dataset']}"))
+
+
 def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) -> None:
+    """Add every ``reco bench`` command."""
+
     @bench_app.command("faults")
     def bench_faults(
         fault: list[str] = typer.Option(
@@ -86,10 +193,177 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
             max_recovery_s=max_recovery,
         )
 
-        def progress(message: str) -> None:
-            err_console.print(f"[dim]{message}[/]")
-
-        result = run_reporting_errors(lambda: run_faults_bench(cfg, progress))
-        emit(result, as_json, _render)
+        result = run_reporting_errors(lambda: run_faults_bench(cfg, _say))
+        emit(result, as_json, _render_faults)
         if not result["targets"]["all_met"]:
             raise typer.Exit(1)
+
+    @bench_app.command("serving")
+    def bench_serving(
+        items: int = typer.Option(20_000, min=100, help="Items in the synthetic model."),
+        factors: int = typer.Option(64, min=2, max=512, help="Latent factors."),
+        users: int = typer.Option(2_000, min=10, help="Users (each with seen items)."),
+        seen: int = typer.Option(20, min=0, help="Seen items per user (removed from results)."),
+        requests: int = typer.Option(3_000, min=10, help="Requests per load phase."),
+        concurrency: int = typer.Option(32, min=1, help="Connections in the throughput phase."),
+        naive_requests: int = typer.Option(500, min=10, help="Requests to the naive design."),
+        max_seconds: float = typer.Option(60.0, min=1, help="Time limit of each load phase."),
+        workers: int = typer.Option(1, min=1, max=8, help="Engine worker processes."),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Start temporary stores, publish a synthetic model, load-test engine and naive design."""
+        from Prod.bench.serving import BenchConfig, run_serving_bench
+
+        cfg = BenchConfig(
+            items=items,
+            factors=factors,
+            users=users,
+            seen_per_user=seen,
+            requests=requests,
+            concurrency=concurrency,
+            naive_requests=naive_requests,
+            max_seconds=max_seconds,
+            workers=workers,
+        )
+
+        result = run_reporting_errors(lambda: run_serving_bench(cfg, _say))
+        emit(result, as_json, _render_serving)
+
+    @bench_app.command("ingest")
+    def bench_ingest(
+        interactions: int = typer.Option(
+            1_000_000, "--interactions", min=1, help="Interactions in the generated dataset."
+        ),
+        products: int = typer.Option(
+            2000, "--products", min=1, help="Products in the generated dataset (embedded)."
+        ),
+        repeats: int = typer.Option(3, "--repeats", min=1, help="Postgres loads (median)."),
+        batch_size: int = typer.Option(
+            256, "--batch-size", min=1, help="Texts embedded per batch."
+        ),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Ingest throughput: fresh load into Postgres and MiniLM embedding into Chroma."""
+        from Prod.bench.ingest import run_ingest_bench
+
+        result = run_reporting_errors(
+            lambda: with_servers(run_ingest_bench, interactions, products, repeats, batch_size)
+        )
+        emit(result, as_json, _render_ingest)
+
+    @bench_app.command("embed")
+    def bench_embed(
+        products: int = typer.Option(500, "--products", min=1, help="Products embedded per run."),
+        backends: list[str] = typer.Option(
+            ["torch", "onnx", "onnx-int8"], "--backend", help="CPU backends to compare (repeat)."
+        ),
+        repeats: int = typer.Option(3, "--repeats", min=1, help="Runs per backend (median)."),
+        dataset: Path = typer.Option(
+            None,
+            "--dataset",
+            help="Canonical dataset whose products to embed (default: a "
+            "freshly generated catalogue).",
+        ),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Products/s, products per CPU-second and cosine to fp32 of each embedding backend on
+        the same texts (plus torch on the GPU when there is one). No servers needed."""
+        from Prod.bench.ingest import run_embed_bench
+
+        result = run_reporting_errors(lambda: run_embed_bench(products, backends, repeats, dataset))
+        emit(result, as_json, _render_embed_bench)
+
+    @bench_app.command("als")
+    def bench_als(
+        interactions: int = typer.Option(
+            1_000_000,
+            "--interactions",
+            min=1000,
+            help="Size of the synthetic matrix (no --dataset).",
+        ),
+        dataset: Path | None = typer.Option(
+            None, "--dataset", help="Canonical dataset folder instead (e.g. from reco generate)."
+        ),
+        factors: int = typer.Option(64, "--factors", min=1, help="Latent factors of both ALS."),
+        iterations: int = typer.Option(5, "--iterations", min=1, help="ALS iterations per fit."),
+        threads: int = typer.Option(
+            2, "--threads", min=1, help="Threads for both implementations."
+        ),
+        repeats: int = typer.Option(
+            3, "--repeats", min=1, help="Timed runs each; medians reported."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Split (and synthetic data) seed."),
+        device: str | None = typer.Option(None, "--device", help="torch device (cpu, cuda)."),
+        eval_users: int = typer.Option(
+            50_000, "--eval-users", min=1, help="nDCG@10 on at most this many sampled users."
+        ),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Seconds per iteration of this ALS vs implicit's (medians), their ratio and both
+        nDCG@10."""
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+        def run() -> dict:
+            from Prod.bench.als import bench_als as bench
+
+            what = str(dataset) if dataset else f"{interactions:,} synthetic interactions"
+            with err_console.status(f"benchmarking ALS on {what}") as status:
+
+                def progress(label: str) -> None:
+                    status.update(f"benchmarking ALS on {what}: {label}")
+
+                return bench(
+                    interactions,
+                    factors,
+                    iterations,
+                    threads,
+                    repeats,
+                    seed,
+                    device=device,
+                    dataset_dir=dataset,
+                    progress=progress,
+                    max_eval_users=eval_users,
+                )
+
+        emit(run_reporting_errors(run), as_json, lambda r: console.print(_als_table(r)))
+
+    @bench_app.command("chat")
+    def bench_chat(
+        dataset_dir: Path = typer.Option(None, "--dataset", help="Default: settings.dataset_dir"),
+        repeats: int = typer.Option(100, min=5, help="Timed rankings."),
+        max_products: int = typer.Option(20000, min=1, help="Index at most this many."),
+        user_id: str = typer.Option(None, help="Personalise for this user (blend step)."),
+        threads: int = typer.Option(None, min=1, help=_THREADS_HELP),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Latency of embed + retrieve 50 + rerank + blend (p50/p99, no LLM; free-text queries,
+        so all candidates are reranked) and time to first streamed token with the loopback
+        Ollama stand-in (ollama_stub). Uses the configured servers, or temporary ones when those
+        do not answer."""
+        from config import get_settings
+        from Prod.bench.chat import run_chat_bench
+
+        folder = dataset_dir or get_settings().dataset_dir
+        result = run_reporting_errors(
+            lambda: with_servers(run_chat_bench, folder, repeats, max_products, user_id, threads)
+        )
+        emit(result, as_json, _render_chat)
+
+    @bench_app.command("cold")
+    def bench_cold(
+        dataset_dirs: list[Path] = typer.Argument(None, help="Default: settings.dataset_dir"),
+        shares: str = typer.Option("0,0.1,0.2", help="FRESH_SHARE values, comma-separated."),
+        cold_share: float = typer.Option(0.1, min=0.01, max=0.9, help="Newest items held back."),
+        k: int = typer.Option(10, min=1, max=100),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """nDCG@k of mixing fresh items in by content (FRESH_SHARE) on a user-last split, the
+        newest items' factors held back (Prod/bench/cold.py); no servers needed."""
+        from config import get_settings
+        from Prod.bench.cold import parse_shares, run_cold_bench
+
+        folders = dataset_dirs or [get_settings().dataset_dir]
+        result = run_reporting_errors(
+            lambda: run_cold_bench(folders, parse_shares(shares), cold_share, k)
+        )
+        emit(result, as_json, _render_cold)

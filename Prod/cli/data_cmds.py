@@ -23,7 +23,7 @@ def _refuse_to_overwrite(folder: Path, force: bool) -> None:
     raise fail(f"{folder} is {what}: choose a new --out folder, or add --force to overwrite it")
 
 
-# import-report counts shown in the table (the cleaning counts: Prod/common/data/cleaning.py)
+# import-report counts shown in the table (the cleaning counts: Prod/datasets/cleaning.py)
 _REPORT_PREFIXES = (
     "rows_",
     "duplicate",
@@ -59,7 +59,7 @@ def _render_summary(summary: dict[str, Any]) -> None:
 
 
 def _import_and_write(importer, source: Path, out: Path, **options: Any) -> dict[str, Any]:
-    from Prod.common.data.canonical import write_dataset
+    from Prod.datasets.canonical import write_dataset
 
     started = time.perf_counter()
     dataset = importer(source, **options)
@@ -96,7 +96,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         as_json: bool = JsonOption,
     ) -> None:
         """Generate the seeded demo-store dataset (users with tastes, long-tailed items)."""
-        from Prod.common.data.generate import generate_dataset
+        from Prod.datasets.generate import generate_dataset
 
         _refuse_to_overwrite(out, force)
         folder = out
@@ -134,7 +134,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         A 2023 reviews CSV (user_id, parent_asin/asin, rating, timestamp, ...) can stand in for the
         *.jsonl: quoted line breaks are fine, timestamps in epoch ms or as datetime strings (UTC).
         """
-        from Prod.common.data.importers import import_amazon
+        from Prod.datasets.importers import import_amazon
 
         summary = run_reporting_errors(
             lambda: _import_and_write(import_amazon, source, out, reviewed_only=reviewed_only)
@@ -152,7 +152,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         as_json: bool = JsonOption,
     ) -> None:
         """MovieLens ml-100k, ml-1m or ml-latest / 20m / 25m (the layout is detected)."""
-        from Prod.common.data.importers import import_movielens
+        from Prod.datasets.importers import import_movielens
 
         summary = run_reporting_errors(lambda: _import_and_write(import_movielens, source, out))
         emit(summary, as_json, _render_summary)

@@ -9,7 +9,7 @@ from Prod.cli.output import JsonOption, console, emit, run_reporting_errors
 
 def _infra():
     from config import get_settings
-    from Prod.common.supervisor import LocalInfra
+    from Prod.orchestrate.local_infra import LocalInfra
 
     return LocalInfra.from_settings(get_settings())
 

@@ -15,8 +15,8 @@ from Prod.cli import (  # noqa: E402
     data_cmds,
     infra_cmds,
     ingest_cmds,
-    serving_cmds,
     trainer_cmds,
+    users_cmds,
 )
 
 app = typer.Typer(
@@ -53,9 +53,9 @@ for module in (
     ingest_cmds,
     als_cmds,
     trainer_cmds,
-    serving_cmds,
     chat_cmds,
     bench_cmds,
+    users_cmds,
 ):
     module.register(app, bench_app, eval_app)
 

@@ -22,7 +22,7 @@ def configured_or_temporary(settings, workdir: Path | None = None) -> Iterator[t
     ports in a temp folder (``workdir`` or a new one), schema migrated, stopped and removed
     after."""
     from Prod.common.db import get_engine, migrate
-    from Prod.common.supervisor import LocalInfra, free_port
+    from Prod.orchestrate.local_infra import LocalInfra, free_port
 
     configured = LocalInfra.from_settings(settings)
     if all(row["healthy"] for row in configured.status().values()):
@@ -45,3 +45,12 @@ def configured_or_temporary(settings, workdir: Path | None = None) -> Iterator[t
         finally:
             get_engine(overridden.database_url).dispose()
             temporary.down()
+
+
+def with_servers(run, *args) -> dict:
+    """``run(settings, *args)`` against the configured stores, or temporary ones started (and
+    removed) for this run when the configured ones do not answer; the report says which."""
+    from config import get_settings
+
+    with configured_or_temporary(get_settings()) as (settings, which):
+        return {**run(settings, *args), "servers": which}

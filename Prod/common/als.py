@@ -14,42 +14,47 @@ exponent 0 is the paper's plain L2, 1 is ALS-WR's weighted-lambda).
 Each half sweep solves eq. 4, ``x_u = (Y^T C^u Y + lambda_u I)^-1 Y^T C^u p(u)``, for all users at
 once with a few conjugate-gradient steps warm-started from the previous factors (as in the
 ``implicit`` library), using ``Y^T C^u Y = Y^T Y + Y^T (C^u - I) Y`` so that only the non-zeros of
-the sparse matrix are touched. A slow dense closed-form reference (:func:`reference_solve`) sits
-beside it for tests.
+the sparse matrix are touched. A slow dense closed-form reference (:func:`_reference_solve`)
+sits beside it for tests. How the rows of a half sweep are spread over CPU threads is
+:mod:`Prod.common.als_cpu`; nothing here depends on it but speed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from Prod.common.als_cpu import (
+    RowGroup,
+    SweepPlan,
+    all_finite,
+    default_num_threads,
+    in_pool,
+    run_groups,
+    should_stream,
+    task_pool,
+)
 from Prod.common.errors import InvalidInput, TrainingError
 
 __all__ = [
     "ALSParams",
     "ALSModel",
+    "ProgressFn",
     "build_user_items",
     "confidence_matrix",
+    "contribution_shares",
+    "explain_scores",
     "fit_als",
     "fold_in_user",
     "gramian",
-    "cg_sweep",
-    "SweepPlan",
-    "reference_solve",
-    "objective",
-    "regularization_per_row",
-    "should_stream",
 ]
 
 # torch warns once per process that CSR support is "beta"; the ops used here are stable since 2.0
@@ -145,7 +150,7 @@ class ALSModel:
 
 
 # --------------------------------------------------------------------------------------------
-# Sparse input
+# Sparse input and confidence
 
 
 def build_user_items(
@@ -177,17 +182,20 @@ def build_user_items(
     return coo.to_sparse_csr()
 
 
+def _confidence_minus_one(w: torch.Tensor, params: ALSParams) -> torch.Tensor:
+    """``c_ui - 1`` of interaction weights ``w``: eq. 2 ``alpha * w`` or eq. 6
+    ``alpha * log(1 + w / epsilon)`` (``params.confidence``)."""
+    if params.confidence == "log":
+        return params.alpha * torch.log1p(w / params.epsilon)
+    return params.alpha * w
+
+
 def confidence_matrix(user_items: torch.Tensor, params: ALSParams) -> torch.Tensor:
     """CSR with the same pattern whose values are ``c_ui - 1`` (eq. 2 or eq. 6), float32."""
-    w = user_items.values().to(torch.float32)
-    if params.confidence == "log":
-        extra = params.alpha * torch.log1p(w / params.epsilon)
-    else:
-        extra = params.alpha * w
     return torch.sparse_csr_tensor(
         user_items.crow_indices(),
         user_items.col_indices(),
-        extra,
+        _confidence_minus_one(user_items.values().to(torch.float32), params),
         user_items.shape,
         check_invariants=False,
     )
@@ -196,9 +204,8 @@ def confidence_matrix(user_items: torch.Tensor, params: ALSParams) -> torch.Tens
 def _transpose_csr(csr: torch.Tensor) -> torch.Tensor:
     """The CSR of ``csr.T`` (built once per fit: items' rows for the item half sweep).
 
-    A stable sort of the column indices puts each column's entries in row order. Sorting them as
-    int32 is ~3x faster than torch's own ``t().to_sparse_csr()`` (which sorts int64 pairs); on
-    10M interactions that conversion took longer than an iteration.
+    A stable sort of the column indices puts each column's entries in row order; int32 keys sort
+    ~3x faster than torch's own ``t().to_sparse_csr()`` (int64 pairs).
     """
     n, m = csr.shape
     crow, col = csr.crow_indices(), csr.col_indices()
@@ -220,7 +227,7 @@ def _transpose_csr(csr: torch.Tensor) -> torch.Tensor:
     )
 
 
-def regularization_per_row(csr: torch.Tensor, params: ALSParams) -> torch.Tensor:
+def _regularization_per_row(csr: torch.Tensor, params: ALSParams) -> torch.Tensor:
     """``lambda_u`` for each row: ``regularization * max(n_u, 1) ** frequency_exponent``, (n,)."""
     crow = csr.crow_indices()
     counts = (crow[1:] - crow[:-1]).to(torch.float32).clamp_min(1.0)
@@ -235,21 +242,7 @@ def gramian(item_factors: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Solvers
-#
-# A half sweep solves eq. 4 for every row with a few warm-started CG steps. Rows are independent,
-# so the rows are cut into contiguous groups of about equal non-zeros, one per thread; each thread
-# runs its group's whole CG with one intra-op torch thread (like implicit's OpenMP loop over
-# users). Fine-grained intra-op parallelism would synchronise the threads after each of the ~20
-# ops of a CG step, which costs more than the ops themselves on small data or a loaded machine.
-
-_MIN_NNZ_PER_THREAD = 32_768  # below this, another thread costs more than it gives
-# Groups per thread, handed out as threads free up. More than one would let a thread that the OS
-# deschedules delay only its current group (like OpenMP's dynamic schedule), but measured on 2
-# loaded cores (1M events, 4 alternating repeats) 4 groups per thread cost 15% more CPU and no
-# less wall time than 1, so one contiguous group per thread it is.
-_GROUPS_PER_THREAD = 1
-_MIN_NNZ_PER_GROUP = 16_384
+# Solver: a half sweep solves eq. 4 for every row with a few warm-started CG steps
 
 
 def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -260,90 +253,6 @@ def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _row_sq_norms(a: torch.Tensor) -> torch.Tensor:
     """Row-wise squared norms of (n, k) -> (n,), in one pass (no (n, k) temporary)."""
     return torch.linalg.vector_norm(a, dim=1).square_()
-
-
-# Streaming. On ~10M non-zeros the fixed side's factors (tens of MB) no longer fit in the CPU
-# caches, so each random row read of the two sparse products in every CG step (the dots, then
-# the weighted sum) is a DRAM miss. A streamed group instead copies, once per half sweep, the
-# factor row of each of its non-zeros in non-zero order into a buffer, and the products
-# read that buffer front to back (the hardware prefetcher follows; nothing is read at random).
-# Measured on 5.2M non-zeros, one thread, per non-zero: the two products of one CG step take
-# 30 + 29 ns on the ordered copy, against 62 + 47 ns on a copy of the distinct rows in index order
-# (rows of generated data repeat little inside a group: 0.9 distinct rows per non-zero) and more
-# reading at random; the copy costs ~60-100 ns once per half sweep. When the factors fit in
-# cache (~1M non-zeros) the random reads are cheaper than the copy, so small fits do not stream.
-_STREAM_MIN_BYTES = 16 * 2**20
-# 64k non-zeros (a 16 MB copy, read front to back): 4-iteration fits at 10M, alternated 3+3 times
-# twice: 13.1-14.5 s against 14.8-17.2 s with 16k (fewer groups, fewer small ops per sweep)
-_STREAM_GROUP_NNZ = 65_536
-_thread_state = threading.local()  # per worker thread: the reusable gather buffer
-
-
-def should_stream(n_other: int, factors: int, device: torch.device) -> bool:
-    """Whether half sweeps against ``n_other`` factor rows of size ``factors`` should stream."""
-    return device.type == "cpu" and n_other * factors * 4 >= _STREAM_MIN_BYTES
-
-
-def _gather_buffer(rows: int, k: int, like: torch.Tensor) -> torch.Tensor:
-    """A (rows, k) scratch tensor owned by the calling thread, grown as needed, never shrunk."""
-    buffer = getattr(_thread_state, "buffer", None)
-    if buffer is None or buffer.numel() < rows * k or buffer.dtype != like.dtype:
-        buffer = torch.empty(rows * k, dtype=like.dtype, device=like.device)
-        _thread_state.buffer = buffer
-    return buffer[: rows * k].view(rows, k)
-
-
-class _SweepWorkspace:
-    """The fixed sparse structure of one group of rows plus a reusable buffer.
-
-    ``cm1_values`` (nnz,) are ``c_ui - 1``; ``work`` is a CSR with the group's row pattern and
-    int32 indices (what MKL's sparse kernels take, so nothing is converted per call) whose values
-    are rewritten in place on every CG step: first the dots at the non-zeros, then the
-    coefficients of the sparse product. Its columns are the other side's rows (n, m), or, when
-    ``streamed``, positions ``0..nnz-1`` in a per-sweep copy of the other side's row of every
-    non-zero, in non-zero order (n, nnz). Built once per fit, so no step allocates nnz-sized
-    memory.
-    """
-
-    def __init__(self, cm1: torch.Tensor, streamed: bool = False) -> None:
-        self.cm1_values = cm1.values().contiguous()
-        self.confidence = self.cm1_values + 1.0  # c_ui at the non-zeros
-        crow = cm1.crow_indices().to(torch.int32)
-        nnz = self.cm1_values.numel()
-        if streamed:
-            self.gather_index: torch.Tensor | None = cm1.col_indices().to(torch.int64)
-            cols = torch.arange(nnz, dtype=torch.int32, device=crow.device)
-            shape = (cm1.shape[0], nnz)
-        else:
-            self.gather_index = None
-            cols, shape = cm1.col_indices().to(torch.int32), cm1.shape
-        # zeros, not empty: sampled_addmm computes beta * input even for beta = 0 (NaN * 0 = NaN)
-        self.work = torch.sparse_csr_tensor(
-            crow, cols, torch.zeros_like(self.cm1_values), shape, check_invariants=False
-        )
-
-    def source(self, other: torch.Tensor) -> torch.Tensor:
-        """What the products read: ``other`` (m, k), or its row of every non-zero (nnz, k)."""
-        if self.gather_index is None:
-            return other
-        out = _gather_buffer(self.gather_index.numel(), other.shape[1], other)
-        return torch.index_select(other, 0, self.gather_index, out=out)
-
-    def apply_sparse(
-        self, out: torch.Tensor, source: torch.Tensor, x: torch.Tensor, residual: bool = False
-    ) -> torch.Tensor:
-        """``out += sum_i s_ui y_i`` per row, ``s_ui = (c_ui - 1) x_u^T y_i`` (eq. 4's sparse part).
-
-        With ``residual`` the coefficients are ``-(c_ui - (c_ui - 1) x_u^T y_i)`` instead, so
-        ``out`` accumulates ``-b_u + Y^T (C^u - I) Y x_u``. ``source`` = :meth:`source` of Y,
-        ``x``, ``out`` (n, k). The dots at the non-zeros come from one ``sampled_addmm`` over the
-        pattern.
-        """
-        torch.sparse.sampled_addmm(self.work, x, source.T, beta=0.0, out=self.work)
-        coef = self.work.values().mul_(self.cm1_values)
-        if residual:
-            coef.sub_(self.confidence)
-        return out.addmm_(self.work, source)
 
 
 def _conjugate_gradient(
@@ -379,176 +288,71 @@ def _conjugate_gradient(
     return x
 
 
-class _RowGroup:
-    """Rows ``[start, stop)`` of a half sweep with their own sparse workspace (one per thread)."""
+def _add_sparse_part(
+    group: RowGroup,
+    out: torch.Tensor,
+    source: torch.Tensor,
+    x: torch.Tensor,
+    residual: bool = False,
+) -> torch.Tensor:
+    """``out += sum_i s_ui y_i`` per row, ``s_ui = (c_ui - 1) x_u^T y_i`` (eq. 4's sparse part).
 
-    def __init__(
-        self, cm1: torch.Tensor, reg: torch.Tensor, start: int, stop: int, streamed: bool = False
-    ) -> None:
-        crow = cm1.crow_indices()
-        lo, hi = int(crow[start]), int(crow[stop])
-        sub = torch.sparse_csr_tensor(
-            crow[start : stop + 1] - lo,
-            cm1.col_indices()[lo:hi],
-            cm1.values()[lo:hi],
-            (stop - start, cm1.shape[1]),
-            check_invariants=False,
-        )
-        self.start, self.stop, self.nnz = start, stop, hi - lo
-        self.workspace = _SweepWorkspace(sub, streamed)
-        group_reg = reg[start:stop]
-        # one lambda for all rows (frequency_exponent = 0) folds into Y^T Y: one op less per step
-        uniform = group_reg.numel() > 0 and bool((group_reg == group_reg[0]).all())
-        self.uniform_reg = float(group_reg[0]) if uniform else None
-        self.reg = group_reg.unsqueeze(1)  # (b, 1)
-
-    def solve(
-        self, x: torch.Tensor, other: torch.Tensor, yty: torch.Tensor, cg_steps: int
-    ) -> torch.Tensor:
-        """CG on eq. 4 for this group's rows of ``x`` (n, k), in place; ``other`` = Y (m, k)."""
-        block = x[self.start : self.stop]  # a view: the CG updates x directly
-        ws = self.workspace
-        if self.uniform_reg is not None:
-            eye = torch.eye(yty.shape[0], dtype=yty.dtype, device=yty.device)
-            dense = yty + self.uniform_reg * eye
-
-            def apply_dense(v: torch.Tensor) -> torch.Tensor:
-                return torch.mm(v, dense)
-        else:
-
-            def apply_dense(v: torch.Tensor) -> torch.Tensor:
-                return torch.mm(v, yty).addcmul_(self.reg, v)  # (Y^T Y + lambda_u I) v
-
-        source = ws.source(other)
-
-        def apply_a(v: torch.Tensor, residual: bool = False) -> torch.Tensor:
-            return ws.apply_sparse(apply_dense(v), source, v, residual)
-
-        return _conjugate_gradient(block, apply_a(block, residual=True).neg_(), apply_a, cg_steps)
-
-
-class SweepPlan:
-    """One side's half sweep cut into row groups; built once per fit from the CSR ``c_ui - 1``.
-
-    ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. With one thread the rows are one group;
-    with ``num_threads`` > 1 (fewer when the matrix is small, so small fits do not pay for threads
-    they cannot use) they are cut into up to ``groups_per_thread`` contiguous groups per thread of
-    about equal non-zeros, which the threads take one at a time. ``streamed`` groups (see
-    :func:`should_stream`) are also cut to at most ``stream_group_nnz`` non-zeros each.
+    With ``residual`` the coefficients are ``-(c_ui - (c_ui - 1) x_u^T y_i)`` instead, so
+    ``out`` accumulates ``-b_u + Y^T (C^u - I) Y x_u``. ``source`` = ``group.source(Y)``;
+    ``x``, ``out`` (b, k). The dots at the non-zeros come from one ``sampled_addmm`` over the
+    group's pattern, written into ``group.work``.
     """
-
-    def __init__(
-        self,
-        cm1: torch.Tensor,
-        reg: torch.Tensor,
-        num_threads: int = 1,
-        min_nnz_per_thread: int = _MIN_NNZ_PER_THREAD,
-        groups_per_thread: int = _GROUPS_PER_THREAD,
-        min_nnz_per_group: int = _MIN_NNZ_PER_GROUP,
-        *,
-        streamed: bool = False,
-        stream_group_nnz: int = _STREAM_GROUP_NNZ,
-        pool: ThreadPoolExecutor | None = None,
-    ) -> None:
-        nnz = int(cm1._nnz())
-        self.num_threads = max(1, min(num_threads, nnz // max(1, min_nnz_per_thread)))
-        n_groups = 1
-        if self.num_threads > 1:
-            most = max(self.num_threads, nnz // max(1, min_nnz_per_group))
-            n_groups = min(self.num_threads * max(1, groups_per_thread), most)
-        if streamed:
-            n_groups = max(n_groups, -(-nnz // max(1, stream_group_nnz)))
-        bounds = _balanced_bounds(cm1.crow_indices(), n_groups)
-        pairs = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-
-        def group(bounds: tuple[int, int]) -> _RowGroup:
-            return _RowGroup(cm1, reg, *bounds, streamed)
-
-        # built in ``pool`` when given (the per-group index conversions add up at 10M)
-        self.groups = list((pool.map if pool is not None else map)(group, pairs))
+    work = group.work
+    torch.sparse.sampled_addmm(work, x, source.T, beta=0.0, out=work)
+    coef = work.values().mul_(group.cm1_values)
+    if residual:
+        coef.sub_(group.confidence)
+    return out.addmm_(work, source)
 
 
-def _balanced_bounds(crow: torch.Tensor, groups: int) -> list[int]:
-    """Row boundaries ``[0, ..., n]`` cutting a CSR into ``groups`` runs of ~equal non-zeros."""
-    n, total = crow.numel() - 1, int(crow[-1])
-    targets = [total * g // groups for g in range(1, groups)]
-    cuts = torch.searchsorted(crow.cpu(), torch.tensor(targets, dtype=crow.dtype)).tolist()
-    return sorted({0, n, *[min(int(c), n) for c in cuts]})
+def _solve_group(
+    group: RowGroup, x: torch.Tensor, other: torch.Tensor, yty: torch.Tensor, cg_steps: int
+) -> torch.Tensor:
+    """CG on eq. 4 for ``group``'s rows of ``x`` (n, k), in place; ``other`` = Y (m, k).
+
+    ``A_u v = (Y^T Y + lambda_u I) v + Y^T (C^u - I) Y v``; the start residual is
+    ``b_u - A_u x_u`` with ``b_u = Y^T C^u p(u) = sum_i c_ui y_i``.
+    """
+    block = x[group.start : group.stop]  # a view: the CG updates x directly
+    if group.uniform_reg is not None:  # one lambda for all rows folds into Y^T Y: one op less
+        eye = torch.eye(yty.shape[0], dtype=yty.dtype, device=yty.device)
+        dense = yty + group.uniform_reg * eye
+
+        def apply_dense(v: torch.Tensor) -> torch.Tensor:
+            return torch.mm(v, dense)
+    else:
+
+        def apply_dense(v: torch.Tensor) -> torch.Tensor:
+            return torch.mm(v, yty).addcmul_(group.reg, v)  # (Y^T Y + lambda_u I) v
+
+    source = group.source(other)
+
+    def apply_a(v: torch.Tensor, residual: bool = False) -> torch.Tensor:
+        return _add_sparse_part(group, apply_dense(v), source, v, residual)
+
+    return _conjugate_gradient(block, apply_a(block, residual=True).neg_(), apply_a, cg_steps)
 
 
-def _run_plan(
+def _half_sweep(
     plan: SweepPlan,
     x: torch.Tensor,
     other: torch.Tensor,
     cg_steps: int,
     pool: ThreadPoolExecutor | None,
 ) -> None:
-    """Solve every group of ``plan`` on ``x`` (n, k) in place, in ``pool`` when given."""
-    # once per half sweep, shared by the groups; computed whole (not split over the threads) so
-    # that fits agree bit for bit across thread counts: early sweeps are ill-conditioned, and a
-    # rounding difference in Y^T Y gives different (equally good) factors
+    """Eq. 4 for every row of ``x`` (n, k), in place, given the fixed ``other`` (m, k)."""
+    # Y^T Y whole, not per thread: fits then agree bit for bit across thread counts (early sweeps
+    # are ill-conditioned, and a rounding difference gives different, equally good factors)
     yty = gramian(other)
-
-    def run(group: _RowGroup) -> None:
-        group.solve(x, other, yty, cg_steps)  # groups own disjoint rows: threads never collide
-
-    if pool is None:
-        for group in plan.groups:
-            run(group)
-        return
-    for future in [pool.submit(run, group) for group in plan.groups]:
-        future.result()
+    run_groups(plan, lambda group: _solve_group(group, x, other, yty, cg_steps), pool)
 
 
-def _all_finite(t: torch.Tensor) -> bool:
-    return bool(torch.isfinite(t).all())
-
-
-def _init_worker() -> None:
-    """Per worker thread: single-threaded ops, and denormals flushed to zero.
-
-    Converged rows drive CG residuals and directions towards zero; products of such values are
-    denormal floats, which x86 CPUs process ~100x slower (measured: a fit twice as slow). The
-    flag is per thread, which is why the math runs in the pool's threads and never changes the
-    caller's thread.
-    """
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-
-
-@contextmanager
-def _task_pool(num_threads: int, device: torch.device) -> Iterator[ThreadPoolExecutor | None]:
-    """Threads that each run whole row groups with one intra-op torch thread (CPU only).
-
-    torch's intra-op thread count is process-wide, so it is set to 1 for the fit and restored
-    afterwards (each op is then single-threaded; the parallelism comes from the groups).
-    """
-    if device.type != "cpu":
-        yield None
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(
-            max(1, num_threads), thread_name_prefix="als", initializer=_init_worker
-        ) as pool:
-            yield pool
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _in_pool(pool: ThreadPoolExecutor | None, fn: Callable[[], float]) -> float:
-    return fn() if pool is None else pool.submit(fn).result()
-
-
-def default_num_threads(device: torch.device) -> int:
-    """Threads for a fit: torch's intra-op setting on CPU (a GPU fit uses one host thread)."""
-    if device.type != "cpu":
-        return 1
-    return max(1, torch.get_num_threads() or os.cpu_count() or 1)
-
-
-def cg_sweep(
+def _cg_sweep(
     cm1: torch.Tensor | SweepPlan,
     x: torch.Tensor,
     other: torch.Tensor,
@@ -557,22 +361,25 @@ def cg_sweep(
     *,
     num_threads: int = 1,
 ) -> torch.Tensor:
-    """One half sweep: a few warm-started CG steps on eq. 4 for every row at once.
+    """One half sweep on its own: a few warm-started CG steps on eq. 4 for every row at once.
 
-    ``cm1``: CSR (n, m) float32 with values ``c_ui - 1`` (or its :class:`SweepPlan`, reused
-    across sweeps; the plan holds the ``reg`` it was built with); ``x``: (n, k) current factors
-    (the warm start, updated in place and returned); ``other``: (m, k) the fixed side's factors;
-    ``reg``: (n,) ``lambda_u``. Solves ``(Y^T Y + Y^T (C^u - I) Y + lambda_u I) x_u =
-    Y^T C^u p(u)`` where ``p_ui = 1`` at the non-zeros, so ``b_u = sum_i c_ui y_i``.
-    ``num_threads`` > 1 solves row groups in parallel threads (CPU).
+    ``cm1``: CSR (n, m) float32 with values ``c_ui - 1`` (or its :class:`SweepPlan`, which holds
+    the ``reg`` it was built with); ``x``: (n, k) current factors (the warm start, updated in
+    place and returned); ``other``: (m, k) the fixed side's factors; ``reg``: (n,) ``lambda_u``.
+    Solves ``(Y^T Y + Y^T (C^u - I) Y + lambda_u I) x_u = Y^T C^u p(u)`` where ``p_ui = 1`` at
+    the non-zeros, so ``b_u = sum_i c_ui y_i``.
     """
     plan = cm1 if isinstance(cm1, SweepPlan) else SweepPlan(cm1, reg, num_threads)
-    with _task_pool(plan.num_threads, x.device) as pool:
-        _run_plan(plan, x, other, cg_steps, pool)
+    with task_pool(plan.num_threads, x.device) as pool:
+        _half_sweep(plan, x, other, cg_steps, pool)
     return x
 
 
-def reference_solve(
+# --------------------------------------------------------------------------------------------
+# Reference solver and objective
+
+
+def _reference_solve(
     confidence_dense: torch.Tensor,
     preference_dense: torch.Tensor,
     other: torch.Tensor,
@@ -594,7 +401,7 @@ def reference_solve(
     return torch.stack(rows).to(other.dtype)
 
 
-def objective(
+def _objective(
     cm1: torch.Tensor,
     user_factors: torch.Tensor,
     item_factors: torch.Tensor,
@@ -618,6 +425,10 @@ def objective(
     return float(dense_part + nz_part + l2)
 
 
+# --------------------------------------------------------------------------------------------
+# Fit
+
+
 def _check_finite(
     name: str,
     factors: torch.Tensor,
@@ -625,12 +436,7 @@ def _check_finite(
     pool: ThreadPoolExecutor | None = None,
     parts: int = 1,
 ) -> None:
-    chunks = factors.chunk(parts) if parts > 1 else (factors,)  # row chunks, one per thread
-    if pool is None:
-        finite = [_all_finite(chunk) for chunk in chunks]
-    else:
-        finite = [f.result() for f in [pool.submit(_all_finite, chunk) for chunk in chunks]]
-    if not all(finite):
+    if not all_finite(factors, pool, parts):
         raise TrainingError(
             f"ALS produced non-finite {name} at iteration {iteration}; "
             "lower alpha or raise regularization",
@@ -646,14 +452,12 @@ def _resolve_device(user_items: torch.Tensor, device: str | torch.device | None)
     return torch.device(device)
 
 
-def init_factors(n: int, k: int, params: ALSParams, offset: int, device: torch.device):
+def _init_factors(n: int, k: int, params: ALSParams, offset: int, device: torch.device):
     """Seeded ``N(0, init_scale^2)`` factors (n, k) float32; ``offset`` separates users/items.
 
     Zero-mean, not positive as in ``implicit``: positive factors start near one shared direction,
-    which fits popularity first (10M interactions, 3 iterations: nDCG@10 0.00358 against 0.00328)
-    but makes the early sweeps so ill-conditioned that float rounding changes the factors (CPU
-    and CUDA fits of the same data differed by 0.04, thread counts too) and small fits ended at a
-    higher loss (171.0 against 168.2 after 15 iterations in the CUDA test). Reproducible fits win.
+    and the ill-conditioned early sweeps then let float rounding change the result (CPU and CUDA
+    fits of the same data differed by 0.04). Reproducible fits win.
     """
     gen = torch.Generator(device="cpu").manual_seed(params.seed * 2 + offset)
     return (torch.randn(n, k, generator=gen) * params.init_scale).to(device)
@@ -668,7 +472,7 @@ def _start(
 ) -> torch.Tensor:
     """A copy of the warm-start factors ``given`` (checked against ``shape``), else seeded ones."""
     if given is None:
-        return init_factors(*shape, params, offset, device)
+        return _init_factors(*shape, params, offset, device)
     if tuple(given.shape) != shape:
         raise InvalidInput(f"warm-start factors have shape {tuple(given.shape)}, expected {shape}")
     return given.to(device=device, dtype=torch.float32).clone()
@@ -688,16 +492,14 @@ def fit_als(
 ) -> ALSModel:
     """Fit implicit ALS on ``user_items`` (CSR (n_users, n_items) float32 weights).
 
-    Each iteration is a users half sweep then an items half sweep (:func:`cg_sweep`). ``device``:
-    None = the input's device, "auto" = CUDA when present. ``progress(i, total, loss)`` is called
-    after each iteration. ``compute_loss=False`` skips eq. 3 (for timing). ``item_factors``
-    (n_items, k) and ``user_factors`` (n_users, k) warm start the fit (e.g. from a fit on almost
-    the same data). ``num_threads``: CPU threads, each solving a contiguous group of rows with
-    one intra-op torch thread (default: ``torch.get_num_threads()``; small matrices
-    use fewer; torch's setting is restored afterwards). Results agree across thread counts up
-    to float rounding. ``streamed``: copy the other side's rows per group before the CG (see
-    :func:`should_stream`; None decides by size). Raises :class:`TrainingError` on non-finite
-    factors. Returns factors on ``device``.
+    Each iteration is a users half sweep then an items half sweep (eq. 4, :func:`_half_sweep`).
+    ``device``: None = the input's device, "auto" = CUDA when present. ``progress(i, total,
+    loss)`` is called after each iteration. ``compute_loss=False`` skips eq. 3 (for timing).
+    ``item_factors`` (n_items, k) and ``user_factors`` (n_users, k) warm start the fit (e.g. from
+    a fit on almost the same data). ``num_threads`` (default ``torch.get_num_threads()``, which
+    is restored afterwards) and ``streamed`` (None: by size) choose how the CPU runs the sweeps,
+    see :mod:`Prod.common.als_cpu`; results agree across thread counts up to float rounding.
+    Raises :class:`TrainingError` on non-finite factors. Returns factors on ``device``.
     """
     if user_items.layout != torch.sparse_csr:
         raise InvalidInput("user_items must be a torch sparse CSR tensor")
@@ -707,8 +509,8 @@ def fit_als(
     ui = user_items.to(dev)
     cm1_users = confidence_matrix(ui, params)
     cm1_items = _transpose_csr(cm1_users)
-    user_reg = regularization_per_row(cm1_users, params)
-    item_reg = regularization_per_row(cm1_items, params)
+    user_reg = _regularization_per_row(cm1_users, params)
+    item_reg = _regularization_per_row(cm1_items, params)
     threads = default_num_threads(dev) if num_threads is None else max(1, num_threads)
 
     def stream(n_other: int) -> bool:
@@ -718,15 +520,15 @@ def fit_als(
     y = _start(item_factors, (n_items, k), params, 1, dev)
 
     losses: list[float] = []
-    with _task_pool(threads, dev) as pool:
+    with task_pool(threads, dev) as pool:
         users_plan = SweepPlan(cm1_users, user_reg, threads, streamed=stream(n_items), pool=pool)
         items_plan = SweepPlan(cm1_items, item_reg, threads, streamed=stream(n_users), pool=pool)
         for it in range(1, params.iterations + 1):
-            _run_plan(users_plan, x, y, params.cg_steps, pool)
-            _run_plan(items_plan, y, x, params.cg_steps, pool)
+            _half_sweep(users_plan, x, y, params.cg_steps, pool)
+            _half_sweep(items_plan, y, x, params.cg_steps, pool)
             loss = None
             if compute_loss:  # in a worker too: factors near zero make denormals in eq. 3
-                loss = _in_pool(pool, lambda: objective(cm1_users, x, y, user_reg, item_reg))
+                loss = in_pool(pool, lambda: _objective(cm1_users, x, y, user_reg, item_reg))
             losses += _after_iteration(it, params, progress, x, y, loss, pool, threads)
     return ALSModel(user_factors=x, item_factors=y, losses=losses, params=params)
 
@@ -749,6 +551,10 @@ def _after_iteration(
     if progress is not None:
         progress(it, params.iterations, loss)
     return [] if loss is None else [loss]
+
+
+# --------------------------------------------------------------------------------------------
+# Fold-in
 
 
 def fold_in_user(
@@ -776,10 +582,7 @@ def fold_in_user(
         raise InvalidInput("item_indices and weights must have the same length")
     idx, inverse = torch.unique(idx, return_inverse=True)
     w = torch.zeros(idx.numel(), dtype=dtype, device=dev).index_add_(0, inverse, w)
-    if params.confidence == "log":
-        cm1 = params.alpha * torch.log1p(w / params.epsilon)
-    else:
-        cm1 = params.alpha * w
+    cm1 = _confidence_minus_one(w, params)
     y_m = item_factors.index_select(0, idx)
     if yty is None:
         yty = gramian(item_factors)
@@ -791,3 +594,61 @@ def fold_in_user(
     if int(info) != 0:  # singular without regularisation: fall back to least squares
         return torch.linalg.lstsq(a, b.unsqueeze(1)).solution.squeeze(1)
     return torch.cholesky_solve(b.unsqueeze(1), chol).squeeze(1)
+
+
+def explain_scores(
+    item_factors: torch.Tensor,
+    item_indices: torch.Tensor,
+    weights: torch.Tensor,
+    params: ALSParams,
+    targets: torch.Tensor,
+    *,
+    yty: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Why a user is recommended ``targets``: Hu, Koren & Volinsky 2008, section 5.
+
+    With ``W^u = (Y^T C^u Y + lambda_u I)^-1`` (the matrix of eq. 4, as in :func:`fold_in_user`)
+    the fold-in score is a weighted sum over the user's past items (the paper's eq. 7 and 8):
+
+        p_ui = y_i^T x_u = sum_{j: r_uj > 0} s^u_ij c_uj,    s^u_ij = y_i^T W^u y_j
+
+    ``item_indices``, ``weights``: the user's interactions (m,), duplicates summed, as in
+    :func:`fold_in_user`; ``targets``: (t,) item rows to explain. Returns ``(past, contrib)``:
+    ``past`` (m',) the distinct past items, ``contrib`` (t, m') ``s^u_ij c_uj``; a row sums to
+    the fold-in score of its target. No interactions: ``past`` and ``contrib`` have no columns.
+    """
+    dev, dtype = item_factors.device, item_factors.dtype
+    idx = torch.as_tensor(item_indices, dtype=torch.int64, device=dev)
+    w = torch.as_tensor(weights, dtype=dtype, device=dev)
+    tgt = torch.as_tensor(targets, dtype=torch.int64, device=dev)
+    if idx.shape != w.shape:
+        raise InvalidInput("item_indices and weights must have the same length")
+    if idx.numel() == 0:
+        return idx, torch.zeros(tgt.numel(), 0, dtype=dtype, device=dev)
+    idx, inverse = torch.unique(idx, return_inverse=True)
+    w = torch.zeros(idx.numel(), dtype=dtype, device=dev).index_add_(0, inverse, w)
+    cm1 = _confidence_minus_one(w, params)
+    y_m = item_factors.index_select(0, idx)
+    if yty is None:
+        yty = gramian(item_factors)
+    lam = params.regularization * float(idx.numel()) ** params.frequency_exponent
+    a = yty + (y_m.T * cm1) @ y_m  # Y^T C^u Y + lambda_u I, the fold-in's system
+    a.diagonal().add_(lam)
+    y_t = item_factors.index_select(0, tgt)  # (t, k)
+    chol, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:  # singular without regularisation: least squares, as the fold-in
+        w_y = torch.linalg.lstsq(a, y_t.T).solution
+    else:
+        w_y = torch.cholesky_solve(y_t.T.contiguous(), chol)  # (k, t) = W^u y_i (W^u symmetric)
+    return idx, (w_y.T @ y_m.T) * (cm1 + 1.0)  # (t, m') s^u_ij c_uj
+
+
+def contribution_shares(contrib: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``top`` largest contributions of each row of ``contrib`` (t, m) (from
+    :func:`explain_scores`) as shares of the row's total absolute contribution, so the shares of a
+    row sum to at most 1 (1 when every past item pulls the score up). Returns ``(columns, shares)``
+    (t, min(top, m)), largest first; a row of zeros gets shares 0."""
+    n = min(top, contrib.shape[1])
+    values, columns = torch.topk(contrib, n, dim=1)
+    total = contrib.abs().sum(dim=1, keepdim=True)
+    return columns, torch.where(total > 0, values / total.clamp_min(1e-30), 0.0)

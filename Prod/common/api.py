@@ -4,7 +4,8 @@ Prometheus request metrics (pure ASGI, cheap on the hot path).
 
 Every error a client sees is ``{"error": {"type": "not_found", "message": "...", ...details}}``:
 domain errors, unknown routes (404), wrong methods (405), bodies that are not JSON (400), invalid
-input (422, naming each field and its problem), a missing key (401), a too-large body (413).
+input (422, naming each field and its problem), a query parameter the route does not take (422
+naming it, :data:`QUERY_RULE`), a missing key (401), a too-large body (413).
 Each also carries ``request_id``: the request's ``X-Request-ID`` (the client's when it sent a
 valid one, else a new one), echoed in the response header and on every log line of the request.
 """
@@ -21,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -33,13 +35,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config import Settings, get_settings
-from Prod.common.errors import InvalidJson, PayloadTooLarge, RecoError, Unauthorized
+from Prod.common.errors import (
+    InvalidInput,
+    InvalidJson,
+    PayloadTooLarge,
+    RecoError,
+    Unauthorized,
+)
 from Prod.common.logs import get_logger, request_id_var
 
 log = get_logger(__name__)
 
 __all__ = [
     "PUBLIC_PATHS",
+    "QUERY_RULE",
     "REQUEST_ID_HEADER",
     "RequestGuard",
     "SettingsDep",
@@ -54,7 +63,9 @@ __all__ = [
     "install_error_handlers",
     "install_metrics",
     "install_request_guard",
+    "query_param_names",
     "request_id_from",
+    "reject_unknown_query_params",
     "require_api_key",
 ]
 
@@ -249,6 +260,51 @@ def install_request_guard(app: FastAPI) -> None:
     """Add :class:`RequestGuard`; call it after the app's other middleware and before
     :func:`install_metrics`, so it runs first and its 401/413 answers are still counted."""
     app.add_middleware(RequestGuard)
+
+
+# --- query parameters -----------------------------------------------------------------------
+
+
+def query_param_names(route: APIRoute) -> tuple[str, ...]:
+    """The query parameters ``route`` declares (its own and its dependencies'), in order."""
+    names: dict[str, None] = {}
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop(0)
+        names.update((field.alias, None) for field in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    return tuple(names)
+
+
+_DECLARED: dict[int, tuple[APIRoute, tuple[str, ...]]] = {}  # id(route) -> (route, its names)
+
+
+async def reject_unknown_query_params(request: Request) -> None:
+    """The one rule for query parameters, on every API route of every service: those the route
+    declares are validated as documented, any other is a 422 naming it, never silently ignored
+    (``?strategy=popular`` on a route without a ``strategy`` would otherwise look honoured).
+
+    Installed app-wide as :data:`QUERY_RULE`; async, so it costs no thread-pool hop."""
+    if not request.scope.get("query_string"):
+        return
+    route = request.scope["route"]
+    entry = _DECLARED.get(id(route))
+    if entry is None:  # once per route (the route object is kept, so its id stays its own)
+        entry = _DECLARED.setdefault(id(route), (route, query_param_names(route)))
+    declared = entry[1]
+    unknown = [name for name in dict.fromkeys(request.query_params) if name not in declared]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        takes = f"it takes {', '.join(declared)}" if declared else "it takes none"
+        plural = "s" if len(unknown) > 1 else ""
+        raise InvalidInput(
+            f"unknown query parameter{plural} {names} on {request.method} {route.path}; {takes}",
+            fields=[{"field": f"query.{name}", "message": "unknown parameter"} for name in unknown],
+        )
+
+
+#: ``FastAPI(dependencies=[QUERY_RULE])``: every route of the app follows the query rule
+QUERY_RULE = Depends(reject_unknown_query_params)
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 from sqlalchemy import TextClause, text
 
-from Prod.common.data.canonical import DISLIKE_EVENT, RATING_EVENT
+from Prod.common.canonical_format import DISLIKE_EVENT, RATING_EVENT
 
 NEGATIVE, IMPLICIT, POSITIVE = -1, 0, 1  # an event's signal
 

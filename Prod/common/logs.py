@@ -50,6 +50,28 @@ class _ContextFilter(logging.Filter):
         return True
 
 
+# probes: a compose healthcheck every 10 s and a Prometheus scrape every 15 s would fill the log
+_QUIET_PATHS = frozenset({"/health", "/metrics"})
+_UVICORN_NOISE = frozenset({"Waiting for application startup."})
+
+
+class _QuietFilter(logging.Filter):
+    """Drops what says nothing to an operator: successful probe lines of the access log and
+    uvicorn's "Waiting for application startup."; shows ``uvicorn.error`` (its general logger,
+    INFO lines included) as ``uvicorn``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            args = record.args  # (client, method, path, http version, status)
+            if len(args) == 5 and str(args[2]).split("?")[0] in _QUIET_PATHS:
+                return not 200 <= int(args[4]) < 400
+        elif record.name == "uvicorn.error":
+            if record.msg in _UVICORN_NOISE:
+                return False
+            record.name = "uvicorn"
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
     ``service``, ``request_id`` (``null`` outside a request) and, when the record has one,
@@ -90,13 +112,15 @@ def configure_logging(
 
         log_format = get_settings().log_format
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(_QuietFilter())
     handler.addFilter(_ContextFilter(service))
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "chromadb", "urllib3", "sentence_transformers", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    noisy = ("httpx", "chromadb", "urllib3", "sentence_transformers", "httpcore", "apscheduler")
+    for name in noisy:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> logging.Logger:

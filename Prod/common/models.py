@@ -145,6 +145,7 @@ class RecommendationListItem(Base):
     score: Mapped[float] = mapped_column(Float, nullable=False)
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     model_version: Mapped[str | None] = mapped_column(String(64))
+    strategy: Mapped[str | None] = mapped_column(String(16))  # als, fold_in or popular
     updated_at: Mapped[datetime] = _now()
 
 

@@ -10,6 +10,8 @@ Run against a running platform (``bash start_services.sh``)::
     python -m Prod.examples.main_example_als [--reco-url http://127.0.0.1:8000] [--user-id ID]
 
 Exits 1 with one clear message when a call fails. ``--json``: one JSON summary as the last line.
+Its user (``example-<random>``) stays with its events and served history: no endpoint erases a
+user's interactions or history (it creates no stored list, the one thing the API deletes).
 """
 
 from __future__ import annotations

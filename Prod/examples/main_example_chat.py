@@ -8,6 +8,7 @@ answer (written by Mistral through Ollama, or the grounded fallback when Ollama 
     python -m Prod.examples.main_example_chat [--chat-url http://127.0.0.1:8001] [--user-id ID]
     python -m Prod.examples.main_example_chat --interactive    # type your own; answers stream
 
+The scripted session is deleted at the end (``--keep`` keeps it); interactive sessions are kept.
 Exits 1 with one clear message when a call fails or a product breaks the requested price limit.
 """
 
@@ -22,6 +23,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from Prod.chat_reco_engine.retrieval import clip_words
 from Prod.examples._client import ApiError, call, money, run_example, stars
 
 console = Console()
@@ -31,6 +33,11 @@ CONVERSATION = (
     "only 4 stars and up please",
     "any cheaper ones?",
 )
+
+
+def why(reason: str, width: int = 70) -> str:
+    """The product's "why" sentence shortened to ``width`` at a word boundary ("…" when cut)."""
+    return clip_words(reason, width)
 
 
 def _products_table(products: list[dict]) -> Table:
@@ -43,9 +50,9 @@ def _products_table(products: list[dict]) -> Table:
             product["item_id"],
             product["title"],
             money(product.get("price")),
-            stars(product.get("rating")),
+            stars(product.get("avg_rating")),
             f"{product['score']:.2f}",
-            product.get("reason", "")[:70],
+            why(product.get("reason", "")),
         )
     return table
 
@@ -68,8 +75,11 @@ def _check_price_limit(reply: dict, limit: float) -> None:
         raise ApiError(f"products above the ${limit:.0f} limit were recommended: {too_dear}")
 
 
-def scripted(client: httpx.Client, user_id: str | None, k: int, quiet: bool) -> dict:
-    """The three-turn conversation; returns a summary of every turn."""
+def scripted(
+    client: httpx.Client, user_id: str | None, k: int, quiet: bool, keep: bool = False
+) -> dict:
+    """The three-turn conversation; returns a summary of every turn. The session is deleted at
+    the end (``DELETE /chat/{session_id}``) unless ``keep``."""
     session_id = None
     turns = []
     for message in CONVERSATION:
@@ -94,7 +104,17 @@ def scripted(client: httpx.Client, user_id: str | None, k: int, quiet: bool) -> 
     history = call(client, "GET", f"/api/v1/chat/{session_id}/history")
     if not quiet:
         console.print(f"session {session_id}: {len(history['messages'])} messages stored")
-    return {"session_id": session_id, "turns": turns, "history_messages": len(history["messages"])}
+    deleted = None
+    if not keep:
+        deleted = call(client, "DELETE", f"/api/v1/chat/{session_id}")["deleted_messages"]
+        if not quiet:
+            console.print(f"session {session_id} deleted ({deleted} messages); --keep keeps it")
+    return {
+        "session_id": session_id,
+        "turns": turns,
+        "history_messages": len(history["messages"]),
+        "deleted_messages": deleted,
+    }
 
 
 def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:
@@ -167,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-k", type=int, default=5, help="products per answer")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--interactive", "-i", action="store_true", help="your own conversation")
+    parser.add_argument("--keep", action="store_true", help="keep the scripted session")
     parser.add_argument("--json", action="store_true", help="one JSON summary as the last line")
     return parser
 
@@ -177,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     def work(client):
         if args.interactive:
             return interactive(client, args.user_id, args.k)
-        return scripted(client, args.user_id, args.k, quiet=args.json)
+        return scripted(client, args.user_id, args.k, quiet=args.json, keep=args.keep)
 
     return run_example(args.chat_url, args.api_key, args.timeout, args.json, work)
 

@@ -82,6 +82,8 @@ def _docker(args: argparse.Namespace) -> int:
                 for name, url in result["urls"].items():
                     print(f"  {name:<18} {url}  (docs: {url}/docs)")
                 print(f"  header X-API-Key: your API_KEY, else the one in {result['secrets_file']}")
+                for name in result.get("background", []):  # the model pull: not waited for
+                    print(f"  {name} runs in the background (logs: start_services.sh logs {name})")
             return 0
         if args.command == "down":
             docker.down(volumes=args.volumes)

@@ -12,6 +12,9 @@ from Prod.orchestrate.environment import ROOT, compose_command, data_dir, read_d
 
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 ONE_SHOT = ("pull_ollama_model", "ingest_postgres_db", "ingest_chroma_db")
+# Started after the platform is up and not waited for: a slow (~4 GB) or failed pull must not
+# hold `up` or the chat back (it answers retrieval-only and reports the LLM in /health).
+BACKGROUND = ("pull_ollama_model",)
 # Required by docker-compose.yaml (`${NAME:?...}`): never shipped, generated once per machine.
 SECRETS = ("API_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 
@@ -69,27 +72,62 @@ def _run(args: list[str], check: bool = True) -> int:
     return code
 
 
+def _port(name: str, default: str) -> str:
+    """The published host port; of a range (``8000-8002``, for ``--scale``) the first."""
+    return setting(name, default).split("-", 1)[0]
+
+
 def urls() -> dict[str, str]:
     """Published URLs; ports come from ``.env`` / the environment like compose's own ``${..}``."""
     return {
-        "als_reco_engine": f"http://localhost:{setting('RECO_PORT', '8000')}",
-        "chat_reco_engine": f"http://localhost:{setting('CHAT_PORT', '8001')}",
-        "als_trainer": f"http://localhost:{setting('TRAINER_PORT', '8002')}",
+        "als_reco_engine": f"http://localhost:{_port('RECO_PORT', '8000')}",
+        "chat_reco_engine": f"http://localhost:{_port('CHAT_PORT', '8001')}",
+        "als_trainer": f"http://localhost:{_port('TRAINER_PORT', '8002')}",
     }
 
 
+def services() -> list[str]:
+    """The services of the active profiles (``COMPOSE_PROFILES``), as compose lists them."""
+    result = subprocess.run(
+        [*_compose(), "config", "--services"],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        env=_env(),
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DockerError(f"`config --services` failed: {result.stderr.strip()}")
+    return result.stdout.split()
+
+
 def up(timeout_s: float = 1800) -> dict[str, object]:
-    """Build and start every container; wait until healthy and the one-shot jobs are done."""
+    """Build and start every container; wait until healthy and the one-shot jobs they depend on
+    are done; then start the model pull in the background (:data:`BACKGROUND`)."""
     v1 = _compose()[0] == "docker-compose"
+    listed = services()
+    waited = [name for name in listed if name not in BACKGROUND]
+    background = [name for name in listed if name in BACKGROUND]
     try:
         if v1:  # v1 has no --wait: poll its ps output instead
-            _run(["up", "-d", "--build"])
+            _run(["up", "-d", "--build", *waited])
             _poll_healthy(timeout_s)
         else:
-            _run(["up", "-d", "--build", "--wait", "--wait-timeout", str(int(timeout_s))])
+            _run(["up", "-d", "--build", "--wait", "--wait-timeout", str(int(timeout_s)), *waited])
+        if background:
+            _run(["up", "-d", "--no-build", *background])
     except DockerError as exc:  # e.g. a service refusing a weak API_KEY says so in its log
         raise DockerError(f"{exc}; see `bash start_services.sh --docker logs <service>`") from exc
-    return {"mode": "docker", "urls": urls(), "secrets_file": str(secrets_file())}
+    found = urls()
+    if "loadbalancer" in listed:  # every replica behind one port each
+        found["reco (balanced)"] = f"http://localhost:{_port('LB_RECO_PORT', '8080')}"
+        found["chat (balanced)"] = f"http://localhost:{_port('LB_CHAT_PORT', '8081')}"
+    return {
+        "mode": "docker",
+        "urls": found,
+        "secrets_file": str(secrets_file()),
+        "background": background,
+    }
 
 
 def _poll_healthy(timeout_s: float) -> None:

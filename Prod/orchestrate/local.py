@@ -1,7 +1,7 @@
 """Local mode: the real servers from PyPI wheels plus the three services as background processes.
 
 Everything lives under ``settings.data_dir``: the servers' data (see
-:mod:`Prod.common.supervisor`), ``logs/<name>.log`` and ``run/<name>.pid``. A service pid file
+:mod:`Prod.orchestrate.local_infra`), ``logs/<name>.log`` and ``run/<name>.pid``. A service pid file
 records the process start time too, so ``down`` never signals a process that merely reused a pid:
 it stops exactly what ``up`` started, and nothing else.
 """
@@ -23,7 +23,7 @@ import httpx
 from config import Settings
 from Prod.common.errors import InfraError
 from Prod.common.hub import OFFLINE_ENV
-from Prod.common.supervisor import LocalInfra, pid_alive, port_open
+from Prod.orchestrate.local_infra import LocalInfra, pid_alive, port_open
 
 # Start order matters: the trainer publishes the first model the engines then load.
 SERVICE_NAMES = ("als_trainer", "als_reco_engine", "chat_reco_engine")
@@ -274,7 +274,7 @@ def ensure_data(settings: Settings, env: dict[str, str], report: Reporter) -> di
     dataset = Path(settings.dataset_dir)
     done: dict[str, object] = {"dataset": str(dataset), "generated": False, "ingested": []}
     if not dataset_present(dataset):
-        from Prod.common.data.generate import generate_dataset
+        from Prod.datasets.generate import generate_dataset
 
         report(f"generating the default dataset into {dataset} (seeded)")
         done["generated"] = generate_dataset(dataset)

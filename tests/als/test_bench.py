@@ -7,7 +7,7 @@ import json
 import torch
 from typer.testing import CliRunner
 
-from Modeling.RecoSystem.bench import (
+from Prod.bench.als import (
     bench_als,
     bench_data,
     sample_eval_users,

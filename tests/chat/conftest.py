@@ -13,15 +13,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from config import Settings
+from Prod.bench.ollama_stub import OllamaBehaviour, OllamaStubServer
+from Prod.bench.rerankers import save_tiny_cross_encoder
 from Prod.chat_reco_engine.main import create_app
-from Prod.chat_reco_engine.ollama_stub import OllamaBehaviour, OllamaStubServer
-from Prod.chat_reco_engine.rerank import save_tiny_cross_encoder
-from Prod.common.data.canonical import RAG_FILE, products_rag, write_products_rag
+from Prod.common.canonical_format import RAG_FILE
 from Prod.common.db import session_scope
-from Prod.common.ingest.chroma import embedder_function, ingest_chroma
 from Prod.common.models import Item
 from Prod.common.stores import chroma_for
-from Prod.common.supervisor import free_port
+from Prod.datasets.canonical import products_rag, write_products_rag
+from Prod.datasets.ingest.chroma import embedder_function, ingest_chroma
+from Prod.orchestrate.local_infra import free_port
 
 # category -> (brands, nouns, feature sentences, base price)
 _SHOP = {

@@ -195,18 +195,65 @@ def test_bad_input_gives_clear_422_and_404(client):
 
 def test_nul_characters_are_a_422_not_a_database_error(client):
     # regression: the schema fuzzer sent "\x00", which PostgreSQL text cannot hold
+    # (a NUL in a user_id breaks the id rule: test_user_ids_follow_the_als_engines_rule)
     for body in (
         {"message": "tv\x00"},
-        {"message": "tv", "user_id": "u\x00"},
         {"message": "tv", "filters": {"brand": "So\x00ny"}},
     ):
         response = client.post("/api/v1/chat", json=body)
         assert response.status_code == 422, body
         assert "NUL" in response.json()["error"]["message"]
-    for params in ({"q": "tv\x00"}, {"q": "tv", "user_id": "u\x00"}):
+    response = client.get("/api/v1/search", params={"q": "tv\x00"})
+    assert response.status_code == 422
+    assert "NUL" in response.json()["error"]["message"]
+
+
+def test_user_ids_follow_the_als_engines_rule(client):
+    """Issue 15.3: the chat took any user_id (spaces included); now the ALS engine's rule."""
+    for bad in ("u 42", "u\x00", "", "x" * 129, "u42!"):
+        response = client.post("/api/v1/chat", json={"message": "tv", "user_id": bad})
+        assert response.status_code == 422, bad
+        fields = response.json()["error"]["fields"]
+        assert [f["field"] for f in fields] == ["user_id"] and "pattern" in fields[0]["message"]
+        response = client.get("/api/v1/search", params={"q": "tv", "user_id": bad})
+        assert response.status_code == 422, bad
+        fields = response.json()["error"]["fields"]
+        assert [f["field"] for f in fields] == ["query.user_id"]
+    for good in ("u00042", "alice@example.com", "A1B2C3D4E5"):
+        assert _chat(client, message="tv", user_id=good)["products"]
+        response = client.get("/api/v1/search", params={"q": "tv", "user_id": good})
+        assert response.status_code == 200, response.text
+
+
+def test_products_name_the_average_rating_avg_rating_as_the_als_engine_does(client, catalogue):
+    """Issue 15.3: the chat called it ``rating``."""
+    chat = _chat(client, message="espresso machine 4 stars and up", k=5)
+    search = client.get("/api/v1/search", params={"q": "espresso", "min_rating": 4}).json()
+    for payload in (chat, search):
+        assert payload["products"]
+        for product in payload["products"]:
+            assert "rating" not in product
+            stored = catalogue["items"][product["item_id"]]["avg_rating"]
+            assert product["avg_rating"] == stored and stored >= 4
+            assert product["rating_count"] == catalogue["items"][product["item_id"]]["rating_count"]
+
+
+def test_search_takes_the_filters_of_recommend_and_names_unknown_parameters(client, catalogue):
+    """Issue 15.1: the same price range parameters, the same 422 for the rest."""
+    params = {"q": "headphones", "min_price": 50, "max_price": 150, "k": 20}
+    payload = client.get("/api/v1/search", params=params).json()
+    assert payload["products"] and payload["filters"] == {"min_price": 50.0, "max_price": 150.0}
+    assert all(50 <= p["price"] <= 150 for p in payload["products"])
+    _assert_all_satisfy(payload, catalogue)
+    for params, field in (
+        ({"q": "tv", "sort": "price"}, "query.sort"),
+        ({"q": "tv", "min_price": -5}, "query.min_price"),
+        ({"q": "tv", "max_price": 2e6}, "query.max_price"),
+        ({"q": "tv", "min_rating": 6}, "query.min_rating"),
+    ):
         response = client.get("/api/v1/search", params=params)
         assert response.status_code == 422, params
-        assert "NUL" in response.json()["error"]["message"]
+        assert [f["field"] for f in response.json()["error"]["fields"]] == [field]
 
 
 def test_prompt_injection_changes_no_filter_and_reveals_no_other_session(client, llm):

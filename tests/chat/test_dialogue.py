@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from Prod.chat_reco_engine.dialogues import KINDS, generate_dialogues, run_dialogues
+from Prod.bench.dialogues import KINDS, generate_dialogues, run_dialogues
 from Prod.chat_reco_engine.filters import Vocabulary
 from Prod.chat_reco_engine.main import create_app
 from Prod.chat_reco_engine.relevance import (
@@ -22,10 +22,10 @@ from Prod.chat_reco_engine.relevance import (
     unmatched_names,
 )
 from Prod.common.embeddings import embed_texts
-from Prod.common.ingest.chroma import embedder_function, ingest_chroma
-from Prod.common.ingest.validate import read_products
 from Prod.common.stores import chroma_for
-from Prod.common.supervisor import free_port
+from Prod.datasets.ingest.chroma import embedder_function, ingest_chroma
+from Prod.datasets.ingest.validate import read_products
+from Prod.orchestrate.local_infra import free_port
 from tests.utils.chat import talk
 
 DEFAULT_STORE = Path(__file__).resolve().parents[2] / "Prod" / "data_ingest"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import config
-from Prod.chat_reco_engine.evaluation import (
+from Prod.bench.chat import (
     BI_ENCODER,
     CROSS_ENCODER,
     FILTERED,
@@ -23,8 +23,8 @@ from Prod.chat_reco_engine.evaluation import (
 from Prod.chat_reco_engine.filters import Vocabulary, parse_text, satisfies
 from Prod.chat_reco_engine.service import ChatEngine
 from Prod.cli.main import app
-from Prod.common.ingest.validate import read_products
 from Prod.common.stores import chroma_for
+from Prod.datasets.ingest.validate import read_products
 from tests.chat.conftest import chat_settings
 
 

@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from fastapi.testclient import TestClient
 
 from Prod.chat_reco_engine.main import create_app
-from Prod.common.supervisor import free_port
+from Prod.orchestrate.local_infra import free_port
 from tests.chat.conftest import chat_settings
 from tests.reco_engine.conftest import LiveServer
 from tests.utils.faults import CuttingProxy, store_down

@@ -26,7 +26,7 @@ from Prod.chat_reco_engine.filters import (
     select_mentions,
     to_chroma_where,
 )
-from Prod.common.ingest.validate import Product
+from Prod.datasets.ingest.validate import Product
 
 VOCAB = Vocabulary(
     brands=("Apple", "Bose", "Gift Card", "LG", "Samsung", "Sony"),
@@ -427,7 +427,7 @@ def _messy_catalogue(n_brands: int, n_products: int, seed: int = 0) -> list[Prod
 
 
 def test_generated_filtered_queries_parse_back_on_a_messy_catalogue():
-    from Prod.chat_reco_engine.evaluation import filtered_queries  # heavy imports: here only
+    from Prod.bench.chat import filtered_queries  # heavy imports: here only
 
     products = _messy_catalogue(n_brands=1500, n_products=4000)
     vocabulary = Vocabulary.from_metadatas(p.metadata for p in products)

@@ -1,4 +1,4 @@
-"""The shared catalogue-cleaning rules (Prod/common/data/cleaning.py), value by value."""
+"""The shared catalogue-cleaning rules (Prod/datasets/cleaning.py), value by value."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from Prod.common.data.cleaning import (
+from Prod.datasets.cleaning import (
     brand_spellings,
     clean_brand,
     clean_catalogue,

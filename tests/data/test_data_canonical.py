@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from Prod.common.data.canonical import (
+from Prod.common.canonical_format import (
     DEFAULT_WEIGHTS,
     DISLIKE_EVENT,
     EVENT_WEIGHTS,
@@ -16,12 +16,9 @@ from Prod.common.data.canonical import (
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
     USER_COLUMNS,
-    format_timestamps,
-    product_text,
-    products_rag,
-    write_dataset,
 )
 from Prod.common.errors import InvalidInput
+from Prod.datasets.canonical import format_timestamps, product_text, products_rag, write_dataset
 
 
 def _frames():
@@ -61,7 +58,7 @@ def test_event_weights_follow_the_contract():
 
 
 def test_dislike_events_are_written_and_read_back(tmp_path):
-    from Prod.common.ingest.validate import read_tables
+    from Prod.datasets.ingest.validate import read_tables
 
     users, items, interactions = _frames()
     dislike = pd.DataFrame(

@@ -11,9 +11,9 @@ import pytest
 
 from Modeling.EDA.eda import PLOTS, gini, run_eda
 from Modeling.EDA.signal_check import check_signal
-from Prod.common.data.canonical import write_dataset
-from Prod.common.data.generate import generate_dataset
-from Prod.common.data.importers import import_movielens
+from Prod.datasets.canonical import write_dataset
+from Prod.datasets.generate import generate_dataset
+from Prod.datasets.importers import import_movielens
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -13,9 +13,9 @@ import pytest
 import scipy.sparse as sp
 
 from config import ROOT
-from Prod.common.data.canonical import DATASET_FILES, EVENT_WEIGHTS
-from Prod.common.data.generate import GeneratorConfig, generate_dataset, synthesize
+from Prod.common.canonical_format import DATASET_FILES, EVENT_WEIGHTS
 from Prod.common.errors import InvalidInput
+from Prod.datasets.generate import GeneratorConfig, generate_dataset, synthesize
 
 SMALL = {"n_users": 1500, "n_items": 600, "n_interactions": 60_000}
 

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from Prod.common.data.canonical import write_dataset
-from Prod.common.data.importers import (
+from Prod.common.errors import InvalidInput
+from Prod.datasets.canonical import write_dataset
+from Prod.datasets.importers import (
     clean_brand,
     detect_amazon_format,
     detect_movielens_format,
@@ -21,7 +22,6 @@ from Prod.common.data.importers import (
     leaf_category,
     parse_price,
 )
-from Prod.common.errors import InvalidInput
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

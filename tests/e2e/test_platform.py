@@ -8,12 +8,8 @@ fold-in; a forced retrain publishes a new version the serving engine picks up wi
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,24 +18,12 @@ import httpx
 import pandas as pd
 import pytest
 
-from Prod.common.supervisor import free_port, port_open
-from Prod.orchestrate.environment import ROOT
+from Prod.orchestrate.local_infra import port_open
+from tests.e2e.platform import Platform, last_json, running_platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
-UP_TIMEOUT_S = 600
 WAIT_S = 240
-
-
-def _run(cmd: list[str], env: dict[str, str], timeout_s: float = UP_TIMEOUT_S):
-    return subprocess.run(
-        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
-    )
-
-
-def _last_json(result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _alive(pid: int) -> bool:
@@ -61,62 +45,10 @@ def _wait_for(check, timeout_s: float, what: str):
     raise AssertionError(f"{what} not within {timeout_s:.0f} s")
 
 
-class Platform:
-    """The running platform: its environment, URLs and the launcher."""
-
-    def __init__(self, root: Path) -> None:
-        from Prod.common.data.generate import generate_dataset
-
-        self.dataset = root / "dataset"
-        generate_dataset(self.dataset, n_users=300, n_items=400, n_interactions=9000, seed=7)
-        ports = {name: free_port() for name in ("pg", "redis", "chroma", "reco", "chat", "trainer")}
-        self.env = {
-            **os.environ,
-            "START_SERVICES_NO_VENV": "1",
-            "PYTHON": sys.executable,
-            "DATA_DIR": str(root / "data"),
-            "DATASET_DIR": str(self.dataset),
-            "DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{ports['pg']}/postgres",
-            "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
-            "CHROMA_HOST": "127.0.0.1",
-            "CHROMA_PORT": str(ports["chroma"]),
-            "RECO_PORT": str(ports["reco"]),
-            "CHAT_PORT": str(ports["chat"]),
-            "TRAINER_PORT": str(ports["trainer"]),
-            "HOST": "127.0.0.1",
-            "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",  # nothing listens: LLM fallback
-            "OLLAMA_TIMEOUT_S": "2",
-            "RERANKER_MODEL": "",
-            "ALS_PARAMS_PATH": str(root / "als_params.json"),
-            "API_KEY": "",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-        }
-        self.reco = f"http://127.0.0.1:{ports['reco']}"
-        self.chat = f"http://127.0.0.1:{ports['chat']}"
-        self.trainer = f"http://127.0.0.1:{ports['trainer']}"
-        self.ports = ports
-
-    def launcher(self, *args: str) -> subprocess.CompletedProcess:
-        return _run(["bash", str(ROOT / "start_services.sh"), *args], self.env)
-
-    def example(self, module: str, *args: str) -> subprocess.CompletedProcess:
-        return _run([sys.executable, "-m", module, *args], self.env, timeout_s=300)
-
-
 @pytest.fixture(scope="module")
 def platform():
-    # not under pytest's basetemp: every pytest session on the machine resets that to 0700,
-    # and PostgreSQL (run as an unprivileged user when we are root) must traverse the path
-    root = Path(tempfile.mkdtemp(prefix="reco-e2e-"))
-    platform = Platform(root)
-    platform.first_up = None
-    try:
-        platform.first_up = _last_json(platform.launcher("--local", "up", "--json"))
-        yield platform
-    finally:
-        platform.launcher("--local", "down")  # also after a failed start: leave nothing running
-        shutil.rmtree(root, ignore_errors=True)
+    with running_platform() as started:  # a small generated store
+        yield started
 
 
 def test_up_starts_every_service_and_publishes_a_model(platform):
@@ -135,8 +67,34 @@ def test_up_starts_every_service_and_publishes_a_model(platform):
         assert httpx.get(f"{row['url']}/health", timeout=5).is_success, name
 
 
+_LOG_LINE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|DEBUG) \[%s\] [\w.]+: \S"
+
+
+def test_start_up_logs_say_what_loaded_and_nothing_alarming(platform):
+    """Each service's log, read as a user reads it after `up`: formatted lines only (no
+    warnings, tracebacks or library output), one per step, ending with what is served."""
+    chat_ready = _wait_for(
+        lambda: re.search(r"ready: (\d+) products", platform.log("chat_reco_engine")),
+        WAIT_S,
+        "the chat's ready line",
+    )
+    assert int(chat_ready.group(1)) == 400  # the generated catalogue
+    for service in ("als_trainer", "als_reco_engine", "chat_reco_engine"):
+        lines = platform.log(service).splitlines()
+        noise = [line for line in lines if not re.match(_LOG_LINE % service, line)]
+        assert lines and not noise, f"{service}:\n" + "\n".join(noise)
+        assert not any("Waiting for application startup" in line for line in lines)
+        assert not any("GET /health" in line for line in lines)  # the launcher's probes
+        assert not any("apscheduler" in line for line in lines), service
+    reco = platform.log("als_reco_engine")
+    # "ready: model none yet (...)" when it starts before the trainer's first model is out
+    assert re.search(r"ready: model .+, \d+ items; strategies [a-z_, ]+", reco), reco
+    assert platform.first_up["model_version"] in reco  # the model it went on to serve
+    assert "Warning" not in platform.up_output and "Traceback" not in platform.up_output
+
+
 def test_up_again_is_safe_and_keeps_the_same_processes(platform):
-    again = _last_json(platform.launcher("--local", "up", "--json"))
+    again = last_json(platform.launcher("--local", "up", "--json"))
     assert set(again["started"].values()) == {"running"}
     assert again["data"]["ingested"] == []
     before = {name: row["pid"] for name, row in platform.first_up["services"].items()}
@@ -144,14 +102,14 @@ def test_up_again_is_safe_and_keeps_the_same_processes(platform):
 
 
 def test_status_reports_services_ports_and_model_version(platform):
-    status = _last_json(platform.launcher("--local", "status", "--json"))
+    status = last_json(platform.launcher("--local", "status", "--json"))
     assert status["services"]["als_reco_engine"]["port"] == platform.ports["reco"]
     assert status["services"]["chat_reco_engine"]["state"] == "up"
     assert status["model_version"] == platform.first_up["model_version"]
 
 
 def test_als_example_client_succeeds(platform):
-    summary = _last_json(
+    summary = last_json(
         platform.example("Prod.examples.main_example_als", "--reco-url", platform.reco, "--json")
     )
     assert summary["strategy_before"] == "popular"
@@ -162,7 +120,7 @@ def test_als_example_client_succeeds(platform):
 
 
 def test_chat_example_client_succeeds(platform):
-    summary = _last_json(
+    summary = last_json(
         platform.example("Prod.examples.main_example_chat", "--chat-url", platform.chat, "--json")
     )
     assert len(summary["turns"]) == 3 and summary["turns"][0]["products"]
@@ -172,6 +130,10 @@ def test_chat_example_client_succeeds(platform):
     assert summary["turns"][1]["filters"].get("min_rating") == 4
     assert {turn["generated_by"] for turn in summary["turns"]} == {"fallback"}
     assert summary["history_messages"] == 6
+    # it deleted its session at the end: nothing of it is left in the live data
+    assert summary["deleted_messages"] == 6
+    history = httpx.get(f"{platform.chat}/api/v1/chat/{summary['session_id']}/history", timeout=30)
+    assert history.status_code == 404, history.text
 
 
 def _recommend(platform: Platform, user_id: str, k: int = 10) -> dict:
@@ -223,16 +185,16 @@ def test_forced_retrain_is_picked_up_by_the_engine_without_restart(platform):
 
     new_version = _wait_for(new_active_version, WAIT_S, "the engine serving a new version")
     assert _recommend(platform, "nobody-e2e")["model_version"] == new_version
-    status = _last_json(platform.launcher("--local", "status", "--json"))
+    status = last_json(platform.launcher("--local", "status", "--json"))
     assert status["services"]["als_reco_engine"]["pid"] == reco_pid  # same process: no restart
     assert status["model_version"] == new_version
 
 
 def test_down_leaves_no_process_behind(platform):
-    status = _last_json(platform.launcher("--local", "status", "--json"))
+    status = last_json(platform.launcher("--local", "status", "--json"))
     pids = [row["pid"] for row in (*status["services"].values(), *status["infra"].values())]
     assert all(pids), status
-    down = _last_json(platform.launcher("--local", "down", "--json"))
+    down = last_json(platform.launcher("--local", "down", "--json"))
     assert set(down["stopped"]) == {"als_trainer", "als_reco_engine", "chat_reco_engine"}
     _wait_for(lambda: not any(_alive(pid) for pid in pids), 30, "every process to exit")
     assert not any(port_open(port) for port in platform.ports.values())

@@ -11,8 +11,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from Modeling.RecoSystem.bench import synthetic_interactions
 from Modeling.RecoSystem.evaluate import evaluate_models, prepare
+from Prod.bench.als import synthetic_interactions
 from Prod.cli.main import app
 from Prod.common.als import ALSParams
 from Prod.common.evaluation import user_random_split

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from Prod.common.ingest.postgres import psycopg_conninfo
+from Prod.datasets.ingest.postgres import psycopg_conninfo
 
 FIXTURE = Path(__file__).parent / "data" / "small"
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from Prod.cli import ingest_cmds
+from Prod.cli import bench_cmds
 
 
 def _bench_app() -> typer.Typer:
     bench = typer.Typer()
-    ingest_cmds.register(typer.Typer(), bench, typer.Typer())
+    bench_cmds.register(typer.Typer(), bench, typer.Typer())
     return bench
 
 

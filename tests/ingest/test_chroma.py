@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from Prod.common.data.canonical import embedding_text, product_text
 from Prod.common.embeddings import embed_texts
 from Prod.common.errors import IngestError
-from Prod.common.ingest.chroma import HASH_KEY, ingest_chroma, sync_products
-from Prod.common.ingest.validate import read_products
 from Prod.common.stores import chroma_for
+from Prod.datasets.canonical import embedding_text, product_text
+from Prod.datasets.ingest.chroma import HASH_KEY, ingest_chroma, sync_products
+from Prod.datasets.ingest.validate import read_products
 
 
 class CountingEmbedder:

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from Prod.common.db import migrate
 from Prod.common.errors import IngestError
-from Prod.common.ingest.postgres import (
+from Prod.datasets.ingest.postgres import (
     CopyField,
     binary_copy_tuples,
     ingest_postgres,

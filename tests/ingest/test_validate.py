@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from Prod.common.errors import IngestError
-from Prod.common.ingest.validate import read_products, read_tables
+from Prod.datasets.ingest.validate import read_products, read_tables
 from tests.ingest.conftest import edit
 
 
@@ -155,7 +155,7 @@ def test_invalid_json_names_the_line(dataset: Path) -> None:
         read_products(dataset)
 
 
-# --- text cleaning at ingest (the shared rules of Prod/common/data/cleaning.py) ------------------
+# --- text cleaning at ingest (the shared rules of Prod/datasets/cleaning.py) ------------------
 
 
 def test_clean_fixture_passes_ingest_unchanged(dataset: Path) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from Prod.als_reco_engine.fast_path import api_key_ok, parse_recommend_query
+from Prod.als_reco_engine.fast_path import PARAMS, api_key_ok, parse_recommend_query
 from Prod.als_reco_engine.index import ItemFilters
+from Prod.als_reco_engine.routes import RECOMMEND_ROUTE_NAME, router
+from Prod.common.api import query_param_names
 
 
 def test_canonical_queries_are_parsed():
@@ -15,10 +17,18 @@ def test_canonical_queries_are_parsed():
     assert (default.k, default.exclude_seen, default.filters) == (10, True, ItemFilters())
     query = parse_recommend_query(
         b"k=25&exclude_seen=false&category=Home%20%26%20Garden&brand=Acme&max_price=30.5"
-        b"&min_rating=4&utm_source=ignored"
+        b"&min_rating=4&min_price=7"
     )
     assert query.k == 25 and query.exclude_seen is False
-    assert query.filters == ItemFilters(("Home & Garden",), ("Acme",), 30.5, 4.0)
+    assert query.filters == ItemFilters(("Home & Garden",), ("Acme",), 30.5, 4.0, 7.0)
+
+
+def test_the_fast_path_parses_exactly_the_routes_parameters():
+    """Issue 14.1: the route is found by name and its declared parameters are the fast path's
+    (an unknown one goes to the route, which names it in a 422; issue 15.1)."""
+    (route,) = [r for r in router.routes if r.name == RECOMMEND_ROUTE_NAME]
+    assert route.path == "/api/v1/recommend/{user_id}"
+    assert set(query_param_names(route)) == PARAMS
 
 
 def test_repeated_category_and_brand_are_any_of_on_the_fast_path():
@@ -41,7 +51,11 @@ def test_repeated_category_and_brand_are_any_of_on_the_fast_path():
         b"max_price=3e1",
         b"max_price=-1",
         b"max_price=nan",
+        b"max_price=1000000.5",  # above the shared price limit
+        b"min_price=30&max_price=10",  # an empty range
         b"min_rating=5.5",
+        b"k=5&utm_source=x",  # unknown: the route names it in a 422
+        b"strategy=popular",
         b"brand=" + b"x" * 201,
         b"brand=a&brand=" + b"x" * 201,  # one value too long
         b"&".join([b"category=c"] * 21),  # more values than the route allows
@@ -68,6 +82,10 @@ def test_api_key_rule_on_raw_headers():
         (
             {"k": 50, "category": "GARDEN", "max_price": "30", "min_rating": "2"},
             {"k": 50, "category": "GARDEN", "max_price": "3e1", "min_rating": "2"},
+        ),
+        (
+            {"k": 100, "min_price": "12", "max_price": "25.5"},
+            {"k": 100, "min_price": "1.2e1", "max_price": "25.5"},
         ),
     ],
 )
@@ -140,3 +158,20 @@ def test_fast_responses_are_counted_in_metrics(client, dataset):
 def _query(params: dict | list[tuple[str, str]]) -> bytes:
     pairs = params.items() if isinstance(params, dict) else params
     return "&".join(f"{k}={v}" for k, v in pairs).encode()
+
+
+def test_unknown_parameters_and_empty_price_ranges_get_the_routes_422(client, dataset):
+    """Issue 15.1: ``/recommend?strategy=popular`` was answered as if it were not there."""
+    user = dataset.user_ids[5]
+    for params, fields in (
+        ({"k": 5, "strategy": "popular"}, ["query.strategy"]),
+        ({"utm_source": "x", "min_price": 1}, ["query.utm_source"]),
+        ({"min_price": 30, "max_price": 10}, ["query.min_price", "query.max_price"]),
+    ):
+        assert parse_recommend_query(_query(params)) is None
+        response = client.get(f"/api/v1/recommend/{user}", params=params)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["type"] == "invalid_input" and error["request_id"]
+        assert [f["field"] for f in error["fields"]] == fields
+        assert all(f.removeprefix("query.") in error["message"] for f in fields)

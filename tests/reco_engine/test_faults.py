@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
 from Prod.als_reco_engine.main import create_app
-from Prod.common.supervisor import ChromaServer, RedisServer, free_port
+from Prod.orchestrate.local_infra import ChromaServer, RedisServer, free_port
 from tests.reco_engine.conftest import LiveServer, new_user_id, wait_for
 from tests.utils.faults import store_down
 from tests.utils.publish import train_and_publish

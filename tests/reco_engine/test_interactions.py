@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
-from Prod.common.db import session_scope
+from Prod.als_reco_engine.interactions import record_interactions
+from Prod.common.db import get_engine, session_scope
+from Prod.common.errors import InvalidInput
 from Prod.common.models import Interaction, SuppressedItem, User
 from tests.reco_engine.conftest import new_user_id
 
@@ -294,3 +297,22 @@ def test_far_future_unix_timestamp_is_rejected_not_read_as_milliseconds(client, 
     with session_scope(settings.database_url) as session:
         rows = session.scalars(select(Interaction).where(Interaction.user_id == user)).all()
     assert [r.occurred_at.isoformat() for r in rows] == ["2025-01-01T00:00:00+00:00"]
+
+
+def test_record_interactions_forgets_the_users_only_after_a_commit(settings, dataset):
+    """The service function on its own: the engine state it touches is passed explicitly."""
+    db, forgotten = get_engine(settings.database_url), []
+    user = new_user_id("direct")
+    event = {"user_id": user, "item_id": dataset.item_ids[4], "event": "add_to_cart"}
+    unknown = {**event, "item_id": "no-such-item-2"}
+    with pytest.raises(InvalidInput, match="no-such-item-2"):
+        record_interactions(db=db, events=[event, unknown], forget_users=forgotten.extend)
+    assert forgotten == []
+    result = record_interactions(db=db, events=[event], forget_users=forgotten.extend)
+    assert result == {"accepted": 1, "duplicates": 0, "created_users": [user], "user_ids": [user]}
+    assert forgotten == [user]
+    with session_scope(settings.database_url) as session:
+        rows = session.scalars(select(Interaction).where(Interaction.user_id == user)).all()
+    assert [(r.item_id, r.event, r.weight) for r in rows] == [
+        (dataset.item_ids[4], "add_to_cart", 4.0)
+    ]

@@ -118,3 +118,51 @@ def test_health_and_metrics(client, dataset):
     metrics = client.get("/metrics").text
     assert 'route="/api/v1/recommend/{user_id}"' in metrics
     assert "http_request_duration_seconds_bucket" in metrics
+
+
+def _in_range(item: dict, low: float, high: float) -> bool:
+    return item["price"] is not None and low <= item["price"] <= high
+
+
+def test_price_range_on_recommend_keeps_exactly_the_items_in_range(client, dataset):
+    """Issue 15.1: ``min_price`` (as on the chat's /search) was silently ignored here."""
+    user = dataset.user_ids[4]
+    base = {"k": 100, "exclude_seen": "false"}
+    everything = client.get(f"/api/v1/recommend/{user}", params=base).json()["items"]
+    assert 0 < len(everything) < 100  # the whole catalogue, ranked
+    for low, high, fast in ((12, 25.5, True), (20, 1e6, True), (15, 15, False)):
+        params = {**base, "min_price": low, "max_price": high}
+        if not fast:
+            params["exclude_seen"] = "off"  # same meaning, not canonical: the route answers
+        body = client.get(f"/api/v1/recommend/{user}", params=params).json()
+        expected = [i for i in everything if _in_range(i, low, high)]
+        assert body["items"] == expected and expected, (low, high)
+    only_min = client.get(f"/api/v1/recommend/{user}", params={**base, "min_price": 30}).json()
+    assert only_min["items"] == [i for i in everything if _in_range(i, 30, float("inf"))]
+
+
+def test_price_range_on_similar_keeps_exactly_the_items_in_range(client, dataset):
+    item = dataset.item_ids[3]
+    everything = client.get(f"/api/v1/similar/{item}", params={"k": 100}).json()["items"]
+    assert 0 < len(everything) < 100
+    params = {"k": 100, "min_price": 10, "max_price": 22, "category": ["books", "garden"]}
+    items = client.get(f"/api/v1/similar/{item}", params=params).json()["items"]
+    expected = [
+        i for i in everything if _in_range(i, 10, 22) and i["category"] in {"books", "garden"}
+    ]
+    assert items == expected and expected
+
+
+def test_bad_price_ranges_and_unknown_parameters_on_similar_are_422(client, dataset):
+    item = dataset.item_ids[3]
+    for params, fields in (
+        ({"min_price": 30, "max_price": 10}, ["query.min_price", "query.max_price"]),
+        ({"min_price": -1}, ["query.min_price"]),
+        ({"max_price": 2e6}, ["query.max_price"]),
+        ({"category": ""}, ["query.category[0]"]),
+        ({"strategy": "popular"}, ["query.strategy"]),
+    ):
+        response = client.get(f"/api/v1/similar/{item}", params=params)
+        assert response.status_code == 422, (params, response.text)
+        error = response.json()["error"]
+        assert [f["field"] for f in error["fields"]] == fields, error

@@ -10,7 +10,7 @@ import time
 from fastapi.testclient import TestClient
 
 from Prod.als_reco_engine.main import create_app
-from Prod.common.supervisor import free_port
+from Prod.orchestrate.local_infra import free_port
 from tests.reco_engine.conftest import LiveServer
 
 KEY = "s3cret-key"

@@ -129,6 +129,22 @@ def test_invalid_train_body_is_a_422_naming_the_field(app):
     assert response.json()["error"]["fields"][0]["field"] == "force"
 
 
+def test_query_parameters_are_refused_naming_them_and_start_nothing(app):
+    """Issue 15.1: ``POST /train?force=false`` looked like a non-forced run but was a forced one
+    (the flag belongs in the body); now a 422 names the parameter and nothing starts."""
+    with TestClient(app) as client:
+        response = client.post("/api/v1/train", params={"force": "false"})
+        status = client.get("/api/v1/status").json()
+        rollback = client.post("/api/v1/rollback", params={"version": "v1"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["fields"] == [{"field": "query.force", "message": "unknown parameter"}]
+    assert "'force'" in error["message"] and "it takes none" in error["message"]
+    assert status["running"] is None and app.state.runner.running() is None
+    assert rollback.status_code == 422
+    assert rollback.json()["error"]["fields"][0]["field"] == "query.version"
+
+
 def test_scheduler_runs_in_the_lifespan_and_waits_an_interval_when_a_model_exists(settings):
     train_and_publish(settings)
     before = datetime.now(timezone.utc)

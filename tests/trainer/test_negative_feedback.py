@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import insert
 
 from Prod.als_trainer.dataset import copy_interactions, index_interactions, read_watermark
-from Prod.common.data.canonical import DEFAULT_WEIGHTS
+from Prod.common.canonical_format import DEFAULT_WEIGHTS
 from Prod.common.db import get_engine, session_scope
 from Prod.common.feedback import (
     IMPLICIT,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from Prod.common.errors import InfraError
-from Prod.common.supervisor import LocalInfra
+from Prod.orchestrate.local_infra import LocalInfra
 
 
 def _server(infra: LocalInfra, name: str):
@@ -43,7 +43,7 @@ class CuttingProxy:
         import socket
         import threading
 
-        from Prod.common.supervisor import free_port
+        from Prod.orchestrate.local_infra import free_port
 
         self.port = free_port()
         self.cut_on: bytes | None = None

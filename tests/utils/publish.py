@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 from sqlalchemy import insert
 
-from Prod.common.data.canonical import DEFAULT_WEIGHTS, EVENT_WEIGHTS, RATING_EVENT
+from Prod.common.canonical_format import DEFAULT_WEIGHTS, EVENT_WEIGHTS, RATING_EVENT
 from Prod.common.db import session_scope
 from Prod.common.models import Interaction, Item, User
 

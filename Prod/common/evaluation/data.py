@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from Prod.common.als import build_user_items
-from Prod.common.data.canonical import INTERACTIONS_FILE
+from Prod.common.canonical_format import INTERACTIONS_FILE
 from Prod.common.errors import InvalidInput
 
 __all__ = ["IndexMaps", "load_interactions", "to_user_items", "seen_items"]

@@ -1,0 +1,187 @@
+"""Speed and quality of the project's ALS against ``implicit`` on the same data (reco bench als).
+
+Protocol: both get the same training CSR (a per-user random 80/20 split), factors, iterations,
+CG steps, regularisation and confidences (``implicit`` is fed ``c_ui`` directly). The project's
+ALS runs with ``threads`` row-group threads (one intra-op torch thread each); ``implicit`` with
+``num_threads=threads`` and one BLAS thread (``OPENBLAS_NUM_THREADS=1``, as its docs ask). After a
+one-iteration warm-up of each, the two are timed alternately ``repeats`` times in one process, so
+both see the same machine load; the report gives the medians (and every run), wall and CPU
+seconds per iteration, their ratios, the load average, and nDCG@10 of both on the holdout
+(on a seeded sample of at most ``max_eval_users`` users for large data).
+
+Data: a canonical dataset folder (e.g. ``reco generate --scale 10`` for ~1M events, ``--scale
+100`` for ~10M), or, by default, :func:`synthetic_interactions`, a fast in-memory long-tailed
+matrix of the requested size.
+
+The split preparation, scoring and the ``implicit`` adapter are Modeling's offline evaluation
+harness (:mod:`Modeling.RecoSystem`), reused here rather than written twice.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from Modeling.RecoSystem.evaluate import Prepared, evaluate_scorer, prepare
+from Modeling.RecoSystem.models import als_scorer, fit_implicit
+from Prod.common.als import ALSParams, fit_als
+from Prod.common.evaluation import load_interactions, user_random_split
+
+BenchProgress = Callable[[str], None]
+"""``progress(label)`` called before each timed fit (and the warm-ups)."""
+
+
+def synthetic_interactions(n_interactions: int, seed: int = 0) -> pd.DataFrame:
+    """Long-tailed interactions with taste structure (users ~ n/20, items ~ n/50, >= 1000).
+
+    Users' activity is log-normal, items' popularity Zipf-like; 60% of picks come from the
+    user's taste cluster (a cluster-specific reordering of the catalogue), the rest from global
+    popularity, so there is something for a recommender to learn.
+    """
+    rng = np.random.default_rng(seed)
+    n_users, n_items = max(n_interactions // 20, 100), max(n_interactions // 50, 1000)
+    n_clusters = 50
+    activity = rng.lognormal(0.0, 1.0, n_users)
+    users = rng.choice(n_users, n_interactions, p=activity / activity.sum())
+    popularity = np.arange(1, n_items + 1, dtype=np.float64) ** -0.9
+    ranks = rng.choice(n_items, n_interactions, p=popularity / popularity.sum())
+    cluster_orders = np.argsort(rng.random((n_clusters, n_items)), axis=1)
+    from_taste = rng.random(n_interactions) < 0.6
+    items = np.where(from_taste, cluster_orders[users % n_clusters, ranks], ranks)
+    return pd.DataFrame(
+        {
+            "user_id": users.astype(np.int64),
+            "item_id": items.astype(np.int64),
+            "weight": rng.integers(1, 5, n_interactions).astype(np.float32),
+            "timestamp": np.zeros(n_interactions, dtype=np.int64),
+        }
+    )
+
+
+def bench_data(
+    n_interactions: int, seed: int = 0, dataset_dir: str | Path | None = None
+) -> tuple[Prepared, str]:
+    """The 80/20 per-user split both implementations train and are scored on, and its source."""
+    if dataset_dir is not None:
+        frame, source = load_interactions(dataset_dir), str(Path(dataset_dir).resolve())
+    else:
+        frame, source = synthetic_interactions(n_interactions, seed), "synthetic"
+    parts = user_random_split(frame, 0.2, seed)
+    return prepare(parts.train, parts.test), source
+
+
+def sample_eval_users(data: Prepared, max_users: int, seed: int = 0) -> Prepared:
+    """The same split scored on at most ``max_users`` evaluated users (a seeded sample).
+
+    Scoring ranks every item for every user (users x items x k flops: 10^12 and more at 10M
+    interactions); a sample of tens of thousands of users measures nDCG@10 to ~0.001.
+    """
+    n = int(data.users.numel())
+    if n <= max_users:
+        return data
+    keep = np.sort(np.random.default_rng(seed).choice(n, max_users, replace=False))
+    return replace(
+        data, users=data.users[torch.from_numpy(keep)], relevant=[data.relevant[i] for i in keep]
+    )
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    """(wall seconds, process CPU seconds, result) of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
+
+
+def bench_als(
+    n_interactions: int = 1_000_000,
+    factors: int = 64,
+    iterations: int = 5,
+    threads: int = 2,
+    repeats: int = 3,
+    seed: int = 0,
+    params: ALSParams | None = None,
+    device: str | None = None,
+    dataset_dir: str | Path | None = None,
+    progress: BenchProgress | None = None,
+    max_eval_users: int = 50_000,
+) -> dict:
+    """Seconds per iteration for both implementations (medians), their ratio and both nDCG@10."""
+    report = progress or (lambda label: None)
+    torch.set_num_threads(threads)  # for the data preparation; fit_als manages its own threads
+    params = replace(params or ALSParams(), factors=factors, iterations=iterations)
+    data, source = bench_data(n_interactions, seed, dataset_dir)
+
+    def fit_torch(p: ALSParams):
+        return fit_als(data.train, p, device=device, compute_loss=False, num_threads=threads)
+
+    def fit_other(p: ALSParams):
+        return fit_implicit(data.train, p, num_threads=threads)
+
+    warm = replace(params, iterations=1)
+    report("warm-up")
+    fit_torch(warm)
+    fit_other(warm)
+    load_before = _load_average()
+    runs: dict[str, list[tuple[float, float]]] = {"torch": [], "implicit": []}
+    torch_model, implicit_scorer = None, None
+    for repeat in range(1, repeats + 1):
+        report(f"torch {repeat}/{repeats}")
+        wall, cpu, torch_model = _timed(lambda: fit_torch(params))
+        runs["torch"].append((wall / iterations, cpu / iterations))
+        report(f"implicit {repeat}/{repeats}")
+        wall, cpu, (implicit_scorer, _) = _timed(lambda: fit_other(params))
+        runs["implicit"].append((wall / iterations, cpu / iterations))
+    load_after = _load_average()
+
+    k = 10
+    report("nDCG@10")
+    scored = sample_eval_users(data, max_eval_users, seed)
+    torch_ndcg = evaluate_scorer(als_scorer(torch_model), scored, k)[f"ndcg@{k}"]
+    implicit_ndcg = evaluate_scorer(implicit_scorer, scored, k)[f"ndcg@{k}"]
+    wall_t, wall_i = (_median([w for w, _ in runs[name]]) for name in ("torch", "implicit"))
+    cpu_t, cpu_i = (_median([c for _, c in runs[name]]) for name in ("torch", "implicit"))
+    return {
+        "data": source,
+        "interactions": int(data.train._nnz()),
+        "users": data.maps.n_users,
+        "items": data.maps.n_items,
+        "factors": factors,
+        "iterations": iterations,
+        "cg_steps": params.cg_steps,
+        "threads": threads,
+        "repeats": repeats,
+        "device": str(torch_model.user_factors.device),
+        "torch_s_per_iter": wall_t,
+        "implicit_s_per_iter": wall_i,
+        "ratio": round(wall_t / wall_i, 3),
+        "torch_cpu_s_per_iter": cpu_t,
+        "implicit_cpu_s_per_iter": cpu_i,
+        "cpu_ratio": round(cpu_t / cpu_i, 3),
+        "torch_runs_s_per_iter": [round(w, 4) for w, _ in runs["torch"]],
+        "implicit_runs_s_per_iter": [round(w, 4) for w, _ in runs["implicit"]],
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "ndcg_users": int(scored.users.numel()),
+        "torch_ndcg@10": torch_ndcg,
+        "implicit_ndcg@10": implicit_ndcg,
+        "ndcg_ratio": round(torch_ndcg / implicit_ndcg, 4) if implicit_ndcg else None,
+    }

@@ -1,1 +1,0 @@
-"""Canonical dataset format, the default-dataset generator and importers from public formats."""

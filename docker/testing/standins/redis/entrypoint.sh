@@ -1,0 +1,10 @@
+#!/bin/sh
+# As the official image: `redis-server` without a config file runs with protected mode off, as
+# the `redis` user, in /data.
+set -eu
+if [ "${1:-}" = redis-server ]; then
+  shift
+  chown -R redis:redis /data
+  exec setpriv --reuid=redis --regid=redis --init-groups redis-server --protected-mode no "$@"
+fi
+exec "$@"
