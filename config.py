@@ -117,8 +117,8 @@ class Settings(BaseSettings):
         "ollama",
         description="Chat model provider, as LangChain's `init_chat_model` names it: `ollama` "
         "(ChatOllama), `openai` (ChatOpenAI: OpenAI or any OpenAI-compatible server - vLLM, "
-        "llama.cpp, LM Studio, `python -m Prod.llm_server`), or another one whose `langchain-<provider>` "
-        "package and `langchain` are installed.",
+        "llama.cpp, LM Studio, `python -m Prod.llm_server`), or another one whose "
+        "`langchain-<provider>` package and `langchain` are installed.",
     )
     llm_model: str | None = Field(
         None, description="Chat model name; unset = OLLAMA_MODEL (e.g. `gpt-4o-mini`)."

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -305,12 +306,21 @@ def test_every_dashboard_metric_is_on_the_running_platform_s_metrics(default_pla
         "als_trainer": default_platform.trainer,
     }
     httpx.get(f"{default_platform.reco}/api/v1/recommend/u00042", timeout=30).raise_for_status()
+    # the model the engine serves is what the stats show (once it serves the trainer's active
+    # one: another test may have just retrained)
+    active = httpx.get(f"{default_platform.trainer}/api/v1/status", timeout=30).json()["active"]
+    deadline = time.monotonic() + 60
+    while True:
+        status = httpx.get(f"{default_platform.reco}/api/v1/status", timeout=30).json()
+        if status["model_version"] == active["version_id"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert status["model_version"] == active["version_id"], (status, active)
     pages = {}
     for name, url in urls.items():
         response = httpx.get(f"{url}/metrics", timeout=30)
         assert response.status_code == 200, (name, response.text)
         pages[name] = response.text
     _check_against(pages, dashboard)
-    # the model the trainer published on start-up is what the dashboard's stats show
-    model = default_platform.first_up["model_version"]
-    assert f'reco_model_info{{version="{model}"}} 1.0' in pages["als_reco_engine"]
+    info = f'reco_model_info{{version="{status["model_version"]}"}} 1.0'
+    assert info in pages["als_reco_engine"], pages["als_reco_engine"]

@@ -162,6 +162,10 @@ class ForgetOut(BaseModel):
     postgres: PostgresForgotten
     redis: RedisForgotten
     caches: str = Field(description="Cached profile and fold-in factor: always cleared.")
+    training_in_progress: bool = Field(
+        description="A training run was in progress: it may publish the user's factor in its "
+        "new version (it read the data before this call); forget again after it finishes."
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -185,6 +189,7 @@ class ForgetOut(BaseModel):
                         ],
                     },
                     "caches": "cleared",
+                    "training_in_progress": False,
                 }
             ]
         }

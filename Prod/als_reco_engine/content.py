@@ -64,6 +64,30 @@ def mix(base: Sequence, fresh: Sequence, k: int) -> tuple[list, list[bool]]:
     return out, flags
 
 
+def mixed(
+    catalogue: Catalogue,
+    rows: np.ndarray,
+    scores: list[float],
+    found: tuple[Catalogue, np.ndarray, np.ndarray],
+    k: int,
+) -> tuple[Catalogue, np.ndarray, list[float], list[bool]]:
+    """An answer (``rows`` of ``catalogue``, best first) with the fresh items ``found``
+    (catalogue, rows, cosines) :func:`mix`-ed in: a small catalogue of the answer's items in
+    answer order, its rows, the scores, and whether each item is fresh."""
+    fresh_catalogue, fresh_rows, fresh_scores = found
+    fresh = [
+        (fresh_catalogue, row, round(score, 6))
+        for row, score in zip(fresh_rows.tolist(), fresh_scores.tolist(), strict=True)
+    ]
+    own = [(catalogue, row, score) for row, score in zip(rows.tolist(), scores, strict=True)]
+    entries, flags = mix(own[: k - len(fresh)], fresh, k)
+    answer = build_catalogue(
+        [source.item_ids[row] for source, row, _ in entries],
+        [source.describe(row) for source, row, _ in entries],
+    )
+    return answer, np.arange(len(entries), dtype=np.int64), [s for _, _, s in entries], flags
+
+
 @dataclass(frozen=True)
 class FreshItems:
     """Products without a factor in ``version``: catalogue rows aligned with ``vectors`` (n, dim)

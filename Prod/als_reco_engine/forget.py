@@ -10,6 +10,10 @@ Removes everything the platform keeps about one user and counts it:
 - caches: the serving engines' cached profile and fold-in factor (this replica at once, the
   others through the profile-invalidation channel).
 
+A training run in progress may have read the user's interactions before the commit and publish
+their factor in its new version: the answer says so (``training_in_progress``), and forgetting
+again after the run removes it.
+
 Redis is pinged before Postgres is touched, so a Redis outage is a 503 with nothing removed; if
 Redis fails between the two steps the 503 names it and a retry finishes the job (the call is
 idempotent: it removes what is left).
@@ -37,6 +41,8 @@ from Prod.common.models import (
 )
 
 FACTORS_PATTERN = "reco:model:*:user_factors"
+# Prod.als_trainer.lock.LOCK_KEY (services never import each other; a test keeps them equal)
+TRAINER_LOCK_KEY = "reco:trainer:lock"
 
 
 def _text(value: bytes | str) -> str:
@@ -79,6 +85,8 @@ def forget_user(
         }
     with redis_errors("user factors"):
         factors = _delete_factors(redis_client, user_id)
+        # a run that read the interactions before the commit publishes the user's factor again
+        training = bool(redis_client.exists(TRAINER_LOCK_KEY))
     forget_cached([user_id])
     if not any(postgres.values()) and not factors:
         raise NotFound(f"no data of user {user_id!r} in any store", user_id=user_id)
@@ -87,6 +95,7 @@ def forget_user(
         "postgres": postgres,
         "redis": {"user_factors": len(factors), "model_versions": factors},
         "caches": "cleared",
+        "training_in_progress": training,
     }
 
 

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config import Settings
 from Prod.als_reco_engine.batching import BatchScorer
-from Prod.als_reco_engine.content import CONTENT, ContentIndex, fresh_count, mix
+from Prod.als_reco_engine.content import CONTENT, ContentIndex, fresh_count, mixed
 from Prod.als_reco_engine.deleted_items import DeletedItems
 from Prod.als_reco_engine.explain import explain_rows
 from Prod.als_reco_engine.foldin import FoldInCache, solve_user_factor
@@ -37,7 +37,6 @@ from Prod.als_reco_engine.index import (
     IndexHolder,
     ItemFilters,
     ItemIndex,
-    build_catalogue,
     build_index,
     describe_items,
     filter_mask,
@@ -363,8 +362,6 @@ class RecoEngine:
         fold-in answers, :mod:`.content`; every item then says its ``strategy``) and, with
         ``explain``, each ALS item's top past items (:mod:`.explain`; null for popular and
         content items)."""
-        entries = list(zip(result.rows.tolist(), result.scores, strict=True))
-        flags = [False] * len(entries)
         found = None
         if result.strategy != POPULAR and index is not None:
             found = self.content.fresh_for(
@@ -377,29 +374,20 @@ class RecoEngine:
             )
         if found is None and not explain:
             return result
-        catalogue, rows = result.catalogue, result.rows
-        if found is not None:  # one small catalogue of the answer's items, in answer order
-            fresh = [
-                (-1 - row, score)
-                for row, score in zip(found[1].tolist(), round_scores(found[2]), strict=True)
-            ]
-            entries, flags = mix(entries[: k - len(fresh)], fresh, k)
-            sources = [(found[0], -1 - r) if r < 0 else (result.catalogue, r) for r, _ in entries]
-            catalogue = build_catalogue(
-                [src.item_ids[r] for src, r in sources], [src.describe(r) for src, r in sources]
-            )
-            rows = np.arange(len(entries), dtype=np.int64)
-        extras = [{"strategy": CONTENT if f else result.strategy} if found else {} for f in flags]
+        catalogue, rows, scores = result.catalogue, result.rows, result.scores
+        fresh = [False] * len(scores)
+        if found is not None:
+            catalogue, rows, scores, fresh = mixed(catalogue, rows, scores, found, k)
+        extras = [{"strategy": CONTENT if f else result.strategy} if found else {} for f in fresh]
         if explain:
-            reasons: list = [None] * len(entries)
+            own = [n for n, f in enumerate(fresh) if not f]  # the model's items, in order
+            reasons = [None] * len(own)
             if result.strategy != POPULAR and index is not None:
-                positions = [i for i, f in enumerate(flags) if not f]
-                own = np.array([entries[i][0] for i in positions], dtype=np.int64)
-                for i, why in zip(positions, explain_rows(index, profile, own), strict=True):
-                    reasons[i] = why
-            for extra, why in zip(extras, reasons, strict=True):
-                extra["explanation"] = why
-        scores = [score for _, score in entries]
+                reasons = explain_rows(index, profile, result.rows[: len(own)])
+            for extra in extras:
+                extra["explanation"] = None
+            for n, why in zip(own, reasons, strict=True):
+                extras[n]["explanation"] = why
         return Recommendation(
             result.user_id,
             result.strategy,
@@ -447,10 +435,10 @@ class RecoEngine:
     ) -> dict[str, Any]:
         found = None if item_id in self.deleted else self.content.similar(item_id, k, filters)
         if found is None:
-            model = f"the active model {index.version}" if index else "any published model"
+            index = self.require_index()  # none published: 503, the next model may know it
             raise NotFound(
-                f"item {item_id!r} is neither in {model} nor in the product catalogue "
-                f"({self.settings.products_collection!r})",
+                f"item {item_id!r} is neither in the active model {index.version} nor in the "
+                f"product catalogue ({self.settings.products_collection!r})",
                 item_id=item_id,
             )
         catalogue, rows, scores = found

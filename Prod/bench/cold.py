@@ -45,7 +45,10 @@ def item_vectors(dataset_dir: Path, item_ids: list[str], embedder) -> dict[str, 
     """Unit MiniLM vectors of the products' embedded text (as the Chroma ingest writes them)."""
     from Prod.common.embeddings import embed_texts
 
-    records = json.loads((dataset_dir / RAG_FILE).read_text(encoding="utf-8"))
+    path = dataset_dir / RAG_FILE
+    if not path.is_file():
+        raise InvalidInput(f"no {RAG_FILE} in {dataset_dir}: the product texts are needed")
+    records = json.loads(path.read_text(encoding="utf-8"))
     texts = {r["item_id"]: embedding_text(r["text"]) for r in records}
     wanted = [i for i in item_ids if i in texts]
     vectors = embed_texts(embedder, [texts[i] for i in wanted])

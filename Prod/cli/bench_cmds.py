@@ -354,7 +354,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         dataset_dirs: list[Path] = typer.Argument(None, help="Default: settings.dataset_dir"),
         shares: str = typer.Option("0,0.1,0.2", help="FRESH_SHARE values, comma-separated."),
         cold_share: float = typer.Option(0.1, min=0.01, max=0.9, help="Newest items held back."),
-        k: int = typer.Option(10, min=1, max=100),
+        k: int = typer.Option(10, min=1, max=100, help="List length of nDCG@k."),
         as_json: bool = JsonOption,
     ) -> None:
         """nDCG@k of mixing fresh items in by content (FRESH_SHARE) on a user-last split, the

@@ -18,6 +18,11 @@ def _render(result: dict) -> None:
     )
     versions = result["redis"]["model_versions"]
     console.print(f"model versions that held a factor: {', '.join(versions) or '-'}")
+    if result["training_in_progress"]:
+        console.print(
+            "[yellow]a training run is in progress: it may publish this user's factor again; "
+            "run the command again after it finishes[/]"
+        )
 
 
 def _forget(user_id: str) -> dict:

@@ -572,28 +572,41 @@ def fold_in_user(
     ``(Y^T Y + Y_m^T (C_m - I) Y_m + lambda_u I) x = Y_m^T c_m`` by Cholesky. Returns (k,).
     A user with no interactions gets the zero vector.
     """
-    k = item_factors.shape[1]
-    dev, dtype = item_factors.device, item_factors.dtype
-    idx = torch.as_tensor(item_indices, dtype=torch.int64, device=dev)
-    w = torch.as_tensor(weights, dtype=dtype, device=dev)
+    idx, cm1, y_m, a = _fold_in_system(item_factors, item_indices, weights, params, yty)
     if idx.numel() == 0:
-        return torch.zeros(k, dtype=dtype, device=dev)
-    if idx.shape != w.shape:
-        raise InvalidInput("item_indices and weights must have the same length")
-    idx, inverse = torch.unique(idx, return_inverse=True)
-    w = torch.zeros(idx.numel(), dtype=dtype, device=dev).index_add_(0, inverse, w)
-    cm1 = _confidence_minus_one(w, params)
-    y_m = item_factors.index_select(0, idx)
-    if yty is None:
-        yty = gramian(item_factors)
-    lam = params.regularization * float(idx.numel()) ** params.frequency_exponent
-    a = yty + (y_m.T * cm1) @ y_m
-    a.diagonal().add_(lam)
+        return torch.zeros(item_factors.shape[1], dtype=a.dtype, device=a.device)
     b = (cm1 + 1.0) @ y_m
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:  # singular without regularisation: fall back to least squares
         return torch.linalg.lstsq(a, b.unsqueeze(1)).solution.squeeze(1)
     return torch.cholesky_solve(b.unsqueeze(1), chol).squeeze(1)
+
+
+def _fold_in_system(
+    item_factors: torch.Tensor,
+    item_indices: torch.Tensor,
+    weights: torch.Tensor,
+    params: ALSParams,
+    yty: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The eq. 4 system of one user: ``(idx, cm1, y_m, a)`` with ``idx`` (m',) the distinct
+    past items (duplicate weights summed), ``cm1`` (m',) their ``c_uj - 1``, ``y_m`` (m', k) their
+    factors and ``a = Y^T C^u Y + lambda_u I`` (k, k). No interactions: ``idx`` is empty."""
+    dev, dtype = item_factors.device, item_factors.dtype
+    idx = torch.as_tensor(item_indices, dtype=torch.int64, device=dev)
+    w = torch.as_tensor(weights, dtype=dtype, device=dev)
+    if idx.shape != w.shape:
+        raise InvalidInput("item_indices and weights must have the same length")
+    if yty is None:
+        yty = gramian(item_factors)
+    idx, inverse = torch.unique(idx, return_inverse=True)
+    w = torch.zeros(idx.numel(), dtype=dtype, device=dev).index_add_(0, inverse, w)
+    cm1 = _confidence_minus_one(w, params)
+    y_m = item_factors.index_select(0, idx)
+    lam = params.regularization * float(idx.numel()) ** params.frequency_exponent
+    a = yty + (y_m.T * cm1) @ y_m
+    a.diagonal().add_(lam)
+    return idx, cm1, y_m, a
 
 
 def explain_scores(
@@ -617,23 +630,10 @@ def explain_scores(
     ``past`` (m',) the distinct past items, ``contrib`` (t, m') ``s^u_ij c_uj``; a row sums to
     the fold-in score of its target. No interactions: ``past`` and ``contrib`` have no columns.
     """
-    dev, dtype = item_factors.device, item_factors.dtype
-    idx = torch.as_tensor(item_indices, dtype=torch.int64, device=dev)
-    w = torch.as_tensor(weights, dtype=dtype, device=dev)
-    tgt = torch.as_tensor(targets, dtype=torch.int64, device=dev)
-    if idx.shape != w.shape:
-        raise InvalidInput("item_indices and weights must have the same length")
+    tgt = torch.as_tensor(targets, dtype=torch.int64, device=item_factors.device)
+    idx, cm1, y_m, a = _fold_in_system(item_factors, item_indices, weights, params, yty)
     if idx.numel() == 0:
-        return idx, torch.zeros(tgt.numel(), 0, dtype=dtype, device=dev)
-    idx, inverse = torch.unique(idx, return_inverse=True)
-    w = torch.zeros(idx.numel(), dtype=dtype, device=dev).index_add_(0, inverse, w)
-    cm1 = _confidence_minus_one(w, params)
-    y_m = item_factors.index_select(0, idx)
-    if yty is None:
-        yty = gramian(item_factors)
-    lam = params.regularization * float(idx.numel()) ** params.frequency_exponent
-    a = yty + (y_m.T * cm1) @ y_m  # Y^T C^u Y + lambda_u I, the fold-in's system
-    a.diagonal().add_(lam)
+        return idx, torch.zeros(tgt.numel(), 0, dtype=a.dtype, device=a.device)
     y_t = item_factors.index_select(0, tgt)  # (t, k)
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:  # singular without regularisation: least squares, as the fold-in

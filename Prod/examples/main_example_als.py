@@ -10,8 +10,8 @@ Run against a running platform (``bash start_services.sh``)::
     python -m Prod.examples.main_example_als [--reco-url http://127.0.0.1:8000] [--user-id ID]
 
 Exits 1 with one clear message when a call fails. ``--json``: one JSON summary as the last line.
-Its user (``example-<random>``) stays with its events and served history: no endpoint erases a
-user's interactions or history (it creates no stored list, the one thing the API deletes).
+Its user (``example-<random>``) is forgotten at the end (``DELETE /api/v1/users/{user_id}``:
+events, served history and cached factor); ``--keep`` keeps it.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _wait_for_history(client: httpx.Client, user_id: str, timeout_s: float = 10)
         time.sleep(0.3)
 
 
-def run(client: httpx.Client, user_id: str, k: int, quiet: bool) -> dict:
+def run(client: httpx.Client, user_id: str, k: int, quiet: bool, keep: bool = False) -> dict:
     show = (lambda *_: None) if quiet else console.print
     status = call(client, "GET", "/api/v1/status")
     show(
@@ -113,6 +113,10 @@ def run(client: httpx.Client, user_id: str, k: int, quiet: bool) -> dict:
     for entry in history["entries"]:
         ids = ", ".join(item["item_id"] for item in entry["items"][:5])
         show(f"   {entry['served_at']}  {entry['strategy']:<8} {ids} ...")
+    forgotten = None
+    if not keep:
+        forgotten = call(client, "DELETE", f"/api/v1/users/{user_id}")["postgres"]
+        show(f"6. {user_id} forgotten ({forgotten['interactions']} interactions); --keep keeps it")
     return {
         "user_id": user_id,
         "model_version": after["model_version"],
@@ -123,6 +127,7 @@ def run(client: httpx.Client, user_id: str, k: int, quiet: bool) -> dict:
         "similar_to": bought,
         "similar": [item["item_id"] for item in similar["items"]],
         "history_entries": history["total"],
+        "forgotten": forgotten,
     }
 
 
@@ -137,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-k", type=int, default=8, help="recommendations to show")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--json", action="store_true", help="one JSON summary as the last line")
+    parser.add_argument("--keep", action="store_true", help="keep the example user and its events")
     return parser
 
 
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         args.api_key,
         args.timeout,
         args.json,
-        lambda client: run(client, args.user_id, args.k, quiet=args.json),
+        lambda client: run(client, args.user_id, args.k, quiet=args.json, keep=args.keep),
     )
 
 

@@ -65,7 +65,9 @@ def _show_turn(message: str, reply: dict) -> None:
         f"personalisation: {reply['personalisation']})"
     )
     console.print(_products_table(reply["products"]))
-    source = "LLM" if reply["generated_by"] == "llm" else "fallback, Ollama not used"
+    source = {"llm": "LLM", "guard": "template: the LLM's answer was not grounded"}.get(
+        reply["generated_by"], "fallback, no LLM reachable"
+    )
     console.print(f"[bold green]assistant[/] ({source}): {reply['answer']}\n")
 
 

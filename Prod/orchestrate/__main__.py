@@ -89,6 +89,9 @@ def _docker(args: argparse.Namespace) -> int:
             docker.down(volumes=args.volumes)
             return 0
         if args.command == "status":
+            if args.json:  # the same shape as local mode's: services, urls, model version
+                _print_json(docker.status_report())
+                return 0
             return docker.status()
         return docker.logs(args.service, args.follow, args.lines)
     except docker.DockerError as exc:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from Prod.orchestrate.environment import ROOT, compose_command, data_dir, read_dotenv, setting
@@ -148,6 +150,50 @@ def down(volumes: bool = False) -> None:
 
 def status() -> int:
     return _run(["ps", "--all"], check=False)
+
+
+def status_report() -> dict[str, object]:
+    """``status --json``: each service's state (``up`` = running and healthy, else compose's
+    state/health, one-shots with their exit code), replicas, the URLs and the served model."""
+    out = subprocess.run(
+        [*_compose(), "ps", "--all", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        env=_env(),
+        check=False,
+    ).stdout.strip()
+    rows = json.loads(out) if out.startswith("[") else [json.loads(x) for x in out.splitlines()]
+    services: dict[str, dict[str, object]] = {}
+    for row in rows:
+        health, state = row.get("Health") or "", row.get("State") or ""
+        if state == "running":
+            state = "up" if health in ("", "healthy") else health
+        entry = services.setdefault(row["Service"], {"state": state, "replicas": 0})
+        entry["replicas"] = int(entry["replicas"]) + 1
+        if state == "exited":
+            entry["exit_code"] = row.get("ExitCode")
+        elif entry["state"] != state:  # replicas disagree: the worst one shows
+            entry["state"] = state if entry["state"] == "up" else entry["state"]
+    return {
+        "mode": "docker",
+        "services": services,
+        "urls": urls(),
+        "model_version": _model_version(),
+    }
+
+
+def _model_version() -> str | None:
+    """The version ``als_reco_engine`` serves, or None when it does not answer."""
+    api_key = setting("API_KEY") or _env().get("API_KEY", "")
+    request = urllib.request.Request(
+        f"{urls()['als_reco_engine']}/api/v1/status", headers={"X-API-Key": api_key}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response).get("model_version")
+    except (OSError, ValueError):
+        return None
 
 
 def logs(service: str | None, follow: bool, lines: int) -> int:

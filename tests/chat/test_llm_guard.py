@@ -139,3 +139,12 @@ def test_what_the_customer_said_is_not_invented():
 def test_no_products_listed_then_naming_none_is_honest():
     verdict = _check("Nothing fits; try relaxing the price.", products=[], max_price=5)
     assert verdict.grounded and verdict.named == ()
+
+
+def test_json_mode_stops_at_the_end_of_the_first_object():
+    text = '{"brands": ["Sony"], "note": "a } in a string \\" and more"} trailing {"x": 1}'
+    assert json.loads(text[: json_end(text)]) == {
+        "brands": ["Sony"],
+        "note": 'a } in a string " and more',
+    }
+    assert json_end('{"a": {"b": 1}') is None and json_end("no object") is None

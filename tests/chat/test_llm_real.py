@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -116,3 +117,95 @@ def test_real_model_in_a_dialogue_keeps_filters_honest(real_client, catalogue):
             assert item["brand"] == "Sony" and item["price"] <= reply["filters"]["max_price"]
         if reply["generated_by"] == "guard":  # the template, naming every product shown
             assert all(p["title"] in reply["answer"] for p in reply["products"])
+
+
+def test_an_lcel_chain_with_platform_components_runs_on_the_real_model(settings, client, smollm2):
+    """retriever -> prompt -> ChatOpenAI (SmolLM2) -> text, with the session kept in the
+    platform's chat tables: the chain of ``Prod/examples/main_example_langchain.py``."""
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+    from langchain_core.runnables import RunnablePassthrough
+    from langchain_core.runnables.history import RunnableWithMessageHistory
+    from langchain_openai import ChatOpenAI
+
+    from Prod.langchain_reco import PlatformChatHistory, PlatformRetriever
+
+    retriever = PlatformRetriever(client=client, k=3, filters={"max_price": 100.0})
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", "Recommend only these products:\n{products}"),
+            MessagesPlaceholder("history"),
+            ("human", "{question}"),
+        ]
+    )
+    model = ChatOpenAI(
+        model=SMOLLM2, base_url=smollm2.base_url, api_key="not-needed", max_tokens=24
+    )
+    chain = (
+        RunnablePassthrough.assign(
+            products=lambda x: "\n".join(d.page_content for d in retriever.invoke(x["question"]))
+        )
+        | prompt
+        | model
+        | StrOutputParser()
+    )
+    session_id = str(uuid.uuid4())
+    with_history = RunnableWithMessageHistory(
+        chain,
+        lambda sid: PlatformChatHistory(settings.database_url, sid),
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+    answer = with_history.invoke(
+        {"question": "headphones for running"},
+        config={"configurable": {"session_id": session_id}},
+    )
+    assert isinstance(answer, str) and answer.strip()
+    stored = client.get(f"/api/v1/chat/{session_id}/history").json()["messages"]
+    assert [m["content"] for m in stored] == ["headphones for running", answer]
+
+
+def test_llm_eval_reports_grounding_proposals_and_latency(real_client, catalogue):
+    """`reco eval chat --llm`'s measures (Prod.bench.chat_llm) on two queries."""
+    from Prod.bench.chat import EvalQuery
+    from Prod.bench.chat_llm import evaluate_llm
+
+    queries = [
+        EvalQuery(text, next(iter(catalogue["items"])), ProductFilters())
+        for text in ("espresso machine under $120", "noise cancelling earbuds")
+    ]
+    report = evaluate_llm(real_client.app.state.engine, queries, k=3)
+    assert report["queries"] == 2 and sum(report["producers"].values()) == 2
+    assert report["llm_answered"] == 2  # the real model answered both (then judged)
+    assert sum(report["filter_proposals"].values()) == 2
+    assert report["filter_proposals"]["unavailable"] == 0
+    grounded = report["producers"].get("llm", 0) / 2
+    assert report["grounded_share"] == grounded
+    assert sum(report["guard_reasons"].values()) >= report["producers"].get("guard", 0)
+    assert 0 < report["ttft_s"]["p50"] <= report["answer_s"]["p50"]
+    assert report["ttft_s"]["p50"] <= report["ttft_s"]["p99"]
+
+
+def test_the_local_server_speaks_openais_protocol(smollm2):
+    import httpx
+
+    url = f"{smollm2.base_url}/chat/completions"
+    ask = {"model": SMOLLM2, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8}
+    models = httpx.get(f"{smollm2.base_url}/models").json()
+    assert [m["id"] for m in models["data"]] == [SMOLLM2]
+    assert httpx.post(url, json={**ask, "model": "gpt-4"}, timeout=60).status_code == 404
+    whole = httpx.post(url, json={**ask, "temperature": 0}, timeout=120).json()
+    text = whole["choices"][0]["message"]["content"]
+    assert whole["object"] == "chat.completion" and text.strip()
+    with httpx.stream(
+        "POST", url, json={**ask, "temperature": 0, "stream": True}, timeout=120
+    ) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert streamed == text  # greedy: the same answer, piece by piece
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    answer = httpx.post(url, json={**ask, "response_format": schema}, timeout=120).json()
+    assert answer["choices"][0]["message"]["content"].startswith("{")

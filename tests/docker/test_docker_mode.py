@@ -304,6 +304,19 @@ def test_status_and_logs(platform, cold_up):
     for name in ("als_reco_engine", "chat_reco_engine", "als_trainer", "pull_ollama_model"):
         assert name in status.stdout, status.stdout
     assert status.stdout.count("(healthy)") >= 7, status.stdout
+    report = json.loads(
+        platform.launcher("status", "--json", timeout_s=120).stdout.strip().splitlines()[-1]
+    )
+    assert report["mode"] == "docker"
+    for name in ("als_reco_engine", "chat_reco_engine", "als_trainer", "postgresdb", "ollama"):
+        assert report["services"][name]["state"] == "up", report["services"][name]
+    assert report["services"]["ingest_postgres_db"] == {
+        "state": "exited",
+        "replicas": 1,
+        "exit_code": 0,
+    }
+    served = _get(f"{platform.reco}/api/v1/status", platform.headers)["model_version"]
+    assert report["model_version"] == served
     logs = platform.launcher("logs", "als_reco_engine", "-n", "20", timeout_s=120)
     assert logs.returncode == 0, logs.stderr
     assert "als_reco_engine" in logs.stdout and len(logs.stdout.splitlines()) >= 3

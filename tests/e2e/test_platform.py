@@ -117,6 +117,13 @@ def test_als_example_client_succeeds(platform):
     assert summary["recommended"] and not set(summary["recommended"]) & set(summary["interacted"])
     assert summary["similar"] and summary["similar_to"] not in summary["similar"]
     assert summary["history_entries"] >= 2
+    # it forgot its user at the end: no events, no served history left
+    assert summary["forgotten"]["interactions"] >= len(summary["interacted"]), summary
+    assert summary["forgotten"]["recommendations_served"] >= 2
+    left = httpx.get(
+        f"{platform.reco}/api/v1/history", params={"user_id": summary["user_id"]}, timeout=30
+    )
+    assert left.status_code == 200 and left.json()["total"] == 0, left.text
 
 
 def test_chat_example_client_succeeds(platform):

@@ -16,6 +16,7 @@ from Prod.common.embeddings import embed_texts
 from Prod.common.stores import chroma_for
 from Prod.datasets.ingest.chroma import COLLECTION_METADATA
 from tests.reco_engine.conftest import new_user_id
+from tests.utils.faults import store_down
 from tests.utils.publish import CATEGORIES
 
 SHARE = 0.2
@@ -179,6 +180,24 @@ def test_explain_must_be_a_boolean(cold_client, dataset):
     )
     assert response.status_code == 422
     assert "explain" in response.text
+
+
+def test_chroma_down_recommendations_go_on_and_cold_similar_is_503(
+    cold_client, catalogue, dataset, infra
+):
+    item = next(iter(catalogue["fresh"]))
+    user = dataset.user_ids[5]  # no taste vector read yet
+    with store_down(infra, "chroma"):
+        response = cold_client.get(f"/api/v1/recommend/{user}")
+        assert response.status_code == 200
+        items = response.json()["items"]
+        assert len(items) == 10 and all("strategy" not in i for i in items)  # no mixing now
+        similar = cold_client.get(f"/api/v1/similar/{item}")
+        assert similar.status_code == 503
+        assert "Chroma" in similar.json()["error"]["message"]
+        assert cold_client.get(f"/api/v1/similar/{dataset.item_ids[0]}").status_code == 200
+    mixed = cold_client.get(f"/api/v1/recommend/{user}").json()["items"]
+    assert sum(i.get("strategy") == "content" for i in mixed) == fresh_count(10, SHARE, 10)
 
 
 def test_mixing_places_fresh_items_at_the_end_of_equal_blocks():

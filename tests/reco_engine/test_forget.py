@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 import config
 from Prod.als_reco_engine.main import create_app
+from Prod.als_trainer.lock import LOCK_KEY
 from Prod.cli.main import app as cli
 from Prod.common import model_store
 from Prod.common.db import session_scope
@@ -141,6 +142,7 @@ def test_forget_user_leaves_nothing_in_any_store(api, settings, people):
         "user": 1,
     }
     assert body["redis"]["user_factors"] >= 2 and set(held) <= set(body["redis"]["model_versions"])
+    assert body["training_in_progress"] is False
 
     assert _rows_by_table(settings, user) == dict.fromkeys(before, 0)
     assert _redis_keys_holding(settings, user) == []
@@ -177,9 +179,15 @@ def test_cli_forgets_a_user_and_prints_json(settings, people, monkeypatch):
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
 
-    result = CliRunner().invoke(cli, ["users", "forget", user, "--json"])
+    # a training run holds its lock meanwhile: it may publish the user's factor again
+    redis_for(settings).set(LOCK_KEY, "a-running-trainer", px=30_000)
+    try:
+        result = CliRunner().invoke(cli, ["users", "forget", user, "--json"])
+    finally:
+        redis_for(settings).delete(LOCK_KEY)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["training_in_progress"] is True
     assert report["postgres"]["interactions"] == interactions > 0
     assert report["postgres"]["chat_messages"] == 2 and report["redis"]["user_factors"] >= 1
     assert not any(_rows_by_table(settings, user).values())

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The official image's contract, minus its extras: first start initialises PGDATA with
-# POSTGRES_USER/POSTGRES_PASSWORD (scram over TCP) and creates POSTGRES_DB; runs as `postgres`.
+# POSTGRES_USER/POSTGRES_PASSWORD (scram over TCP, UTF8 like the official en_US.utf8) and
+# creates POSTGRES_DB; runs as `postgres`.
 set -eu
 if [ "${1:-}" != postgres ]; then exec "$@"; fi
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
@@ -14,7 +15,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile="$(mktemp)"
   printf '%s' "$POSTGRES_PASSWORD" > "$pwfile"
   chown postgres "$pwfile"
-  as_pg initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --auth-local=trust \
+  as_pg initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --auth-local=trust -E UTF8 --locale=C.UTF-8 \
     --auth-host=scram-sha-256 >/dev/null
   rm -f "$pwfile"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
