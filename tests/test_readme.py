@@ -37,6 +37,7 @@ QUICK_LAUNCHER = re.compile(r"^bash start_services\.sh status$")
 NOT_RUN_HERE = {
     "bash start_services.sh": "starts or stops the platform (tests/e2e/test_platform.py)",
     "pip install": "installs the project",
+    "bash .ci/run": "the CI itself (installs, lints, runs this suite)",
     "python -m Prod.examples": "the example clients (tests/e2e/test_platform.py)",
     "python -m Prod.llm_server": "starts a local LLM server (loads a model)",
     "reco ": "writes data, trains or benchmarks (minutes), or needs a dataset folder",

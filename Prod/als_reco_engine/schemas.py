@@ -281,6 +281,11 @@ class StatusOut(BaseModel):
     stores: dict[str, bool]
     history: dict[str, int]
     cached_profiles: int
+    experiment: dict[str, Any] | None = Field(
+        None,
+        description="The running A/B test (`reco ab start`): experiment_id, version_b, share_b, "
+        "version_b_loaded; null when none runs.",
+    )
 
 
 class HealthOut(BaseModel):

@@ -50,6 +50,7 @@ from Prod.als_reco_engine.profiles import ProfileCache, ProfileInvalidations, Us
 from Prod.common import model_store
 from Prod.common.db import get_engine
 from Prod.common.errors import InfraError, ModelNotReady, NotFound
+from Prod.common.experiment import ARM_B, Experiment, arm_of, running_experiment
 from Prod.common.feedback import category_share, dislike_push
 from Prod.common.logs import get_logger
 from Prod.common.models import ModelVersion
@@ -127,6 +128,11 @@ class RecoEngine:
             interval_s=poll_interval_s,
             on_swap=self._on_swap,
         )
+        # A/B test (Prod.common.experiment): arm B's version loaded like the active one
+        self.experiment: Experiment | None = None
+        self.arm_b = IndexHolder(
+            poll=self._read_experiment, load=self._load_index, interval_s=poll_interval_s
+        )
         negative_below = settings.negative_rating_below
         # replicas tell each other whose profile changed (Redis pub/sub), not only the TTL
         self.invalidations = ProfileInvalidations(settings.redis_url, self._forget_remote)
@@ -157,9 +163,11 @@ class RecoEngine:
     def start(self) -> None:
         """Load what is published now (so the first request is served), then start workers."""
         self.holder.refresh()
+        self.arm_b.refresh()
         self.popularity.refresh()
         self.content.refresh()
         self.holder.start()
+        self.arm_b.start()
         self.popularity.start()
         self.content.start()
         self.history.start()
@@ -168,6 +176,7 @@ class RecoEngine:
 
     def stop(self) -> None:
         self.holder.stop()
+        self.arm_b.stop()
         self.popularity.stop()
         self.content.stop()
         self.history.stop()
@@ -180,6 +189,25 @@ class RecoEngine:
 
     def _read_active_pointer(self) -> str | None:
         return model_store.active_version(self.redis)
+
+    def _read_experiment(self) -> str | None:
+        """Arm B's version of the running experiment (None: none runs, its index is let go)."""
+        experiment = running_experiment(self.redis)
+        self.experiment = experiment
+        if experiment is None:
+            self.arm_b.current = None
+            return None
+        return experiment.version_b
+
+    def index_for(self, user_id: str) -> ItemIndex | None:
+        """The index serving ``user_id``: arm B's when the user is in arm B of the running
+        experiment and it is loaded, else the active one."""
+        experiment = self.experiment
+        if experiment is not None and arm_of(experiment, user_id) == ARM_B:
+            index = self.arm_b.current
+            if index is not None and index.version == experiment.version_b:
+                return index
+        return self.holder.current
 
     def _load_index(self, version: str) -> ItemIndex:
         meta = model_store.read_meta(self.redis, version)
@@ -312,7 +340,7 @@ class RecoEngine:
         profile = self.profiles.cached(user_id)
         if profile is None:  # only a miss pays the thread-pool hop to Postgres
             profile = await run_in_threadpool(self.load_profile, user_id)
-        index = self.holder.current
+        index = self.index_for(user_id)
         factor, strategy = (None, POPULAR) if index is None else self.user_factor(index, profile)
         if factor is not None:
             scores = await self.scorer.scores(index.factors, factor)
@@ -512,8 +540,21 @@ class RecoEngine:
                 "refreshed_at": popularity.refreshed_at,
             },
             "stores": {"redis": redis_ok, "postgres": postgres_ok},
+            "experiment": self._experiment_status(),
             "history": self.history.counts(),
             "cached_profiles": len(self.profiles),
+        }
+
+    def _experiment_status(self) -> dict[str, Any] | None:
+        experiment = self.experiment
+        if experiment is None:
+            return None
+        loaded = self.arm_b.current
+        return {
+            "experiment_id": experiment.experiment_id,
+            "version_b": experiment.version_b,
+            "share_b": experiment.share_b,
+            "version_b_loaded": loaded is not None and loaded.version == experiment.version_b,
         }
 
     def _ping_redis(self) -> bool:

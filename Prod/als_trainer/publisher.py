@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 import numpy as np
 import redis
 
-from Prod.common import model_store
+from Prod.common import experiment, model_store
 from Prod.common.errors import Conflict, TrainingError
 from Prod.common.logs import get_logger
 
@@ -289,11 +289,14 @@ def set_pointers(client: redis.Redis, expected: Pointers, new: Pointers) -> None
 def delete_version(client: redis.Redis, chroma_client, version: str) -> None:
     """Remove a version's Redis keys and Chroma collection (whatever of them exists).
 
-    Refuses to delete the active or previous version: readers may be using them.
+    Refuses to delete the active or previous version, or arm B of a running A/B test: readers
+    may be using them.
     """
     pointers = read_pointers(client)
     if version in (pointers.active, pointers.previous):
         raise Conflict(f"version {version} is in use and cannot be deleted")
+    if version in experiment.protected_versions(client):
+        raise Conflict(f"version {version} is arm B of the running A/B test and cannot be deleted")
     # UNLINK frees big hashes in a background thread of the server
     client.unlink(model_store.meta_key(version), model_store.user_factors_key(version))
     name = model_store.item_collection_name(version)
@@ -337,7 +340,9 @@ def versions_to_delete(
 def cleanup_versions(
     client: redis.Redis, chroma_client, keep: int, exclude: set[str] = frozenset()
 ) -> list[str]:
-    """Delete all versions but active, previous and the newest others up to ``keep``."""
+    """Delete all versions but active, previous, arm B of a running A/B test and the newest
+    others up to ``keep``."""
+    exclude = set(exclude) | experiment.protected_versions(client)
     doomed = versions_to_delete(
         published_versions(client, chroma_client), read_pointers(client), keep, exclude
     )

@@ -13,6 +13,10 @@ A model version ``v`` is published as:
 Only after all of that is written does the trainer switch ``reco:model:active`` (and remember the
 old one in ``reco:model:previous``) in one Redis transaction, mirroring it in the Postgres
 ``model_version`` table. Readers therefore never see a half-published version.
+
+An A/B test serves a second published version to a bucket of users: its pointer is the
+``reco:experiment`` key, described in :mod:`Prod.common.experiment`; the trainer keeps that
+version while the test runs.
 """
 
 from __future__ import annotations

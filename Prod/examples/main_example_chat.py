@@ -145,6 +145,9 @@ def _stream_turn(client: httpx.Client, body: dict) -> dict:
                     console.print("[bold green]assistant:[/] ", end="")
                 elif event == "token":
                     console.print(data["text"], end="", soft_wrap=True, highlight=False)
+                elif event == "replace":  # the grounding guard rejected the streamed answer
+                    console.print("\n[yellow]not grounded in the products; instead:[/]")
+                    console.print(data["text"], highlight=False)
                 elif event == "done":
                     final = data
     except httpx.HTTPError as exc:

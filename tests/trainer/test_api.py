@@ -167,3 +167,38 @@ def test_openapi_documents_the_endpoints(app):
         paths = client.get("/openapi.json").json()["paths"]
     assert {"/health", "/api/v1/status", "/api/v1/train", "/api/v1/rollback"} <= set(paths)
     assert "409" in paths["/api/v1/rollback"]["post"]["responses"]
+
+
+def test_schemathesis_finds_no_server_errors(app):
+    """Bounded property-based run over every operation of the trainer (as for the two engines)."""
+    import schemathesis
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
+
+    statuses: list[int] = []
+    failures: list[tuple] = []
+    with TestClient(app) as client:
+        schema = schemathesis.openapi.from_asgi("/openapi.json", client.app)
+        operations = [result.ok() for result in schema.get_all_operations()]
+        for operation in operations:
+
+            @hypothesis_settings(
+                max_examples=10,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=operation.as_strategy())
+            def run(case) -> None:
+                response = case.call()
+                statuses.append(response.status_code)
+                if response.status_code >= 500:
+                    failures.append((case.method, case.path, response.text[:200]))
+
+            run()
+        app.state.runner.wait(120)  # a generated POST /train may have started a run
+    assert {op.path for op in operations} >= {"/api/v1/train", "/api/v1/rollback", "/health"}
+    assert not failures, failures[:5]
+    # it really exercised the API: reads answered, and generated train requests started or met a run
+    assert len(statuses) >= 20 and 200 in statuses and {202, 409} & set(statuses), set(statuses)
