@@ -146,6 +146,25 @@ class Settings(BaseSettings):
         ROOT / "Prod" / "als_trainer" / "params" / "als_params.json",
         description="Hyperparameters file written by `reco tune`.",
     )
+    als_backend: Literal["torch", "spark"] = Field(
+        "torch",
+        description="Trainer backend: torch (Prod/common/als.py, one machine) or spark (Spark "
+        "MLlib ALS on SPARK_MASTER; needs `pip install -e .[spark]`; README, Training backends).",
+    )
+    spark_master: str = Field(
+        "local[*]",
+        description="Spark master for ALS_BACKEND=spark: local[*], spark://host:7077, k8s://...",
+    )
+    spark_driver_memory: str = Field(
+        "2g",
+        description="spark.driver.memory for ALS_BACKEND=spark (local mode: the executors too).",
+    )
+    spark_partitions: int = Field(
+        0,
+        ge=0,
+        description="Partitions of the Postgres read and of the ALS blocks for ALS_BACKEND=spark "
+        "(0 = the cluster's default parallelism).",
+    )
     train_interval_minutes: PositiveInt = Field(30, description="Retraining interval.")
     train_refit_iterations: PositiveInt = Field(
         3,
@@ -161,6 +180,13 @@ class Settings(BaseSettings):
         2, description="Published versions kept (active + previous for rollback)."
     )
     fold_in_cache_s: float = Field(30.0, ge=0, description="How long a folded-in factor is cached.")
+    ann_min_items: int = Field(
+        200_000,
+        ge=0,
+        description="Models with at least this many items answer /recommend and /similar from an "
+        "approximate (faiss IVF) index built in the background after each switch, exact until it "
+        "is ready; 0 = always exact. Exact top-k costs ~3 ms at 100k items and grows linearly.",
+    )
     fresh_share: float = Field(
         0.1,
         ge=0,
@@ -219,6 +245,16 @@ class Settings(BaseSettings):
     )
     chat_port: PositiveInt = Field(8001, description="chat_reco_engine port.")
     trainer_port: PositiveInt = Field(8002, description="als_trainer API port.")
+    web_port: PositiveInt = Field(8003, description="web app (try and operate the platform) port.")
+    web_reco_url: str | None = Field(
+        None, description="Where the web app reaches als_reco_engine (unset = HOST:RECO_PORT)."
+    )
+    web_chat_url: str | None = Field(
+        None, description="Where the web app reaches chat_reco_engine (unset = HOST:CHAT_PORT)."
+    )
+    web_trainer_url: str | None = Field(
+        None, description="Where the web app reaches als_trainer (unset = HOST:TRAINER_PORT)."
+    )
     api_key: str | None = Field(
         None,
         description="When set, every endpoint but /health (/docs, /redoc and /openapi.json "

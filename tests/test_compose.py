@@ -159,7 +159,7 @@ def test_published_ports_do_not_clash_and_databases_are_not_published(compose):
             host_side = resolve(str(port)).rsplit(":", 1)[0]
             assert host_side not in published, f"{name} and {published.get(host_side)} clash"
             published[host_side] = name
-    apis = {"als_reco_engine", "chat_reco_engine", "als_trainer"}
+    apis = {"als_reco_engine", "chat_reco_engine", "als_trainer", "web"}
     # grafana: monitoring profile; loadbalancer: one port for several API replicas
     assert set(published.values()) <= apis | {"grafana", "loadbalancer"}
     assert {"als_reco_engine", "chat_reco_engine"} <= set(published.values())

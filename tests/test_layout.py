@@ -8,9 +8,16 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RUNTIME = ("Prod/common", "Prod/als_reco_engine", "Prod/als_trainer", "Prod/chat_reco_engine")
+RUNTIME = (
+    "Prod/common",
+    "Prod/als_reco_engine",
+    "Prod/als_trainer",
+    "Prod/chat_reco_engine",
+    "Prod/web",
+)
 TOOLING = (
     "Prod.bench",
+    "Prod.batch",
     "Prod.cli",
     "Prod.datasets",
     "Prod.orchestrate",

@@ -18,6 +18,7 @@ from Prod.common.api import (
     attach_settings,
     install_error_handlers,
     install_metrics,
+    install_offline_docs,
     install_request_guard,
 )
 from Prod.common.logs import configure_logging, get_logger
@@ -70,6 +71,7 @@ def create_app(
     )
     attach_settings(app, settings)
     install_error_handlers(app)
+    install_offline_docs(app)  # /docs and /redoc without a CDN
     # added before the guard and the metrics middleware: metrics (outermost) count fast
     # responses too, and the guard's key and body-size rules apply to the fast path as well
     app.add_middleware(RecommendFastPath, router=router, route_name=RECOMMEND_ROUTE_NAME)

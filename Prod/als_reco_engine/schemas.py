@@ -281,6 +281,11 @@ class StatusOut(BaseModel):
     stores: dict[str, bool]
     history: dict[str, int]
     cached_profiles: int
+    ann: dict[str, Any] | None = Field(
+        None,
+        description="Approximate top-k (ANN_MIN_ITEMS): state off, building or ready; per index "
+        "(recommend, similar) its build_s, bytes and nprobe.",
+    )
     experiment: dict[str, Any] | None = Field(
         None,
         description="The running A/B test (`reco ab start`): experiment_id, version_b, share_b, "

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from config import Settings
+from Prod.als_reco_engine.ann import AnnIndexes, ann_top_k
 from Prod.als_reco_engine.batching import BatchScorer
 from Prod.als_reco_engine.content import CONTENT, ContentIndex, fresh_count, mixed
 from Prod.als_reco_engine.deleted_items import DeletedItems
@@ -149,6 +150,7 @@ class RecoEngine:
         self.history = HistoryWriter(self.db, max_buffered=settings.history_max_buffered)
         self.deleted = DeletedItems(self.redis, self.db)  # deleted since the model was trained
         self.scorer = BatchScorer()
+        self.ann = AnnIndexes(settings.ann_min_items)  # large catalogues: approximate top-k
         self.content = ContentIndex(
             lambda: chroma_for(settings).get_collection(settings.products_collection),
             self._known_items,
@@ -176,6 +178,7 @@ class RecoEngine:
 
     def stop(self) -> None:
         self.holder.stop()
+        self.ann.stop()
         self.arm_b.stop()
         self.popularity.stop()
         self.content.stop()
@@ -248,6 +251,7 @@ class RecoEngine:
         # the index's ~10^5 long-lived objects leave the collector's generations: a full
         # collection would otherwise walk them all, a pause of tens of ms in some request
         gc.freeze()
+        self.ann.switch(index)  # built in the background; exact serves until it is ready
 
     # --- user factors ---------------------------------------------------------------------
 
@@ -342,7 +346,11 @@ class RecoEngine:
             profile = await run_in_threadpool(self.load_profile, user_id)
         index = self.index_for(user_id)
         factor, strategy = (None, POPULAR) if index is None else self.user_factor(index, profile)
-        if factor is not None:
+        # the dislike push re-scores every item: those users are scanned exactly
+        ann = None if factor is None or profile.disliked else self.ann.get(index)
+        if ann is not None:
+            scores, catalogue, version = None, index.catalogue, index.version
+        elif factor is not None:
             scores = await self.scorer.scores(index.factors, factor)
             catalogue, version = index.catalogue, index.version
         else:
@@ -355,9 +363,14 @@ class RecoEngine:
         gone = self.deleted.rows_for(catalogue)  # O(deleted items), memoised per catalogue
         if gone.size:
             excluded = np.concatenate([excluded, gone])
-        if profile.disliked:
-            scores = _push_away(index, catalogue, scores, profile)
-        rows, best = top_k(scores, k, excluded, filter_mask(catalogue, filters))
+        if ann is not None:
+            rows, best = ann_top_k(
+                ann.recommend, index.factors, factor, k, excluded, filter_mask(catalogue, filters)
+            )
+        else:
+            if profile.disliked:
+                scores = _push_away(index, catalogue, scores, profile)
+            rows, best = top_k(scores, k, excluded, filter_mask(catalogue, filters))
         result = Recommendation(user_id, strategy, version, catalogue, rows, round_scores(best))
         fresh = self.content.current if self.settings.fresh_share > 0 else None
         if explain or (strategy != POPULAR and fresh is not None and len(fresh.catalogue)):
@@ -448,9 +461,15 @@ class RecoEngine:
             raise NotFound(
                 f"item {item_id!r} is not in the active model {index.version}", item_id=item_id
             )
-        scores = index.unit_factors @ index.unit_factors[row]
         excluded = np.append(self.deleted.rows_for(index.catalogue), row)
-        rows, best = top_k(scores, k, excluded, filter_mask(index.catalogue, filters))
+        mask = filter_mask(index.catalogue, filters)
+        ann = self.ann.get(index)
+        if ann is not None and ann.similar is not None:
+            unit = index.unit_factors
+            rows, best = ann_top_k(ann.similar, unit, unit[row], k, excluded, mask)
+        else:
+            scores = index.unit_factors @ index.unit_factors[row]
+            rows, best = top_k(scores, k, excluded, mask)
         return {
             "item_id": item_id,
             "strategy": ALS,
@@ -543,6 +562,7 @@ class RecoEngine:
             "experiment": self._experiment_status(),
             "history": self.history.counts(),
             "cached_profiles": len(self.profiles),
+            "ann": self.ann.status(index),
         }
 
     def _experiment_status(self) -> dict[str, Any] | None:

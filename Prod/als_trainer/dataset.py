@@ -65,10 +65,16 @@ def read_watermark(database_url: str) -> int:
         return int(conn.execute(text("select coalesce(max(id), 0) from interaction")).scalar_one())
 
 
-def copy_interactions(database_url: str, watermark: int, negative_below: float) -> bytes:
+def copy_interactions(
+    database_url: str,
+    watermark: int,
+    negative_below: float,
+    users: tuple[str | None, str | None] = (None, None),
+) -> bytes:
     """CSV bytes ``user_id,item_id,weight,signal,at`` of every interaction with
     ``id <= watermark``; signal (-1 negative, 1 positive rating) and at (event time, unix
-    microseconds) are empty for implicit events."""
+    microseconds) are empty for implicit events. ``users``: only ``low <= user_id < high``
+    (None = unbounded; the Spark backend reads one user range per partition)."""
     raw = get_engine(database_url).raw_connection()
     try:
         buffer = io.BytesIO()
@@ -79,11 +85,15 @@ def copy_interactions(database_url: str, watermark: int, negative_below: float) 
             "(extract(epoch from occurred_at) * 1000000)::bigint end"
         )
         with raw.driver_connection.cursor() as cur:
+            where, args = "id <= %s", [int(watermark)]
+            for bound, op in zip(users, (">=", "<"), strict=True):
+                if bound is not None:
+                    where, args = f"{where} AND user_id {op} %s", [*args, bound]
             query = (
                 f"COPY (SELECT user_id, item_id, weight, {explicit}, {at} FROM interaction "
-                "WHERE id <= %s) TO STDOUT (FORMAT csv)"
+                f"WHERE {where}) TO STDOUT (FORMAT csv)"
             )
-            with cur.copy(query, (int(watermark),)) as copy:
+            with cur.copy(query, args) as copy:
                 for block in copy:
                     buffer.write(block)
         raw.commit()

@@ -20,6 +20,7 @@ from Prod.common.api import (
     attach_settings,
     install_error_handlers,
     install_metrics,
+    install_offline_docs,
     install_request_guard,
 )
 from Prod.common.hub import prefer_offline_hub
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, schedule: bool = True) -> Fa
     app.state.runner = TrainerRunner(resolved)
     app.state.scheduler = None
     install_error_handlers(app)
+    install_offline_docs(app)  # /docs and /redoc without a CDN
     install_request_guard(app)
     install_metrics(app, "als_trainer")
     register_metrics(app, *TRAINER_METRICS.collectors())

@@ -34,6 +34,10 @@ log = get_logger(__name__)
 USER_FIELDS_PER_COMMAND = 1000  # one HSET carries this many users
 COMMANDS_PER_PIPELINE = 10  # -> 10k users per round trip
 ITEM_WRITERS = 2  # Chroma add requests in flight
+# Chroma's graph over the item factors: nothing in serving queries it (the engine reads the
+# vectors and ranks them itself), so a cheap build: 0.17 instead of 0.31-0.39 ms of server
+# CPU an item (20k x 64, defaults ef 100, M 16)
+ITEM_HNSW = {"hnsw:construction_ef": 16, "hnsw:M": 8}
 _META_PATTERN = "reco:model:*:meta"
 _FACTORS_PATTERN = "reco:model:*:user_factors"
 _COLLECTION_PREFIX = "als-items-"
@@ -128,7 +132,7 @@ def write_item_factors(
     """
     collection = chroma_client.create_collection(
         model_store.item_collection_name(version),
-        metadata={"hnsw:space": "ip", "model_version": version},
+        metadata={"hnsw:space": "ip", "model_version": version, **ITEM_HNSW},
         embedding_function=None,
     )
     batch = max(1, int(chroma_client.get_max_batch_size()))

@@ -332,6 +332,10 @@ def _train_and_publish(
     stages: _Stages,
     result: RunResult,
 ) -> None:
+    if settings.als_backend == "spark":  # imported here: pyspark is an extra, and heavy
+        from Prod.als_trainer.spark_backend import train_and_publish
+
+        return train_and_publish(settings, version, params, watermark, evaluate, stages, result)
     db = settings.database_url
     with stages.stage("load"):
         raw = copy_interactions(db, watermark, settings.negative_rating_below)
@@ -382,11 +386,29 @@ def _train_and_publish(
     factors = publisher.FactorSet(
         matrix.user_ids.tolist(), user_np, matrix.item_ids.tolist(), item_np, metadata
     )
-    meta = model_store.ModelMeta(
+    meta = model_meta(
+        version, params, watermark, matrix.n_users, matrix.n_items, matrix.n_events, trained_at
+    )
+    before = publish_and_activate(settings, meta, factors, stages.stage)
+    result.previous_version = before.active
+    result.status = "active"
+
+
+def model_meta(
+    version: str,
+    params: ALSParams,
+    watermark: int,
+    n_users: int,
+    n_items: int,
+    n_events: int,
+    trained_at: datetime,
+) -> model_store.ModelMeta:
+    """The meta hash of a version (the contract's fields + the trainer's extras)."""
+    return model_store.ModelMeta(
         version=version,
         dim=params.factors,
-        n_users=matrix.n_users,
-        n_items=matrix.n_items,
+        n_users=n_users,
+        n_items=n_items,
         collection=model_store.item_collection_name(version),
         alpha=params.alpha,
         regularization=params.regularization,
@@ -394,13 +416,10 @@ def _train_and_publish(
         trained_at=trained_at.isoformat(),
         extra={
             "data_watermark": str(watermark),
-            "n_interactions": str(matrix.n_events),
+            "n_interactions": str(n_events),
             "params": json.dumps(params.to_dict(), sort_keys=True),
         },
     )
-    before = publish_and_activate(settings, meta, factors, stages.stage)
-    result.previous_version = before.active
-    result.status = "active"
 
 
 def publish_and_activate(

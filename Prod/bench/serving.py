@@ -45,6 +45,9 @@ class BenchConfig:
     max_seconds: float = 60.0  # per load phase
     seed: int = 0
     workers: int = 1  # engine worker processes (settings.reco_workers)
+    ann_min_items: int | None = None  # the engine's ANN_MIN_ITEMS (None: its default)
+    recall_users: int = 300  # users whose served top-k is compared with the exact one
+    naive: bool = True  # also measure the naive design
 
 
 @dataclass
@@ -183,7 +186,7 @@ def store_naive_users(settings, data: dict) -> None:
 # --- servers --------------------------------------------------------------------------------
 
 
-def _env(settings, port: int, workers: int = 1) -> dict[str, str]:
+def _env(settings, port: int, workers: int = 1, ann_min_items: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
@@ -202,7 +205,46 @@ def _env(settings, port: int, workers: int = 1) -> dict[str, str]:
             "API_KEY": "",
         }
     )
+    if ann_min_items is not None:
+        env["ANN_MIN_ITEMS"] = str(ann_min_items)
     return env
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its live children (uvicorn workers), MB."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return float("nan")
+    kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    return kb / 1024 + sum(_rss_mb(int(c)) for c in children)
+
+
+def wait_for_ann(port: int, timeout_s: float) -> dict:
+    """The engine's ``ann`` status once it is no longer building (seconds waited added)."""
+    started = time.perf_counter()
+    while True:
+        ann = httpx.get(f"http://127.0.0.1:{port}/api/v1/status", timeout=10).json()["ann"]
+        if ann["state"] != "building" or time.perf_counter() - started > timeout_s:
+            return {**ann, "waited_s": round(time.perf_counter() - started, 1)}
+        time.sleep(0.5)
+
+
+def recall_at_k(port: int, data: dict, cfg: BenchConfig) -> float:
+    """Mean share of the exact top-k (seen items removed) in the served top-k, over
+    ``cfg.recall_users`` users: 1.0 for the exact scan, below for an approximate index."""
+    rng = np.random.default_rng(cfg.seed + 2)
+    users = rng.choice(len(data["user_ids"]), min(cfg.recall_users, len(data["user_ids"])), False)
+    found = 0
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        for user in users.tolist():
+            scores = data["item_factors"] @ data["user_factors"][user]
+            scores[data["seen"][user]] = -np.inf
+            exact = {data["item_ids"][r] for r in np.argpartition(-scores, cfg.k)[: cfg.k]}
+            body = client.get(f"/api/v1/recommend/{data['user_ids'][user]}?k={cfg.k}").json()
+            found += len(exact & {item["item_id"] for item in body["items"]})
+    return found / (cfg.k * len(users))
 
 
 # --- load generator -------------------------------------------------------------------------
@@ -279,18 +321,25 @@ def run_serving_bench(cfg: BenchConfig, progress: Progress = print) -> dict:
             watermark = load_postgres(settings, data)
             started = time.perf_counter()
             version = publish(settings, cfg, data, watermark)
-            progress(f"published {version} in {time.perf_counter() - started:.1f} s")
-            store_naive_users(settings, data)
+            publish_s = time.perf_counter() - started
+            progress(f"published {version} in {publish_s:.1f} s")
+            if cfg.naive:
+                store_naive_users(settings, data)
 
             port, naive_port = free_port(), free_port()
             progress("starting the engine (uvicorn subprocess)")
             engine_proc = start_server(
                 "Prod.als_reco_engine.main",
-                _env(settings, port, cfg.workers),
+                _env(settings, port, cfg.workers, cfg.ann_min_items),
                 f"http://127.0.0.1:{port}/api/v1/status",
                 lambda body: body.get("model_version") == version,
                 root / "engine.log",
+                timeout_s=900,  # 1M items: the load from Chroma takes minutes
             )
+            rss_exact = _rss_mb(engine_proc.pid)
+            progress("waiting for the ANN index (when the catalogue is above ANN_MIN_ITEMS)")
+            ann = wait_for_ann(port, 600)
+            rss = _rss_mb(engine_proc.pid)
             progress("warming up (every user's profile cached once)")
             warm = run_load(
                 port,
@@ -309,35 +358,40 @@ def run_serving_bench(cfg: BenchConfig, progress: Progress = print) -> dict:
             progress(f"concurrency {cfg.concurrency}: {cfg.requests} requests")
             parallel = run_load(port, paths, cfg.concurrency, cfg.max_seconds)
             strategy = httpx.get(f"http://127.0.0.1:{port}{paths[0]}").json()["strategy"]
+            progress(f"recall@{cfg.k} against the exact top-k: {cfg.recall_users} users")
+            recall = recall_at_k(port, data, cfg)
             stop_server(engine_proc)
             engine_proc = None
 
-            progress("starting the naive baseline")
-            naive_proc = start_server(
-                "Prod.bench.naive",
-                _env(settings, naive_port),
-                f"http://127.0.0.1:{naive_port}/openapi.json",
-                lambda body: True,
-                root / "naive.log",
-                args=[
-                    "--port",
-                    str(naive_port),
-                    "--collection",
-                    model_store.item_collection_name(version),
-                    "--redis-url",
-                    settings.redis_url,
-                    "--chroma-port",
-                    str(settings.chroma_port),
-                ],
-            )
-            run_load(naive_port, paths[:50], 1, cfg.max_seconds)  # warm-up
-            progress(f"naive at concurrency 1: {cfg.naive_requests} requests")
-            naive = run_load(naive_port, paths[: cfg.naive_requests], 1, cfg.max_seconds)
+            naive = LoadResult()
+            if cfg.naive:
+                progress("starting the naive baseline")
+                naive_proc = start_server(
+                    "Prod.bench.naive",
+                    _env(settings, naive_port),
+                    f"http://127.0.0.1:{naive_port}/openapi.json",
+                    lambda body: True,
+                    root / "naive.log",
+                    args=[
+                        "--port",
+                        str(naive_port),
+                        "--collection",
+                        model_store.item_collection_name(version),
+                        "--redis-url",
+                        settings.redis_url,
+                        "--chroma-port",
+                        str(settings.chroma_port),
+                    ],
+                )
+                run_load(naive_port, paths[:50], 1, cfg.max_seconds)  # warm-up
+                progress(f"naive at concurrency 1: {cfg.naive_requests} requests")
+                naive = run_load(naive_port, paths[: cfg.naive_requests], 1, cfg.max_seconds)
         finally:
             stop_server(engine_proc)
             stop_server(naive_proc)
             infra.down()
     p50, naive_p50 = serial.percentile_ms(50), naive.percentile_ms(50)
+    naive_ms = (lambda v: round(v, 3)) if cfg.naive else (lambda v: None)
     return {
         "items": cfg.items,
         "factors": cfg.factors,
@@ -355,11 +409,16 @@ def run_serving_bench(cfg: BenchConfig, progress: Progress = print) -> dict:
         "errors": serial.errors + parallel.errors + warm.errors,
         "server_cpu_ms_per_request": round(cpu_ms, 3),
         "naive_requests": len(naive.latencies_s),
-        "naive_p50_ms": round(naive_p50, 3),
-        "naive_p99_ms": round(naive.percentile_ms(99), 3),
+        "naive_p50_ms": naive_ms(naive_p50),
+        "naive_p99_ms": naive_ms(naive.percentile_ms(99)),
         "naive_errors": naive.errors,
-        "speedup": round(naive_p50 / p50, 2) if p50 else None,
+        "speedup": round(naive_p50 / p50, 2) if p50 and cfg.naive else None,
         "workers": cfg.workers,
+        "publish_s": round(publish_s, 1),  # Redis users + Chroma items, the trainer's publisher
+        "recall_at_k": round(recall, 4),
+        "ann": ann,
+        "server_rss_mb_exact": round(rss_exact, 1),
+        "server_rss_mb": round(rss, 1),
         # other work on the machine shifts every latency: the 1-minute load around the run
         "load_avg_before": round(load_before, 2),
         "load_avg_after": round(os.getloadavg()[0], 2),

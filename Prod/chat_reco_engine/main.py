@@ -18,6 +18,7 @@ from Prod.common.api import (  # noqa: E402
     attach_settings,
     install_error_handlers,
     install_metrics,
+    install_offline_docs,
     install_request_guard,
 )
 from Prod.common.logs import configure_logging  # noqa: E402
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     resolved = attach_settings(app, settings)
     app.state.engine = ChatEngine(resolved)
     install_error_handlers(app)
+    install_offline_docs(app)  # /docs and /redoc without a CDN
     install_request_guard(app)
     install_metrics(app, "chat_reco_engine")
     register_metrics(app, *app.state.engine.metrics.collectors())

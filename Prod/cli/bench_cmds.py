@@ -1,5 +1,5 @@
 """``reco bench ...``: registers the benchmarks of :mod:`Prod.bench` (parse options, run one
-function, print its report): faults, serving, ingest, embed, als, chat, cold."""
+function, print its report): faults, serving, ingest, embed, als, spark, chat, cold."""
 
 from __future__ import annotations
 
@@ -209,9 +209,15 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         naive_requests: int = typer.Option(500, min=10, help="Requests to the naive design."),
         max_seconds: float = typer.Option(60.0, min=1, help="Time limit of each load phase."),
         workers: int = typer.Option(1, min=1, max=8, help="Engine worker processes."),
+        ann_min_items: int = typer.Option(
+            None, min=0, help="The engine's ANN_MIN_ITEMS (default: its setting; 0 = exact)."
+        ),
+        recall_users: int = typer.Option(300, min=1, help="Users whose recall@k is measured."),
+        naive: bool = typer.Option(True, help="Also load-test the naive design."),
         as_json: bool = JsonOption,
     ) -> None:
-        """Start temporary stores, publish a synthetic model, load-test engine and naive design."""
+        """Start temporary stores, publish a synthetic model, load-test engine and naive design
+        (recall@k of the served top-k against the exact one; ANN index build time and size)."""
         from Prod.bench.serving import BenchConfig, run_serving_bench
 
         cfg = BenchConfig(
@@ -224,6 +230,9 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
             naive_requests=naive_requests,
             max_seconds=max_seconds,
             workers=workers,
+            ann_min_items=ann_min_items,
+            recall_users=recall_users,
+            naive=naive,
         )
 
         result = run_reporting_errors(lambda: run_serving_bench(cfg, _say))
@@ -326,6 +335,54 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
                 )
 
         emit(run_reporting_errors(run), as_json, lambda r: console.print(_als_table(r)))
+
+    @bench_app.command("spark")
+    def bench_spark(
+        dataset: Path | None = typer.Option(
+            None, "--dataset", help="Canonical dataset folder (default: synthetic interactions)."
+        ),
+        interactions: int = typer.Option(
+            100_000, "--interactions", min=1000, help="Synthetic size (no --dataset)."
+        ),
+        params_file: Path | None = typer.Option(
+            None, "--params", help="ALS params file (default: settings.als_params_path)."
+        ),
+        master: list[str] = typer.Option(
+            ["local[*]"], "--master", help="Spark master(s) to time (repeatable)."
+        ),
+        standalone: int = typer.Option(
+            0, "--standalone", min=0, help="Also start a standalone master + N workers."
+        ),
+        partitions: int = typer.Option(0, "--partitions", min=0, help="0: the cluster's cores."),
+        seed: int = typer.Option(0, "--seed", help="Split (and synthetic data) seed."),
+        trainer: bool = typer.Option(
+            False, "--trainer", help="Also time one whole training run per backend (--dataset)."
+        ),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Torch ALS vs Spark MLlib ALS (ALS_BACKEND=spark) on one split: fit wall time, Spark
+        session start and input, nDCG@10 of both (same params file)."""
+
+        def run() -> dict:
+            from config import get_settings
+            from Prod.als_trainer.service import load_params
+            from Prod.bench.spark import bench_spark as bench
+
+            params = load_params(params_file or get_settings().als_params_path)
+            with err_console.status("benchmarking Spark ALS") as status:
+                return bench(
+                    dataset,
+                    interactions,
+                    params,
+                    tuple(master),
+                    standalone,
+                    partitions,
+                    seed,
+                    progress=lambda label: status.update(f"benchmarking Spark ALS: {label}"),
+                    trainer=trainer,
+                )
+
+        emit(run_reporting_errors(run), as_json)
 
     @bench_app.command("chat")
     def bench_chat(

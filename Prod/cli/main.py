@@ -13,8 +13,10 @@ from Prod.cli import (  # noqa: E402
     bench_cmds,
     chat_cmds,
     data_cmds,
+    export_cmds,
     infra_cmds,
     ingest_cmds,
+    report_cmds,
     trainer_cmds,
     users_cmds,
 )
@@ -56,6 +58,8 @@ for module in (
     chat_cmds,
     bench_cmds,
     users_cmds,
+    export_cmds,
+    report_cmds,
 ):
     module.register(app, bench_app, eval_app)
 

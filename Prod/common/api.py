@@ -17,11 +17,13 @@ import os
 import re
 import time
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from prometheus_client import (
@@ -62,6 +64,7 @@ __all__ = [
     "get_app_settings",
     "install_error_handlers",
     "install_metrics",
+    "install_offline_docs",
     "install_request_guard",
     "query_param_names",
     "request_id_from",
@@ -198,6 +201,7 @@ class RequestGuard:
         if (
             settings.api_key
             and scope["path"] not in _public_paths(app, settings)
+            and not scope["path"].startswith(DOCS_ASSETS + "/")
             and not api_key_ok(headers, settings.api_key)
         ):
             await _send_error(scope, receive, send, Unauthorized(_KEY_MESSAGE), request_id)
@@ -491,6 +495,58 @@ def install_error_handlers(app: FastAPI) -> None:
             request_id_var.reset(token)
         headers = {REQUEST_ID_HEADER: request_id} if request_id else None
         return JSONResponse(body, status_code=500, headers=headers)
+
+
+# --- offline API docs -----------------------------------------------------------------------
+
+#: where each service serves the Swagger UI / ReDoc files (public: third-party code, no data)
+DOCS_ASSETS = "/docs-assets"
+
+
+def install_offline_docs(app: FastAPI) -> None:
+    """``/docs`` and ``/redoc`` from files this app serves (the ``fastapi-offline`` wheel's
+    Swagger UI and ReDoc builds) instead of FastAPI's CDN links: they render with no internet."""
+    import fastapi_offline
+    from fastapi.staticfiles import StaticFiles
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    docs, redoc = app.docs_url, app.redoc_url
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "path", None) not in (docs, redoc)
+    ]
+    app.mount(DOCS_ASSETS, StaticFiles(directory=static), name="docs-assets")
+
+    def openapi_url(request: Request) -> str:
+        return request.scope.get("root_path", "") + (app.openapi_url or "")
+
+    if docs:
+
+        @app.get(docs, include_in_schema=False)
+        async def swagger_ui(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return get_swagger_ui_html(
+                openapi_url=openapi_url(request),
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
+                init_oauth=app.swagger_ui_init_oauth,
+                swagger_ui_parameters=app.swagger_ui_parameters,
+            )
+
+    if redoc:
+
+        @app.get(redoc, include_in_schema=False)
+        async def redoc_ui(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return get_redoc_html(
+                openapi_url=openapi_url(request),
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+                with_google_fonts=False,
+            )
 
 
 # --- metrics --------------------------------------------------------------------------------

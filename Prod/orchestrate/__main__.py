@@ -80,7 +80,8 @@ def _docker(args: argparse.Namespace) -> int:
                 _print_json(result)
             else:
                 for name, url in result["urls"].items():
-                    print(f"  {name:<18} {url}  (docs: {url}/docs)")
+                    what = "open it in a browser" if name == "web" else f"docs: {url}/docs"
+                    print(f"  {name:<18} {url}  ({what})")
                 print(f"  header X-API-Key: your API_KEY, else the one in {result['secrets_file']}")
                 for name in result.get("background", []):  # the model pull: not waited for
                     print(f"  {name} runs in the background (logs: start_services.sh logs {name})")

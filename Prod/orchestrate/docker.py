@@ -85,6 +85,7 @@ def urls() -> dict[str, str]:
         "als_reco_engine": f"http://localhost:{_port('RECO_PORT', '8000')}",
         "chat_reco_engine": f"http://localhost:{_port('CHAT_PORT', '8001')}",
         "als_trainer": f"http://localhost:{_port('TRAINER_PORT', '8002')}",
+        "web": f"http://localhost:{_port('WEB_PORT', '8003')}",  # the page to try it
     }
 
 

@@ -26,7 +26,7 @@ from Prod.common.hub import OFFLINE_ENV
 from Prod.orchestrate.local_infra import LocalInfra, pid_alive, port_open
 
 # Start order matters: the trainer publishes the first model the engines then load.
-SERVICE_NAMES = ("als_trainer", "als_reco_engine", "chat_reco_engine")
+SERVICE_NAMES = ("als_trainer", "als_reco_engine", "chat_reco_engine", "web")
 INGEST_JOBS = ("ingest_postgres_db", "ingest_chroma_db")
 Reporter = Callable[[str], None]
 
@@ -63,6 +63,7 @@ def services_for(settings: Settings) -> list[Service]:
         "als_trainer": settings.trainer_port,
         "als_reco_engine": settings.reco_port,
         "chat_reco_engine": settings.chat_port,
+        "web": settings.web_port,
     }
     root = Path(settings.data_dir).resolve()
     return [

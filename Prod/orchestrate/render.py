@@ -52,7 +52,11 @@ def summary(result: dict) -> None:
     reco = result["services"]["als_reco_engine"]["url"]
     chat = result["services"]["chat_reco_engine"]["url"]
     trainer = result["services"]["als_trainer"]["url"]
-    console.print(f"\n[bold green]platform up[/] in {result['seconds']} s. Try:")
+    console.print(f"\n[bold green]platform up[/] in {result['seconds']} s.")
+    web = result["services"].get("web")
+    if web:  # the page to try and operate the platform
+        console.print(f"Open [bold]{web['url']}/[/] in a browser (web app).", highlight=False)
+    console.print("Try:")
     hints = [
         f"curl '{reco}/api/v1/recommend/<user_id>?k=5'",
         f"curl -X POST {chat}/api/v1/chat -H 'Content-Type: application/json' "

@@ -27,7 +27,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from Prod.orchestrate.docker import ensure_secrets
+from Prod.orchestrate.docker import SECRETS, ensure_secrets
 from Prod.orchestrate.environment import ROOT
 from Prod.orchestrate.local_infra import free_port
 
@@ -50,13 +50,13 @@ harness = _harness()
 TIMINGS: dict[str, float | str] = {}
 
 
-def _wait_for(check, timeout_s: float, what: str):
+def _wait_for(check, timeout_s: float, what: str, interval_s: float = 1.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(1)
+        time.sleep(interval_s)
     raise AssertionError(f"{what} not within {timeout_s:.0f} s")
 
 
@@ -73,7 +73,7 @@ class Platform:
             "CHAT_PORT": str(self.ports["chat"]),
             "TRAINER_PORT": str(self.ports["trainer"]),
         }
-        for name in ("API_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+        for name in SECRETS:
             self.env.pop(name, None)  # the launcher generates them into DATA_DIR/docker.env
         self.reco = f"http://127.0.0.1:{self.ports['reco']}"
         self.chat = f"http://127.0.0.1:{self.ports['chat']}"
@@ -82,12 +82,13 @@ class Platform:
         self.headers: dict[str, str] = {}
 
     def load_secrets(self) -> None:
-        saved = os.environ.get("DATA_DIR")
-        os.environ["DATA_DIR"] = self.env["DATA_DIR"]
+        """The secrets the launcher generates into DATA_DIR/docker.env (any in our environment
+        is left out of the platform's, so they are generated as for a new user)."""
+        saved = {name: os.environ.pop(name) for name in SECRETS if name in os.environ}
         try:
             self.secrets = ensure_secrets(Path(self.env["DATA_DIR"]) / "docker.env")
         finally:
-            os.environ.pop("DATA_DIR") if saved is None else os.environ.update(DATA_DIR=saved)
+            os.environ.update(saved)
         self.headers = {"X-API-Key": self.secrets["API_KEY"]}
 
     def launcher(self, *args: str, extra_env: dict[str, str] | None = None, timeout_s=1800):
@@ -378,16 +379,18 @@ def _replica_urls(platform: Platform, n: int) -> list[str]:
 
 
 def _bench(platform: Platform, url: str, users: Path) -> dict:
+    """15 s of load after 5 s of warm-up (each replica's first requests load its caches)."""
     script = ROOT / "docker/testing/serving_load.py"
     args = ["--url", url, "--api-key", platform.secrets["API_KEY"], "--users", str(users)]
-    result = subprocess.run(
-        [sys.executable, str(script), *args, "--seconds", "15", "--concurrency", "16"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    for seconds in ("5", "15"):
+        result = subprocess.run(
+            [sys.executable, str(script), *args, "--seconds", seconds, "--concurrency", "16"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -434,6 +437,7 @@ def test_three_replicas_behind_the_load_balancer_all_fold_in_a_new_write(platfor
             ),
             5,
             f"fold-in on {url}",
+            interval_s=0.05,
         )
         assert not set(items) & {i["item_id"] for i in body["items"]}
     TIMINGS["replicas_fold_in_s"] = round(time.monotonic() - started, 2)

@@ -46,7 +46,10 @@ class Platform:
             dataset = root / "dataset"
             generate_dataset(dataset, n_users=300, n_items=400, n_interactions=9000, seed=7)
         self.dataset = dataset
-        ports = {name: free_port() for name in ("pg", "redis", "chroma", "reco", "chat", "trainer")}
+        ports = {
+            name: free_port()
+            for name in ("pg", "redis", "chroma", "reco", "chat", "trainer", "web")
+        }
         self.env = {
             **os.environ,
             "START_SERVICES_NO_VENV": "1",
@@ -60,6 +63,7 @@ class Platform:
             "RECO_PORT": str(ports["reco"]),
             "CHAT_PORT": str(ports["chat"]),
             "TRAINER_PORT": str(ports["trainer"]),
+            "WEB_PORT": str(ports["web"]),
             "HOST": "127.0.0.1",
             "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",  # nothing listens: LLM fallback
             "OLLAMA_TIMEOUT_S": "2",
@@ -73,6 +77,7 @@ class Platform:
         self.reco = f"http://127.0.0.1:{ports['reco']}"
         self.chat = f"http://127.0.0.1:{ports['chat']}"
         self.trainer = f"http://127.0.0.1:{ports['trainer']}"
+        self.web = f"http://127.0.0.1:{ports['web']}"
         self.ports = ports
         self.first_up: dict | None = None  # `up --json`'s report
         self.up_output = ""  # what `up` printed (stdout and stderr)

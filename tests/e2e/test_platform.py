@@ -58,6 +58,7 @@ def test_up_starts_every_service_and_publishes_a_model(platform):
         "als_trainer": "up",
         "als_reco_engine": "up",
         "chat_reco_engine": "up",
+        "web": "up",
     }
     assert all(row["healthy"] for row in result["infra"].values())
     assert result["model_version"], "the trainer published no first model"
