@@ -12,10 +12,10 @@ for the same recall.
 
 Seen, hidden and deleted items and the filters stay exact: candidates failing them are dropped
 and the search fetches ``1 / share`` more when a filter keeps only ``share`` of the items. A filter
-keeping fewer items than the search would scan anyway (``PROBE_SHARE`` of the catalogue), or more
-exclusions than candidates, is answered by an exact scan over the items that pass
-(:func:`exact_subset_top_k`), so a very selective filter costs a scan of what it keeps, never
-recall.
+keeping fewer items than the search would scan anyway (``PROBE_SHARE`` of the catalogue), a fetch
+beyond ``MAX_FETCH`` (thousands of exclusions) or probed lists holding fewer than k passing items
+are answered by an exact scan over the items that pass (:func:`exact_subset_top_k`), so a very
+selective filter costs a scan of what it keeps, never recall.
 """
 
 from __future__ import annotations
