@@ -118,6 +118,11 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's own dictConfig, if
+        uv = logging.getLogger(name)  # it ran first, gives these handlers and cuts them off root
+        uv.handlers.clear()
+        uv.propagate = True
+        uv.setLevel(logging.NOTSET)
     noisy = ("httpx", "chromadb", "urllib3", "sentence_transformers", "httpcore", "apscheduler")
     for name in noisy:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -203,7 +203,7 @@ def test_down_leaves_no_process_behind(platform):
     pids = [row["pid"] for row in (*status["services"].values(), *status["infra"].values())]
     assert all(pids), status
     down = last_json(platform.launcher("--local", "down", "--json"))
-    assert set(down["stopped"]) == {"als_trainer", "als_reco_engine", "chat_reco_engine"}
+    assert set(down["stopped"]) == {"als_trainer", "als_reco_engine", "chat_reco_engine", "web"}
     _wait_for(lambda: not any(_alive(pid) for pid in pids), 30, "every process to exit")
     assert not any(port_open(port) for port in platform.ports.values())
     assert not list((Path(platform.env["DATA_DIR"]) / "run").glob("*.pid"))

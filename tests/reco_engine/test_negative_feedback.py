@@ -73,9 +73,13 @@ def test_a_dislike_never_raises_any_score(client, dataset):
     _post(client, [{"user_id": user, "item_id": books[0], "event": "dislike"}])
     after = _scores(client, user)
     assert books[0] in before and books[0] not in after
-    assert all(after[i] <= before[i] + 1e-6 for i in after), "a dislike raised a score"
+    # items of other datasets in the shared store may enter the top k once the disliked one left
+    common = [i for i in after if i in before]
+    assert len(common) >= len(after) - 1 and all(after[i] <= before[i] + 1e-6 for i in common), (
+        "a dislike raised a score"
+    )
     drop = {
-        c: [before[i] - after[i] for i in _items_of(dataset, c) if i in after]
+        c: [before[i] - after[i] for i in _items_of(dataset, c) if i in after and i in before]
         for c in ("books", "audio")
     }
     assert sum(drop["books"]) / len(drop["books"]) > sum(drop["audio"]) / len(drop["audio"])
