@@ -74,7 +74,10 @@ class AnnIndex:
         sample = min(n, max(nlist * TRAIN_PER_LIST, TRAIN_MIN))
         index.train(vectors[np.sort(rng.choice(n, sample, replace=False))])
         index.add(vectors)
-        nprobe = ivf.nprobe = max(1, math.ceil(nlist * PROBE_SHARE))
+        # at least CANDIDATES items' worth of lists: fewer would leave re-scoring slots empty
+        # (a catalogue just above the threshold is then scanned whole; 100k and 1M are unchanged)
+        nprobe = min(nlist, max(math.ceil(nlist * PROBE_SHARE), math.ceil(nlist * CANDIDATES / n)))
+        ivf.nprobe = nprobe
         nbytes = int(faiss.serialize_index(index).size)
         return cls(index, nprobe, time.perf_counter() - started, nbytes)
 

@@ -360,12 +360,16 @@ def test_down_keeps_the_data_and_up_again_survives_a_failed_model_pull(platform,
 
 
 def _free_range(n: int) -> int:
-    """The first of ``n`` consecutive free loopback ports."""
+    """The first of ``n`` consecutive free loopback ports, below the kernel's ephemeral range:
+    Docker binds them later, and an ephemeral port can meanwhile go to any outgoing connection."""
+    import random
+
     from Prod.orchestrate.local_infra import port_open
 
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(50):
-        base = free_port()
-        if base + n < 65535 and not any(port_open(base + i) for i in range(n)):
+        base = random.randrange(max(1024, low - 12_000), low - n)
+        if not any(port_open(base + i) for i in range(n)):
             return base
     raise AssertionError("no free port range")
 

@@ -75,7 +75,7 @@ def test_a_dislike_never_raises_any_score(client, dataset):
     assert books[0] in before and books[0] not in after
     # items of other datasets in the shared store may enter the top k once the disliked one left
     common = [i for i in after if i in before]
-    assert len(common) >= len(after) - 1 and all(after[i] <= before[i] + 1e-6 for i in common), (
+    assert len(common) >= 10 and all(after[i] <= before[i] + 1e-6 for i in common), (
         "a dislike raised a score"
     )
     drop = {
