@@ -219,6 +219,22 @@ class Settings(BaseSettings):
         description="Blend weight of the ALS affinity in chat ranking: "
         "score = (1 - w) * relevance + w * affinity, both min-max scaled over candidates.",
     )
+    wish_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Wish recommendations: score = w * wish relevance + (1 - w) * ALS score, "
+        "both min-max scaled over the user's ALS candidates (0 = ALS order; `reco bench wish`).",
+    )
+    wish_candidates: PositiveInt = Field(
+        100, le=2000, description="The user's ALS top-N (after filters) reranked by a wish."
+    )
+    wish_llm_top_n: int = Field(
+        20,
+        ge=0,
+        le=50,
+        description="Best wish candidates the LLM scores 0-2 in one prompt (0 = never ask it).",
+    )
     chat_history_turns: PositiveInt = Field(6, description="Recent turns given to the LLM.")
     chat_max_message_chars: PositiveInt = Field(
         2000, description="Longest chat message accepted (longer ones are a 422)."

@@ -207,7 +207,7 @@ def upsert_items(
             )
         if restored:
             with redis_errors("deleted items"):
-                pipe = redis_client.pipeline()
+                pipe = redis_client.pipeline(transaction=True)  # one slot: {catalogue}
                 unmark_deleted(pipe, restored)
                 pipe.execute()
     deleted.apply(restored=restored)
@@ -253,7 +253,7 @@ def delete_items(
             )
         counts = _delete_item_rows(conn, item_ids)
         with redis_errors("deleted items"):
-            pipe = redis_client.pipeline()
+            pipe = redis_client.pipeline(transaction=True)  # one slot: {catalogue}
             mark_deleted(pipe, item_ids)
             pipe.execute()
         if in_products:

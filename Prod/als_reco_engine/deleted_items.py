@@ -14,6 +14,11 @@ An id whose item is back in the ``item`` table (re-created by an ingest; an API 
 itself) stops being deleted: the ticker checks every :data:`PRUNE_EVERY_S` and unmarks ids
 deleted more than :data:`PRUNE_AFTER_S` ago (a deletion in flight still has its row until it
 commits, a moment after it marked the id).
+
+Both keys carry the hash tag ``{catalogue}``, so the MULTI/EXEC that marks ids and moves the
+counter lands in one slot of a Redis Cluster. Upgrade: the hash was ``reco:catalogue:deleted``; a
+replica's first successful sync moves its fields into the new hash (:func:`adopt_legacy_hash`) on
+a standalone Redis, so deleted items stay hidden across the upgrade.
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ from Prod.als_reco_engine.index import Catalogue
 from Prod.als_reco_engine.ticker import Ticker
 from Prod.common.logs import get_logger
 from Prod.common.models import Item
+from Prod.common.stores import is_cluster
 
 log = get_logger(__name__)
 
-DELETED_KEY = "reco:catalogue:deleted"
-VERSION_KEY = "reco:catalogue:deleted:version"
+DELETED_KEY = "reco:{catalogue}:deleted"
+VERSION_KEY = "reco:{catalogue}:deleted:version"
+LEGACY_DELETED_KEY = "reco:catalogue:deleted"  # the name before the hash tag
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 _MEMO_MAX = 4  # catalogues memoised at once: the index, popularity, one swap in flight
 PRUNE_EVERY_S = 30.0
@@ -59,6 +66,33 @@ def unmark_deleted(pipe: redis.client.Pipeline, item_ids: list[str]) -> None:
     pipe.incr(VERSION_KEY)
 
 
+def adopt_legacy_hash(client: redis.Redis) -> int:
+    """Move the ids of the pre-hash-tag hash into :data:`DELETED_KEY` (an id already there keeps
+    its time) and drop the old hash, in one transaction that a concurrent move aborts; the
+    number of ids moved. Nothing on a Redis Cluster (it never held the old name). The old
+    counter stays: replicas of the older release keep the set they hold."""
+    if is_cluster(client):
+        return 0
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(LEGACY_DELETED_KEY)
+            legacy = pipe.hgetall(LEGACY_DELETED_KEY)
+            if not legacy:
+                return 0
+            pipe.multi()
+            for item_id, at in legacy.items():
+                pipe.hsetnx(DELETED_KEY, item_id, at)
+            pipe.delete(LEGACY_DELETED_KEY)
+            pipe.incr(VERSION_KEY)
+            pipe.execute()
+        except redis.WatchError:  # another replica moved it first
+            return 0
+    log.info(
+        "deleted items: %d ids moved from %s to %s", len(legacy), LEGACY_DELETED_KEY, DELETED_KEY
+    )
+    return len(legacy)
+
+
 class DeletedItems:
     """The deleted item ids of this replica, synced from Redis by a ticker thread."""
 
@@ -70,6 +104,7 @@ class DeletedItems:
         self._next_prune = 0.0
         self._ids: frozenset[str] = frozenset()
         self._version: bytes | None = None
+        self._adopted = False  # the pre-hash-tag hash checked (adopt_legacy_hash)
         self._memo: dict[int, tuple[Catalogue, frozenset[str], np.ndarray]] = {}
         self._lock = threading.Lock()
         self._ticker = Ticker("deleted-items", self.tick, interval_s)
@@ -104,6 +139,9 @@ class DeletedItems:
         """Re-read the hash when the change counter moved; True when the set was replaced.
         Redis down: the set stays as it is (logged once) and the next tick retries."""
         try:
+            if not self._adopted:
+                adopt_legacy_hash(self._redis)
+                self._adopted = True
             version = self._redis.get(VERSION_KEY)
             if version == self._version:
                 return False
@@ -141,7 +179,7 @@ class DeletedItems:
                 if at is not None and datetime.fromisoformat(_text(at)).timestamp() < cutoff
             ]
             if stale:
-                pipe = self._redis.pipeline()
+                pipe = self._redis.pipeline(transaction=True)
                 unmark_deleted(pipe, stale)
                 pipe.execute()
                 self.apply(restored=stale)

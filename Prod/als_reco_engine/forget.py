@@ -42,7 +42,7 @@ from Prod.common.models import (
 
 FACTORS_PATTERN = "reco:model:*:user_factors"
 # Prod.als_trainer.lock.LOCK_KEY (services never import each other; a test keeps them equal)
-TRAINER_LOCK_KEY = "reco:trainer:lock"
+TRAINER_LOCK_KEY = "reco:{trainer}:lock"
 
 
 def _text(value: bytes | str) -> str:

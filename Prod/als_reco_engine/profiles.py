@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 from Prod.als_reco_engine.index import Catalogue
 from Prod.common.feedback import user_pairs_sql
 from Prod.common.logs import get_logger
+from Prod.common.stores import redis_from_url
 
 log = get_logger(__name__)
 
@@ -202,10 +203,12 @@ class ProfileInvalidations:
         backoff_s: float = 5.0,
     ) -> None:
         self.origin = uuid.uuid4().hex  # this replica: its own messages are not applied twice
-        self._publisher = redis.Redis.from_url(
+        self._publisher = redis_from_url(
             redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
-        self._subscriber = redis.Redis.from_url(
+        # on a Redis Cluster a PUBLISH reaches the subscribers of every node, so the listener
+        # subscribes on one node (the channel's slot) and the publisher may send to any
+        self._subscriber = redis_from_url(
             redis_url, socket_connect_timeout=2.0, health_check_interval=30
         )
         self._on_remote = on_remote

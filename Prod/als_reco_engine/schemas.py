@@ -286,6 +286,12 @@ class StatusOut(BaseModel):
         description="Approximate top-k (ANN_MIN_ITEMS): state off, building or ready; per index "
         "(recommend, similar) its build_s, bytes and nprobe.",
     )
+    item_index: dict[str, Any] | None = Field(
+        None,
+        description="The loaded version's item factors: source (redis, or chroma for older "
+        "versions), its Chroma collection and that collection's state: filling (written after the "
+        "switch; nothing in serving reads it), complete or failed.",
+    )
     experiment: dict[str, Any] | None = Field(
         None,
         description="The running A/B test (`reco ab start`): experiment_id, version_b, share_b, "

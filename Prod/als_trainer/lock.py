@@ -3,8 +3,9 @@
 ``SET key token NX PX ttl`` takes it; a Lua script deletes it only when it still holds our token,
 so a trainer whose lock expired can never release the lock of the trainer that took over. While
 held, a heartbeat thread renews the expiry (again only while the token is ours) and refreshes a
-short-lived heartbeat key (``reco:trainer:lock:heartbeat``) holding the same token, every
-``HEARTBEAT_S``: a long run (minutes on 10M interactions) keeps its lock.
+short-lived heartbeat key (``reco:{trainer}:lock:heartbeat``) holding the same token, every
+``HEARTBEAT_S``: a long run (minutes on 10M interactions) keeps its lock. Both keys carry the hash
+tag ``{trainer}``: each script touches both, which a Redis Cluster allows within one slot only.
 
 A trainer that is killed stops beating: its heartbeat key expires after ``HEARTBEAT_TIMEOUT_S``
 while its lock would live on for up to the lock TTL (120 s by default). :func:`reap_dead_lock`
@@ -20,7 +21,9 @@ import redis
 
 from Prod.common.logs import get_logger
 
-LOCK_KEY = "reco:trainer:lock"
+# Before the hash tag it was reco:trainer:lock; a trainer of an older release still running
+# beside a new one would not see this lock: stop the old trainers when upgrading
+LOCK_KEY = "reco:{trainer}:lock"
 HEARTBEAT_S = 1.0
 # 10 missed beats in a row: a live trainer beats from its own thread (the GIL switches every
 # 5 ms), so only a process stalled for 10 s on a saturated machine could be taken for dead
@@ -162,7 +165,7 @@ class TrainerLock:
 
 
 def heartbeat_key(key: str = LOCK_KEY) -> str:
-    """The key a live holder of lock ``key`` keeps refreshing."""
+    """The key a live holder of lock ``key`` keeps refreshing (the same hash tag as ``key``)."""
     return f"{key}:heartbeat"
 
 

@@ -3,8 +3,9 @@
 A run: take the Redis lock -> decide whether there is new data -> read interactions from Postgres ->
 index maps -> holdout evaluation (a fit on the data minus held-out pairs) -> that fit finished
 on all data by a few warm-started iterations (a full cold fit with ``--no-eval``) -> register in
-``model_version`` -> publish (Redis user factors, Chroma item factors, verify, meta) -> atomic
-switch (Redis, mirrored in Postgres) -> delete versions beyond
+``model_version`` -> publish (Redis user factors, Redis item factors, verify, meta) -> atomic
+switch (Redis, mirrored in Postgres) -> the Chroma item collection filled from Redis (after the
+switch: a failure there leaves the new version active) -> delete versions beyond
 ``settings.keep_model_versions``. The HTTP service, the scheduler and ``reco train`` all call
 :func:`run_training`.
 
@@ -62,6 +63,7 @@ STAGES = (
     "publish_items",
     "verify",
     "switch",
+    "index_items",
     "cleanup",
 )
 # a version left by rollback; a no-body rollback with this one as ``previous`` changes nothing
@@ -335,7 +337,9 @@ def _train_and_publish(
     if settings.als_backend == "spark":  # imported here: pyspark is an extra, and heavy
         from Prod.als_trainer.spark_backend import train_and_publish
 
-        return train_and_publish(settings, version, params, watermark, evaluate, stages, result)
+        train_and_publish(settings, version, params, watermark, evaluate, stages, result)
+        fill_item_indexes(settings, version, stages.stage)
+        return None
     db = settings.database_url
     with stages.stage("load"):
         raw = copy_interactions(db, watermark, settings.negative_rating_below)
@@ -427,8 +431,10 @@ def publish_and_activate(
     meta: model_store.ModelMeta,
     factors: publisher.FactorSet,
     stage: Callable[[str], Any] = publisher.untimed,
+    fill: bool = True,
 ) -> publisher.Pointers:
-    """Publish a complete version, then switch to it and mirror the switch in Postgres.
+    """Publish a complete version, then switch to it and mirror the switch in Postgres; then
+    (``fill``) write its Chroma collection (:func:`fill_item_indexes`).
 
     Returns the pointers from before the switch. Does not clean up on failure (the caller does).
     """
@@ -437,7 +443,33 @@ def publish_and_activate(
     with stage("switch"):
         before = publisher.switch_active(client, meta.version)
         mirror_pointers(settings.database_url, publisher.read_pointers(client))
+    if fill:
+        fill_item_indexes(settings, meta.version, stage)
     return before
+
+
+def fill_item_indexes(
+    settings: Settings, version: str, stage: Callable[[str], Any] = publisher.untimed
+) -> dict[str, str]:
+    """Fill the Chroma collection of ``version`` (already active), then of any retained version
+    a crashed or failed fill left incomplete; {version: state}. Never raises: the models are
+    live and served from Redis whatever happens to their Chroma copy."""
+    states: dict[str, str] = {}
+    try:
+        with stage("index_items"):
+            client, chroma = redis_for(settings), chroma_for(settings)
+            others = [v for v in publisher.pending_item_indexes(client) if v != version]
+            for each in [version, *others]:
+                try:
+                    publisher.fill_item_index(client, chroma, each)
+                    states[each] = model_store.INDEX_COMPLETE
+                except Exception as exc:
+                    states[each] = model_store.INDEX_FAILED
+                    log.warning("[%s] chroma item index failed: %s", each, _error_text(exc))
+    except Exception as exc:  # the hook, or Redis gone between the switch and here
+        states.setdefault(version, model_store.INDEX_FAILED)
+        log.warning("[%s] chroma item index not filled: %s", version, _error_text(exc))
+    return states
 
 
 def _discard(settings: Settings, version: str) -> None:

@@ -18,7 +18,8 @@ contract (:mod:`Prod.common.model_store`); what moves to the cluster:
   hash (``foreachPartition`` + :func:`Prod.als_trainer.publisher.write_user_factors`), counted
   back through an accumulator and checked with HLEN. Item factors (one row per catalogue item
   with interactions: 198k x 64 float32 = 51 MB at 10M events) are collected to the driver and go
-  to Chroma through the same publisher functions as the torch backend.
+  to the Redis items hash, and to Chroma after the switch, through the same publisher functions
+  as the torch backend.
 
 Param mapping (README, "Training backends"): factors -> rank, iterations -> maxIter,
 regularization -> regParam, alpha -> alpha, seed -> seed. Spark always scales regParam by the
@@ -55,7 +56,7 @@ from Prod.common.db import get_engine
 from Prod.common.errors import InvalidInput, TrainingError
 from Prod.common.evaluation import ranking_metrics
 from Prod.common.logs import get_logger
-from Prod.common.stores import chroma_for, get_redis, redis_for
+from Prod.common.stores import get_redis, redis_for
 
 log = get_logger(__name__)
 
@@ -460,7 +461,7 @@ def train_and_publish(
             result.counts["n_interactions"],
             trained_at,
         )
-        client, chroma = redis_for(settings), chroma_for(settings)
+        client = redis_for(settings)
         with stages.stage("publish_users"):
             names = spark.createDataFrame(
                 parts.flatMap(lambda p: user_rows(p, offsets)), "id int, user_id string"
@@ -479,11 +480,11 @@ def train_and_publish(
                 raise TrainingError(
                     f"user factors: {written.value} written, {stored} stored, {total} expected"
                 )
-        with stages.stage("publish_items"):
-            collection = publisher.write_item_factors(chroma, version, item_ids, item_np, metadata)
+        with stages.stage("publish_items"):  # Chroma is filled after the switch (publisher)
+            publisher.write_items(client, version, item_ids, item_np, metadata)
         with stages.stage("verify"):
-            publisher.verify_item_factors(collection, item_ids, item_np)
-            publisher.write_meta(client, meta)
+            publisher.verify_items(client, meta, item_ids, item_np)
+            publisher.write_meta(client, publisher.items_in_redis(meta))
         with stages.stage("switch"):
             before = publisher.switch_active(client, version)
             mirror_pointers(db, publisher.read_pointers(client))

@@ -115,8 +115,10 @@ def save_exchange(
     answer: str,
     item_ids: list[str],
     generated_by: str,
+    named_ids: list[str] | None = None,
 ) -> None:
-    """Persist the user turn, the assistant turn and the session's filters in one transaction."""
+    """Persist the user turn, the assistant turn and the session's filters in one transaction.
+    ``named_ids``: items the user named as liked (named_items.py), kept on the user turn."""
     applied = filters.set_fields()
     with session_scope(database_url) as db:
         session = db.get(ChatSession, state.session_id)
@@ -136,7 +138,7 @@ def save_exchange(
                     content=user_text,
                     standalone_query=standalone_query,
                     filters=applied,
-                    item_ids=[],
+                    item_ids=list(named_ids or []),
                 ),
                 ChatMessage(
                     session_id=state.session_id,

@@ -226,3 +226,42 @@ def check_answer(
 
     unique = tuple(dict.fromkeys(reasons))
     return Verdict(reasons=unique, named=tuple(sorted(named)), detail=tuple(detail))
+
+
+SUMMARY_REASONS = ("no_fact", "unknown_product", "unknown_category", "invented_price")
+
+
+def check_summary(
+    summary: str,
+    *,
+    items: list[tuple[str, dict[str, Any]]],
+    categories: list[str],
+    brands: list[str],
+    amounts: list[float],
+    vocabulary: Vocabulary,
+) -> Verdict:
+    """Judge a preference summary (:mod:`.profile`) against the facts it was written from: the
+    items ((item_id, metadata)), categories, brands and price amounts given to the LLM.
+
+    ``no_fact``: names none of the categories, brands or item titles (not about this user);
+    otherwise the rules of :func:`check_answer` with the facts as the listed products, the
+    categories as the only allowed ones and the names and amounts as what the customer said:
+    ``unknown_product`` (a catalogue brand or model number not in the facts),
+    ``unknown_category`` (a catalogue category not in the facts), ``invented_price``."""
+    words = _words(summary)
+    titles = [str(meta.get("title") or item_id) for item_id, meta in items]
+    named = any(_mentions(words, name) for name in [*categories, *brands, *titles])
+    allowed = [c for c in dict.fromkeys([*categories, *(m.get("category") for _, m in items)]) if c]
+    said = " ".join([*categories, *brands, *(f"{a:.2f}" for a in amounts)])
+    verdict = check_answer(
+        summary,
+        products=[(item_id, meta, "") for item_id, meta in items],
+        filters=ProductFilters(categories=allowed[:20]),
+        vocabulary=vocabulary,
+        message=said,
+    )
+    renamed = {"contradicts_filters": "unknown_category"}
+    reasons = [renamed.get(r, r) for r in verdict.reasons if r != "no_product"]
+    if not named:
+        reasons.insert(0, "no_fact")
+    return Verdict(tuple(dict.fromkeys(reasons)), verdict.named, verdict.detail)

@@ -297,6 +297,15 @@ class LLMClient:
         except Exception as exc:
             raise self._failed(exc) from exc
 
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        """One whole answer at temperature 0 (e.g. a JSON judgement the caller validates).
+        Raises LLMUnavailable when the model is down or fails."""
+        self._check_not_down()
+        try:
+            return _text(self._filter_model.invoke(messages).content)
+        except Exception as exc:
+            raise self._failed(exc) from exc
+
     def propose_filters(self, message: str, vocabulary: Vocabulary) -> Proposal:
         """Filters the LLM reads in ``message`` via structured output (``with_structured_output``,
         JSON schema); output failing the schema is ``invalid`` and never applied (the

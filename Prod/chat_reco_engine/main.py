@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_offline_docs(app)  # /docs and /redoc without a CDN
     install_request_guard(app)
     install_metrics(app, "chat_reco_engine")
-    register_metrics(app, *app.state.engine.metrics.collectors())
+    engine = app.state.engine
+    register_metrics(app, *engine.metrics.collectors(), *engine.wish.metrics.collectors())
     app.include_router(health_router)
     app.include_router(router)
     return app

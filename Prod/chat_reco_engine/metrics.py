@@ -9,7 +9,10 @@ token) and ``reco_chat_llm_errors_total``; ``reco_chat_llm_ungrounded_total{reas
 the grounding guard replaced, ``producer="guard"`` above; one answer may count several reasons).
 Per filter proposal asked of the LLM: ``reco_chat_llm_filter_proposals_total{outcome="kept|
 dropped|empty|invalid|unavailable"}`` (``invalid``: failed the schema, never applied; ``dropped``:
-valid but nothing in it grounded in the message). At scrape time:
+valid but nothing in it grounded in the message). Per profile request:
+``reco_chat_profile_cache_total{result="hit|miss"}``; per summary written
+``reco_chat_profile_summaries_total{producer}`` and ``reco_chat_profile_ungrounded_total{reason}``
+(:data:`.grounding.SUMMARY_REASONS`). At scrape time:
 ``reco_chat_reranker_state{state}``.
 """
 
@@ -22,7 +25,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.metrics_core import Metric
 
 from Prod.chat_reco_engine.dialogue import TurnKind
-from Prod.chat_reco_engine.grounding import REASONS
+from Prod.chat_reco_engine.grounding import REASONS, SUMMARY_REASONS
 from Prod.chat_reco_engine.llm import FALLBACK, LLM
 from Prod.common.metrics import one_hot
 
@@ -80,6 +83,24 @@ class ChatMetrics:
             registry=None,
         )
         self.by_outcome = {o: self.proposals.labels(outcome=o) for o in PROPOSAL_OUTCOMES}
+        # preference summaries (GET /users/{user_id}/profile, :mod:`.profile`)
+        self.profile_summaries = Counter(
+            "reco_chat_profile_summaries",
+            "Preference summaries written (cache misses), by producer",
+            ["producer"],
+            registry=None,
+        )
+        self.profile_ungrounded = Counter(
+            "reco_chat_profile_ungrounded",
+            "LLM preference summaries replaced by the template, by reason",
+            ["reason"],
+            registry=None,
+        )
+        for reason in SUMMARY_REASONS:
+            self.profile_ungrounded.labels(reason=reason)
+        self.profile_cache = Counter(
+            "reco_chat_profile_cache", "Profile requests by cache result", ["result"], registry=None
+        )
 
     def record_turn(self, kind: str, producer: str, unmatched: Unmatched | None) -> None:
         # llm and fallback are labelled at start, guard on first use
@@ -99,6 +120,9 @@ class ChatMetrics:
             self.llm_errors,
             self.ungrounded,
             self.proposals,
+            self.profile_summaries,
+            self.profile_ungrounded,
+            self.profile_cache,
             self,
         )
 

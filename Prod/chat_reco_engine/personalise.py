@@ -110,7 +110,9 @@ class Personaliser:
         with self._lock:
             cached = self._items.get(meta.version)
             if cached is None:
-                ids, matrix, _ = model_store.load_item_factors(chroma_for(self.settings), meta)
+                ids, matrix, _ = model_store.load_items(
+                    redis_for(self.settings), meta, lambda: chroma_for(self.settings)
+                )
                 cached = _ItemFactors({i: n for n, i in enumerate(ids)}, matrix, matrix.T @ matrix)
                 self._items = {meta.version: cached}  # only the active version is kept
             return cached
@@ -200,19 +202,46 @@ class Personaliser:
             log.warning("dislike push skipped for user %s: %s", user_id, exc)
             return None
 
+    def taste(self, user_id: str) -> tuple[model_store.ModelMeta | None, np.ndarray | None, str]:
+        """(active model meta, the user's factor or None, source: "factor" | "fold_in" |
+        "none"): the published factor, else one folded in from Postgres. Raises store errors."""
+        redis_client = redis_for(self.settings)
+        version = model_store.active_version(redis_client)
+        meta = model_store.read_meta(redis_client, version) if version else None
+        if meta is None:
+            return None, None, "none"
+        factor = model_store.read_user_factor(redis_client, meta, user_id)
+        source = "factor"
+        if factor is None:
+            factor, source = self._fold_in(meta, user_id), "fold_in"
+        if factor is None or not np.any(factor):
+            return meta, None, "none"
+        return meta, factor, source
+
+    def ranked_items(self, user_id: str, limit: int) -> tuple[list[tuple[str, float]], str]:
+        """([(item_id, affinity)] best first, source): the active model's ``limit`` best items
+        for the user by ``x_u . y_i``, without the items they interacted with (liked or
+        disliked); ([], "none") without a model or a taste. Raises store errors."""
+        meta, factor, source = self.taste(user_id)
+        if factor is None:
+            return [], "none"
+        items = self._item_factors(meta)
+        ids = list(items.index)
+        scores = items.matrix @ factor
+        pairs = self._user_pairs(user_id)
+        seen = [items.index[i] for i, _ in pairs.liked if i in items.index]
+        seen += [items.index[i] for i in pairs.disliked if i in items.index]
+        scores[seen] = -np.inf
+        limit = min(limit, int(np.isfinite(scores).sum()))
+        top = np.argpartition(-scores, limit - 1)[:limit] if limit else np.array([], int)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(ids[r], float(scores[r])) for r in top], source
+
     def affinities(self, user_id: str, item_ids: list[str]) -> tuple[np.ndarray | None, str]:
         """((n,) raw affinities or None, source: "factor" | "fold_in" | "none" | "error")."""
         try:
-            redis_client = redis_for(self.settings)
-            version = model_store.active_version(redis_client)
-            meta = model_store.read_meta(redis_client, version) if version else None
-            if meta is None:
-                return None, "none"
-            factor = model_store.read_user_factor(redis_client, meta, user_id)
-            source = "factor"
+            meta, factor, source = self.taste(user_id)
             if factor is None:
-                factor, source = self._fold_in(meta, user_id), "fold_in"
-            if factor is None or not np.any(factor):
                 return None, "none"
             items = self._item_factors(meta)
             rows = [items.index.get(i) for i in item_ids]

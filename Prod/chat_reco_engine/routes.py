@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
 
@@ -17,9 +17,11 @@ from Prod.chat_reco_engine.schemas import (
     DeleteResponse,
     HealthResponse,
     HistoryResponse,
+    ProfileResponse,
     SearchResponse,
 )
 from Prod.chat_reco_engine.service import ChatEngine, validated_filters
+from Prod.chat_reco_engine.wish import WishRequest, WishResponse
 from Prod.common.api import (
     SettingsDep,
     api_key_matches,
@@ -30,6 +32,7 @@ from Prod.common.api import (
 from Prod.common.errors import RecoError
 from Prod.common.logs import get_logger
 from Prod.common.schemas import (
+    ID_PATTERN,
     BrandQuery,
     CategoryQuery,
     MaxPriceQuery,
@@ -128,6 +131,46 @@ def read_chat_history(
 def delete_chat_session(session_id: UUID, engine: EngineDep) -> DeleteResponse:
     """Forget a session and all its messages."""
     return engine.delete(str(session_id))
+
+
+@router.get(
+    "/users/{user_id}/profile",
+    response_model=ProfileResponse,
+    responses={
+        **_ERRORS,
+        404: {"description": "Unknown user (no such user and no interactions)"},
+        422: {"description": "Invalid user id"},
+        503: {"description": "PostgreSQL is unavailable (`error.store`)"},
+    },
+    summary="Preference summary of a user",
+)
+def read_user_profile(
+    engine: EngineDep,
+    user_id: Annotated[str, Path(pattern=ID_PATTERN, examples=["u00042"])],
+) -> ProfileResponse:
+    """A short summary of the user's taste (LLM, checked by the grounding guard, or template:
+    `generated_by`), top categories and brands, price band and sample items; cached per model
+    version and invalidated by the user's next interaction. A known user without interactions
+    gets an empty profile saying so."""
+    return engine.profile(user_id)
+
+
+@router.post(
+    "/users/{user_id}/recommendations",
+    response_model=WishResponse,
+    responses={**_ERRORS, 422: {"description": "Empty wish, bad k, filters or user id"}},
+    summary="Recommendations for a user against a stated wish",
+)
+def create_wish_recommendations(
+    body: WishRequest,
+    engine: EngineDep,
+    user_id: Annotated[str, Path(pattern=ID_PATTERN, examples=["u00042"])],
+) -> WishResponse:
+    """The user's ALS candidates meeting the filters read from the wish, reranked by the rest
+    of the wish (reranker, and the LLM's 0-2 judgement when it answers validly), blended with
+    the ALS score (`WISH_WEIGHT`); a user without a taste gets a plain search (`strategy`)."""
+    with chroma_errors():
+        return engine.wish.recommend(user_id, body)
 
 
 @router.get("/search", response_model=SearchResponse, responses=_ERRORS)

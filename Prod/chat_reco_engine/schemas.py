@@ -80,6 +80,17 @@ class Unmatched(BaseModel):
     )
 
 
+class NamedItem(BaseModel):
+    """A liked item the message named ("I loved X"), matched to a catalogue title."""
+
+    query: str = Field(..., description="The words of the message that named it.")
+    item_id: str
+    title: str = Field(..., description="The catalogue title it was matched to.")
+    score: float = Field(
+        ..., description="Match score: rapidfuzz blended with the MiniLM title cosine (~0-1.1)."
+    )
+
+
 class ChatResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -163,6 +174,11 @@ class ChatResponse(BaseModel):
     notes: list[str] = Field(
         default_factory=list, description="Parts of the message that were ignored, and why."
     )
+    named_items: list[NamedItem] = Field(
+        default_factory=list,
+        description="Liked items the message named, as understood; when any, the products are "
+        "the ALS fold-in of them (personalisation `fold_in`), or their MiniLM neighbours.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -204,3 +220,96 @@ class HealthResponse(BaseModel):
     chroma: dict[str, Any] | None = None
     postgres: dict[str, Any] | None = None
     redis: dict[str, Any] | None = None
+
+
+class TasteShare(BaseModel):
+    """A category or brand of the user's taste."""
+
+    name: str
+    items: int = Field(..., description="Distinct products of it the user interacted with.")
+    weight: float = Field(..., description="Summed event weight, recency-decayed.")
+    share: float = Field(..., description="Of the user's total weight, 0-1.")
+
+
+class PriceBand(BaseModel):
+    """Weighted quartiles of the prices of the products the user interacted with (each one a
+    price from the catalogue)."""
+
+    low: float
+    median: float
+    high: float
+
+
+class ProfileItem(Product):
+    title: str
+    source: Literal["history", "als"] = Field(
+        ...,
+        description="history: one of the user's strongest interactions; als: not interacted "
+        "with, scored highest by the active ALS model among their top categories.",
+    )
+    event: str | None = Field(None, description="Strongest event (history items).")
+    weight: float = Field(
+        ..., description="Recency-decayed event weight (history) or raw ALS affinity (als)."
+    )
+
+
+class ProfileResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u00042",
+                    "summary": "Mostly buys Books and Electronics (Anker, Kindle), usually "
+                    "$8.99-$29.99; recently: Kindle Paperwhite, Anker PowerCore 10000.",
+                    "generated_by": "fallback",
+                    "model_version": "20260101T000000-ab12",
+                    "events": 37,
+                    "top_categories": [
+                        {"name": "Books", "items": 12, "weight": 41.5, "share": 0.55},
+                        {"name": "Electronics", "items": 5, "weight": 15.2, "share": 0.2},
+                    ],
+                    "top_brands": [
+                        {"name": "Anker", "items": 3, "weight": 9.8, "share": 0.13},
+                        {"name": "Kindle", "items": 2, "weight": 8.0, "share": 0.11},
+                    ],
+                    "price_band": {"low": 8.99, "median": 15.5, "high": 29.99},
+                    "disliked_categories": [],
+                    "sample_items": [
+                        {
+                            "item_id": "p00017",
+                            "title": "Kindle Paperwhite",
+                            "brand": "Kindle",
+                            "category": "Electronics",
+                            "price": 139.99,
+                            "avg_rating": 4.6,
+                            "source": "history",
+                            "event": "purchase",
+                            "weight": 8.0,
+                        }
+                    ],
+                    "cached": False,
+                    "generated_at": "2026-01-01T12:00:00Z",
+                }
+            ]
+        }
+    )
+
+    user_id: str
+    summary: str = Field(..., description="One or two sentences on the user's taste.")
+    generated_by: GeneratedBy = Field(
+        ...,
+        description="llm: written by the LLM and passed the grounding guard; fallback: the "
+        "template (no LLM answer, or nothing to describe); guard: the LLM's summary named "
+        "something not in the facts, replaced by the template.",
+    )
+    model_version: str | None = Field(None, description="Active ALS model (None: none / Redis).")
+    events: int = Field(..., description="The user's interactions (all events).")
+    top_categories: list[TasteShare]
+    top_brands: list[TasteShare]
+    price_band: PriceBand | None = None
+    disliked_categories: list[str] = Field(
+        default_factory=list, description="Categories of products the user disliked."
+    )
+    sample_items: list[ProfileItem]
+    cached: bool = Field(..., description="Served from the Redis cache.")
+    generated_at: datetime

@@ -37,7 +37,15 @@ from Prod.chat_reco_engine.llm import (
     grounded_proposal,
 )
 from Prod.chat_reco_engine.metrics import ChatMetrics
+from Prod.chat_reco_engine.named_items import (
+    TitleIndex,
+    TitleMatch,
+    confirmation,
+    named_phrases,
+    recommend_for_named,
+)
 from Prod.chat_reco_engine.personalise import Personaliser, blend, min_max
+from Prod.chat_reco_engine.profile import user_profile
 from Prod.chat_reco_engine.relevance import (
     RelevanceFloor,
     calibrate_floor,
@@ -58,10 +66,13 @@ from Prod.chat_reco_engine.schemas import (
     HealthResponse,
     HistoryMessage,
     HistoryResponse,
+    NamedItem,
     ProductOut,
+    ProfileResponse,
     SearchResponse,
     Unmatched,
 )
+from Prod.chat_reco_engine.wish import WishRecommender
 from Prod.common.embeddings import embed_texts, load_embedder
 from Prod.common.errors import InfraError, InvalidInput, ModelNotReady
 from Prod.common.logs import get_logger
@@ -110,6 +121,7 @@ class PreparedTurn:
     unmatched: Unmatched | None = None
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    named: list[TitleMatch] = field(default_factory=list)  # liked items the message names
 
 
 def validated_filters(raw: dict[str, Any]) -> ProductFilters:
@@ -147,6 +159,18 @@ def _product(candidate: Candidate, query: str, alternative: bool = False) -> Pro
     )
 
 
+def _without_spans(message: str, spans: list[tuple[int, int]]) -> str:
+    for start, end in sorted(spans, reverse=True):
+        message = f"{message[:start]} {message[end:]}"
+    return message
+
+
+def _named_out(named: list[TitleMatch]) -> list[NamedItem]:
+    return [
+        NamedItem(query=m.query, item_id=m.item_id, title=m.title, score=m.score) for m in named
+    ]
+
+
 def _reranking(settings: Settings) -> tuple[str, int, int]:
     """The settings a loaded :class:`Reranker` depends on."""
     return settings.reranker_model, settings.rerank_max_tokens, settings.rerank_top_n
@@ -164,7 +188,9 @@ class ChatEngine:
         )
         self.llm = LLMClient(LLMEndpoint.from_settings(settings))
         self.personaliser = Personaliser(settings)
+        self.titles = TitleIndex()  # "I loved X and Y": catalogue titles (named_items.py)
         self.metrics = ChatMetrics(self.reranker)
+        self.wish = WishRecommender(self)  # "recommend me something, but ..." (wish.py)
         self._embedder = None
         self._embedding_state = "loading"
         self._embedding_error: str | None = None
@@ -193,6 +219,7 @@ class ChatEngine:
         try:
             self.embedder()
             catalogue = self.catalogue()  # calibrates the relevance floor before the first turn
+            self.titles.matcher(catalogue.loaded_at, self.collection(), self._embed)
         except (ModelNotReady, InfraError) as exc:
             log.warning("not ready: %s (see /health)", exc)  # recorded for /health
             return
@@ -474,6 +501,33 @@ class ChatEngine:
         unmatched = Unmatched(brands=brands, terms=terms, filters=bounds)
         return ranking, (unmatched if brands or terms or bounds else None), alternative
 
+    def _named_items(self, message: str) -> list[TitleMatch]:
+        """Liked items the message names ("I loved X and Y"), matched to catalogue titles."""
+        if not named_phrases(message):  # no cue, no quoted title: no matcher needed
+            return []
+        catalogue = self.catalogue()
+        matcher = self.titles.matcher(catalogue.loaded_at, self.collection(), self._embed)
+        return matcher.match_message(message)
+
+    def _rank_named(
+        self, named: list[TitleMatch], filters: ProductFilters, k: int, state
+    ) -> tuple[Ranking, None, bool]:
+        """The ALS fold-in ranking of the items named in this message and earlier in the
+        session (the session's positives, kept on its user turns), plus a known user's liked
+        items; the embedding neighbours of the named items when no model knows them."""
+        earlier = [i for t in state.turns if t.role == "user" for i in t.item_ids]
+        ids = list(dict.fromkeys([m.item_id for m in named] + earlier))
+        candidates, source = recommend_for_named(
+            self.personaliser,
+            self.collection(),
+            ids,
+            where=to_chroma_where(filters),
+            k=k,
+            user_id=state.user_id,
+            n_candidates=self.settings.retrieval_candidates,
+        )
+        return Ranking(candidates, "bi-encoder", source, len(candidates)), None, False
+
     def prepare_turn(self, request: ChatRequest) -> PreparedTurn:
         """Context, filters and ranked products for one message (no LLM answer yet)."""
         started = time.perf_counter()
@@ -485,9 +539,17 @@ class ChatEngine:
             user_id=request.user_id,
             turns=self.settings.chat_history_turns,
         )
-        condensed, filters = self._turn_filters(request, state, message, self.catalogue())
+        wished = self.wish.chat_turn(request, state, message)  # a known user's "something, but"
+        if wished is not None:
+            return wished
+        named = self._named_items(message)  # "I loved X and Y": ALS fold-in of the named items
+        # a named title's words are no request: "the Sony TV" I loved sets no brand filter
+        rest = _without_spans(message, [(m.start, m.end) for m in named])
+        condensed, filters = self._turn_filters(request, state, rest, self.catalogue())
         context_ms = (time.perf_counter() - started) * 1000
-        if condensed.query:
+        if named:
+            ranking, unmatched, alternative = self._rank_named(named, filters, request.k, state)
+        elif condensed.query:
             ranking, unmatched, alternative = self._rank_honestly(
                 condensed, filters, request.k, state.user_id
             )
@@ -505,6 +567,7 @@ class ChatEngine:
             turn=condensed.kind,
             unmatched=unmatched,
             notes=condensed.notes,
+            named=named,
             timings_ms={
                 "context": round(context_ms, 1),
                 "ranking": round((time.perf_counter() - started) * 1000 - context_ms, 1),
@@ -519,17 +582,26 @@ class ChatEngine:
     def _prompt(self, turn: PreparedTurn) -> list[dict[str, str]]:
         listing = self._listing(turn)
         recent = turn.state.turns[-2 * self.settings.chat_history_turns :]
-        return build_messages(
+        messages = build_messages(
             products=listing,
             turns=recent,
             message=turn.request.message.strip(),
             filters=turn.filters,
             unmatched=turn.unmatched,
         )
+        if turn.named:  # the matches, to be confirmed by title
+            titles = ", ".join(repr(m.title) for m in turn.named)
+            messages[-1]["content"] = (
+                f"NAMED ITEMS the customer likes (matched in the catalogue): {titles}. Confirm "
+                "them by title in one short sentence, then recommend from PRODUCTS.\n\n"
+                + messages[-1]["content"]
+            )
+        return messages
 
     def _fallback(self, turn: PreparedTurn) -> str:
         alternatives = any(p.alternative for p in turn.products)
-        return fallback_answer(self._listing(turn), turn.filters, turn.unmatched, alternatives)
+        answer = fallback_answer(self._listing(turn), turn.filters, turn.unmatched, alternatives)
+        return f"{confirmation(turn.named)}\n{answer}" if turn.named else answer
 
     def _finish(self, turn: PreparedTurn, answer: str, generated_by: str) -> ChatResponse:
         """Persist the exchange (committed before anyone sees the final payload)."""
@@ -542,6 +614,7 @@ class ChatEngine:
             answer=answer,
             item_ids=[p.item_id for p in turn.products],
             generated_by=generated_by,
+            named_ids=[m.item_id for m in turn.named],
         )
         self.metrics.record_turn(turn.turn.value, generated_by, turn.unmatched)
         return ChatResponse(
@@ -556,6 +629,7 @@ class ChatEngine:
             turn=turn.turn.value,
             unmatched=turn.unmatched,
             notes=turn.notes,
+            named_items=_named_out(turn.named),
         )
 
     def answer_tokens(self, turn: PreparedTurn) -> Iterator[tuple[str, str]]:
@@ -588,7 +662,7 @@ class ChatEngine:
             products=self._listing(turn),
             filters=turn.filters,
             vocabulary=self.vocabulary(),
-            message=turn.request.message,
+            message=" ".join([turn.request.message, *(m.title for m in turn.named)]),
             unmatched=turn.unmatched,
         )
         if verdict.grounded:
@@ -621,6 +695,7 @@ class ChatEngine:
                 "turn": turn.turn.value,
                 "unmatched": turn.unmatched.model_dump() if turn.unmatched else None,
                 "notes": turn.notes,
+                "named_items": [n.model_dump() for n in _named_out(turn.named)],
                 "products": [p.model_dump() for p in turn.products],
             },
         )
@@ -674,6 +749,10 @@ class ChatEngine:
     def delete(self, session_id: str) -> DeleteResponse:
         deleted = conversation.delete_session(self.settings.database_url, session_id)
         return DeleteResponse(session_id=session_id, deleted_messages=deleted)
+
+    def profile(self, user_id: str) -> ProfileResponse:
+        """The user's preference summary and the facts behind it (:mod:`.profile`)."""
+        return user_profile(self, user_id)
 
     # -- health --------------------------------------------------------------------------
     def health(self) -> HealthResponse:

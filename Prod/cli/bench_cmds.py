@@ -1,5 +1,5 @@
 """``reco bench ...``: registers the benchmarks of :mod:`Prod.bench` (parse options, run one
-function, print its report): faults, serving, ingest, embed, als, spark, chat, cold."""
+function, print its report): faults, serving, ingest, embed, als, spark, publish, chat, cold."""
 
 from __future__ import annotations
 
@@ -122,6 +122,45 @@ def _render_embed_bench(result: dict) -> None:
     )
 
 
+def _render_publish(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console.print(
+        dict_table(
+            {
+                "time to switch s": result["to_switch_s"],
+                "stages s": result["stages_s"],
+                "items hash MB (Redis)": result["items_hash_mb"],
+                "engine load from Redis s": result["engine_load_redis_s"],
+                "engine load from Chroma s": result["engine_load_chroma_s"] or "-",
+                "old design: time to switch s": result["old_design_to_switch_s"],
+                "Chroma state after": result["item_index_state"],
+                "load average": f"{result['load_average_before']} -> "
+                f"{result['load_average_after']}",
+            },
+            title=f"publish {result['items']:,} items x {result['factors']}, "
+            f"{result['users']:,} users",
+        )
+    )
+    table = Table(title=f"Chroma fill after the switch (batch {result['chroma_batch']})")
+    for column in ("writers", "fill s", "items/s", "Chroma CPU s", "CPU ms/item"):
+        table.add_column(column, justify="right")
+    for fill in result["chroma_fills"]:
+        table.add_row(
+            *(
+                str(fill[key] if fill[key] is not None else "-")
+                for key in (
+                    "writers",
+                    "fill_s",
+                    "items_per_s",
+                    "chroma_cpu_s",
+                    "chroma_cpu_ms_per_item",
+                )
+            )
+        )
+    console.print(table)
+
+
 def _als_table(result: dict[str, Any]):
     from rich.table import Table
 
@@ -162,6 +201,14 @@ def _render_chat(result: dict) -> None:
 def _render_cold(result: dict) -> None:
     for report in result["datasets"]:
         console.print(dict_table(report, title=f"cold items: {report['dataset']}"))
+
+
+def _render_profile(result: dict) -> None:
+    examples = result.get("llm_examples", [])
+    flat = {k: v for k, v in result.items() if k != "llm_examples"}
+    console.print(dict_table(flat, title="preference summaries"))
+    for example in examples:
+        console.print(f"  {example['user_id']} ({example['by']}): {example['summary']}")
 
 
 def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) -> None:
@@ -384,6 +431,42 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
 
         emit(run_reporting_errors(run), as_json)
 
+    @bench_app.command("publish")
+    def bench_publish(
+        items: int = typer.Option(100_000, "--items", min=1, help="Synthetic items."),
+        users: int = typer.Option(10_000, "--users", min=1, help="Synthetic users."),
+        factors: int = typer.Option(64, "--factors", min=1, max=1024),
+        writers: list[int] = typer.Option(
+            [0],
+            "--writers",
+            min=0,
+            help="Chroma writers of a fill (repeatable: one fill each; 0: "
+            "the publisher's default).",
+        ),
+        batch: int = typer.Option(0, "--batch", min=0, help="Items a Chroma add (0: server max)."),
+        chroma_read: bool = typer.Option(
+            False, "--chroma-read", help="Also time the old load path (paged read from Chroma)."
+        ),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Publish N synthetic items on temporary stores: time to the switch (users + Redis items
+        hash + read-back + meta + switch), the engine's load, the Chroma fill after the switch."""
+        from Prod.bench.publish import bench_publish as bench
+
+        def run() -> dict:
+            with err_console.status("benchmarking publish") as status:
+                return bench(
+                    items,
+                    users,
+                    factors,
+                    tuple(writers),
+                    batch,
+                    chroma_read=chroma_read,
+                    progress=lambda label: status.update(f"benchmarking publish: {label}"),
+                )
+
+        emit(run_reporting_errors(run), as_json, _render_publish)
+
     @bench_app.command("chat")
     def bench_chat(
         dataset_dir: Path = typer.Option(None, "--dataset", help="Default: settings.dataset_dir"),
@@ -406,6 +489,37 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         )
         emit(result, as_json, _render_chat)
 
+    @bench_app.command("profile")
+    def bench_profile(
+        dataset_dir: Path = typer.Option(None, "--dataset", help="Default: settings.dataset_dir"),
+        users: int = typer.Option(20, min=1, max=1000, help="Users profiled."),
+        llm: str = typer.Option(
+            None, help="provider/model to write summaries (local/smollm2: the packaged model)."
+        ),
+        max_tokens: int = typer.Option(60, min=8, help="LLM tokens per summary."),
+        seed: int = typer.Option(0, help="Seed of the user sample."),
+        threads: int = typer.Option(None, min=1, help=_THREADS_HELP),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Preference summaries (GET /users/{user_id}/profile): template, cached and LLM latency
+        p50/p99 and the share of LLM summaries the grounding guard let through
+        (Prod/bench/profile.py). Configured servers must hold the dataset; temporary ones are
+        loaded with it."""
+        from config import get_settings
+        from Prod.bench.profile import run_profile_bench
+        from Prod.cli.servers import configured_or_temporary
+
+        folder = dataset_dir or get_settings().dataset_dir
+
+        def run() -> dict:
+            with configured_or_temporary(get_settings()) as (settings, which):
+                report = run_profile_bench(
+                    settings, folder, users, llm, seed, threads, max_tokens, which == "temporary"
+                )
+                return {**report, "servers": which}
+
+        emit(run_reporting_errors(run), as_json, _render_profile)
+
     @bench_app.command("cold")
     def bench_cold(
         dataset_dirs: list[Path] = typer.Argument(None, help="Default: settings.dataset_dir"),
@@ -424,3 +538,52 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
             lambda: run_cold_bench(folders, parse_shares(shares), cold_share, k)
         )
         emit(result, as_json, _render_cold)
+
+    @bench_app.command("wish")
+    def bench_wish(
+        dataset_dirs: list[Path] = typer.Argument(None, help="Default: settings.dataset_dir"),
+        weights: str = typer.Option("0,0.25,0.5,0.75,1", help="WISH_WEIGHT values, commas."),
+        users: int = typer.Option(300, "--users", min=1, help="Held-out users sampled."),
+        n_last: int = typer.Option(5, "--n-last", min=1, help="Last items held out per user."),
+        candidates: int = typer.Option(100, "--candidates", min=10, help="ALS top-N reranked."),
+        reranker: str = typer.Option(None, help="Cross-encoder (default RERANKER_MODEL)."),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """nDCG@10 of wish recommendations ("something in <category/genre>") per WISH_WEIGHT,
+        ALS alone to wish alone, on a user-last split (Prod/bench/wish.py); no servers."""
+        from config import get_settings
+        from Prod.bench.wish import parse_weights, render, run_wish_bench
+
+        folders = dataset_dirs or [get_settings().dataset_dir]
+        result = run_reporting_errors(
+            lambda: run_wish_bench(
+                folders, parse_weights(weights), users, n_last, candidates, 10, reranker
+            )
+        )
+        emit(
+            result,
+            as_json,
+            lambda r: render(r, lambda line: console.print(line, markup=False, highlight=False)),
+        )
+
+    @bench_app.command("named-items")
+    def bench_named_items(
+        dataset_dir: Path = typer.Option(None, "--dataset", help="A MovieLens folder."),
+        titles: int = typer.Option(1000, "--titles", min=10, help="Titles drawn for matching."),
+        users: int = typer.Option(200, "--users", min=0, help="Held-out users (0: skip)."),
+        seed: int = typer.Option(7, help="Draws and perturbations."),
+        as_json: bool = JsonOption,
+    ) -> None:
+        """Conversational cold start on MovieLens: title matching accuracy@1 per perturbation
+        (typos, partial titles, years, lower case; rapidfuzz alone vs blended with MiniLM) and
+        nDCG@10 of the ALS fold-in of 3 named favourites vs popularity
+        (Prod/bench/named_items.py); no servers needed."""
+        from Prod.bench.named_items import DEFAULT_DATASET, render, run_named_items_bench
+
+        folder = dataset_dir or DEFAULT_DATASET
+        result = run_reporting_errors(lambda: run_named_items_bench(folder, titles, users, seed))
+        emit(
+            result,
+            as_json,
+            lambda r: render(r, lambda line: console.print(line, markup=False, highlight=False)),
+        )

@@ -276,14 +276,15 @@ def _conjugate_gradient(
             break
         ap = apply_a(p)
         p_ap = _row_dots(p, ap)
-        step = torch.where(active & (p_ap > 0), rs_old / p_ap.clamp_min(1e-30), 0.0).unsqueeze(1)
+        # where() picks 0 for stopped rows and p^T A p <= 0 (p = 0), whatever the division gave
+        step = torch.where(active & (p_ap > 0), rs_old / p_ap, 0.0).unsqueeze(1)
         x.addcmul_(step, p)
         if step_index == cg_steps - 1:
             break  # the next direction would not be used
         r.addcmul_(step, ap, value=-1.0)
         rs_new = _row_sq_norms(r)
-        beta = torch.where(active, rs_new / rs_old.clamp_min(1e-30), 0.0).unsqueeze(1)
-        p = p.mul_(beta).add_(r)  # p = r + beta p, in place
+        beta = torch.where(active, rs_new / rs_old, 0.0).unsqueeze(1)
+        p = torch.addcmul(r, beta, p, out=p)  # p = r + beta p, in place, one pass
         rs_old = rs_new
     return x
 
@@ -297,45 +298,60 @@ def _add_sparse_part(
 ) -> torch.Tensor:
     """``out += sum_i s_ui y_i`` per row, ``s_ui = (c_ui - 1) x_u^T y_i`` (eq. 4's sparse part).
 
-    With ``residual`` the coefficients are ``-(c_ui - (c_ui - 1) x_u^T y_i)`` instead, so
-    ``out`` accumulates ``-b_u + Y^T (C^u - I) Y x_u``. ``source`` = ``group.source(Y)``;
-    ``x``, ``out`` (b, k). The dots at the non-zeros come from one ``sampled_addmm`` over the
-    group's pattern, written into ``group.work``.
+    With ``residual`` the coefficients are ``c_ui - (c_ui - 1) x_u^T y_i`` instead, so ``out``
+    accumulates ``b_u - Y^T (C^u - I) Y x_u``. ``source`` = ``group.source(Y)``; ``x``, ``out``
+    (b, k). The dots at the non-zeros come from one ``sampled_addmm`` over the group's pattern,
+    written into ``group.work``.
     """
     work = group.work
     torch.sparse.sampled_addmm(work, x, source.T, beta=0.0, out=work)
-    coef = work.values().mul_(group.cm1_values)
+    dots = work.values()
     if residual:
-        coef.sub_(group.confidence)
+        torch.addcmul(group.confidence, dots, group.cm1_values, value=-1.0, out=dots)
+    else:
+        dots.mul_(group.cm1_values)
     return out.addmm_(work, source)
 
 
+class _DenseTerm:
+    """``(Y^T Y + lambda_u I) v`` for the rows of a group, and its negative, per half sweep.
+
+    Groups whose rows share one lambda (every group when ``frequency_exponent`` is 0) fold it
+    into one (k, k) matrix, built once per half sweep and value of lambda, not per group.
+    """
+
+    def __init__(self, yty: torch.Tensor, plan_groups: list[RowGroup]) -> None:
+        self.yty, self.neg_yty = yty, -yty
+        eye = torch.eye(yty.shape[0], dtype=yty.dtype, device=yty.device)
+        self.folded: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+        for lam in {g.uniform_reg for g in plan_groups if g.uniform_reg is not None}:
+            dense = yty + lam * eye
+            self.folded[lam] = (dense, -dense)
+
+    def apply(self, group: RowGroup, v: torch.Tensor, negate: bool = False) -> torch.Tensor:
+        if group.uniform_reg is not None:
+            return torch.mm(v, self.folded[group.uniform_reg][negate])
+        out = torch.mm(v, self.neg_yty if negate else self.yty)
+        return out.addcmul_(group.reg, v, value=-1.0 if negate else 1.0)
+
+
 def _solve_group(
-    group: RowGroup, x: torch.Tensor, other: torch.Tensor, yty: torch.Tensor, cg_steps: int
+    group: RowGroup, x: torch.Tensor, other: torch.Tensor, dense: _DenseTerm, cg_steps: int
 ) -> torch.Tensor:
     """CG on eq. 4 for ``group``'s rows of ``x`` (n, k), in place; ``other`` = Y (m, k).
 
     ``A_u v = (Y^T Y + lambda_u I) v + Y^T (C^u - I) Y v``; the start residual is
-    ``b_u - A_u x_u`` with ``b_u = Y^T C^u p(u) = sum_i c_ui y_i``.
+    ``b_u - A_u x_u = -(Y^T Y + lambda_u I) x_u + sum_i (c_ui - (c_ui - 1) x_u^T y_i) y_i``
+    with ``b_u = Y^T C^u p(u) = sum_i c_ui y_i``.
     """
     block = x[group.start : group.stop]  # a view: the CG updates x directly
-    if group.uniform_reg is not None:  # one lambda for all rows folds into Y^T Y: one op less
-        eye = torch.eye(yty.shape[0], dtype=yty.dtype, device=yty.device)
-        dense = yty + group.uniform_reg * eye
-
-        def apply_dense(v: torch.Tensor) -> torch.Tensor:
-            return torch.mm(v, dense)
-    else:
-
-        def apply_dense(v: torch.Tensor) -> torch.Tensor:
-            return torch.mm(v, yty).addcmul_(group.reg, v)  # (Y^T Y + lambda_u I) v
-
     source = group.source(other)
 
-    def apply_a(v: torch.Tensor, residual: bool = False) -> torch.Tensor:
-        return _add_sparse_part(group, apply_dense(v), source, v, residual)
+    def apply_a(v: torch.Tensor) -> torch.Tensor:
+        return _add_sparse_part(group, dense.apply(group, v), source, v)
 
-    return _conjugate_gradient(block, apply_a(block, residual=True).neg_(), apply_a, cg_steps)
+    start = _add_sparse_part(group, dense.apply(group, block, negate=True), source, block, True)
+    return _conjugate_gradient(block, start, apply_a, cg_steps)
 
 
 def _half_sweep(
@@ -348,8 +364,8 @@ def _half_sweep(
     """Eq. 4 for every row of ``x`` (n, k), in place, given the fixed ``other`` (m, k)."""
     # Y^T Y whole, not per thread: fits then agree bit for bit across thread counts (early sweeps
     # are ill-conditioned, and a rounding difference gives different, equally good factors)
-    yty = gramian(other)
-    run_groups(plan, lambda group: _solve_group(group, x, other, yty, cg_steps), pool)
+    dense = _DenseTerm(gramian(other), plan.groups)
+    run_groups(plan, lambda group: _solve_group(group, x, other, dense, cg_steps), pool)
 
 
 def _cg_sweep(

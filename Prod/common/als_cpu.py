@@ -1,11 +1,13 @@
 """How the ALS half sweeps of :mod:`Prod.common.als` run on CPU cores: no math here.
 
-Rows of eq. 4 are independent, so a half sweep cuts its rows into contiguous groups of about
-equal non-zeros, one per thread (like ``implicit``'s OpenMP loop over users); each thread runs its
-group's whole CG with one intra-op torch thread. Intra-op parallelism would synchronise the
-threads after each of the ~20 ops of a CG step, which costs more than the ops on small data.
+Rows of eq. 4 are independent, so a half sweep cuts its rows into contiguous *blocks* small
+enough that one block's whole CG (its factor rows, residuals, directions and the other side's
+rows it reads) stays in a core's L2 cache, and a pool of threads (like ``implicit``'s OpenMP loop
+over users) takes the blocks in turn, each with one intra-op torch thread. Intra-op parallelism
+would synchronise the threads after each of the ~20 ops of a CG step, which costs more than the
+ops on small data; whole-matrix ops would stream every (n, k) tensor from memory on each op.
 
-Large fits also *stream*: a group copies, once per half sweep, the other side's factor row of
+Large fits also *stream*: a block copies, once per half sweep, the other side's factor row of
 each of its non-zeros in non-zero order, so the CG's sparse products read memory front to back
 instead of at random (see :func:`should_stream`).
 
@@ -37,7 +39,8 @@ _MIN_NNZ_PER_THREAD = 32_768  # below this, another thread costs more than it gi
 # stream once the other side's factors outgrow the CPU caches: on 5.2M non-zeros the two sparse
 # products of a CG step took 59 ns per non-zero on the streamed copy against 109 ns reading rows
 _STREAM_MIN_BYTES = 16 * 2**20
-_STREAM_GROUP_NNZ = 65_536  # a 16 MB copy at k=64: 10M fits took ~14% less time than with 16k
+_BLOCK_NNZ = 8192  # non-zeros of a CPU block: a 2 MB streamed copy at k=64
+_ROW_NNZ = 4  # a row's own CG work (k x k product, vector ops) costs about as much as 4 non-zeros
 _thread_state = threading.local()  # per worker thread: the reusable gather buffer
 
 
@@ -104,11 +107,12 @@ class RowGroup:
 class SweepPlan:
     """One side's half sweep cut into row groups; built once per fit from the CSR ``c_ui - 1``.
 
-    ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. The rows are cut into one group of about
-    equal non-zeros per thread; ``num_threads`` is lowered to one thread per
-    ``min_nnz_per_thread`` non-zeros, so small fits do not pay for threads they cannot use.
-    ``streamed`` groups (see :func:`should_stream`) are also cut to at most ``stream_group_nnz``
-    non-zeros each.
+    ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. ``num_threads`` is lowered to one thread per
+    ``min_nnz_per_thread`` non-zeros, so small fits do not pay for threads they cannot use. On a
+    CPU the rows are cut into blocks of about equal work (a row counts as ``_ROW_NNZ`` non-zeros)
+    of at most ~``block_nnz`` non-zeros each, and at least one per thread; ``streamed`` blocks
+    (see :func:`should_stream`) copy the other side's rows of their non-zeros. Elsewhere (GPU)
+    there is one group per thread.
     """
 
     def __init__(
@@ -119,15 +123,18 @@ class SweepPlan:
         min_nnz_per_thread: int = _MIN_NNZ_PER_THREAD,
         *,
         streamed: bool = False,
-        stream_group_nnz: int = _STREAM_GROUP_NNZ,
+        block_nnz: int = _BLOCK_NNZ,
         pool: ThreadPoolExecutor | None = None,
     ) -> None:
         nnz = int(cm1._nnz())
         self.num_threads = max(1, min(num_threads, nnz // max(1, min_nnz_per_thread)))
+        crow = cm1.crow_indices().cpu()
+        row_nnz = _ROW_NNZ if cm1.device.type == "cpu" else 0
+        cost = crow + row_nnz * torch.arange(crow.numel(), dtype=crow.dtype)
         n_groups = self.num_threads
-        if streamed:
-            n_groups = max(n_groups, -(-nnz // max(1, stream_group_nnz)))
-        bounds = _balanced_bounds(cm1.crow_indices(), n_groups)
+        if cm1.device.type == "cpu":
+            n_groups = max(n_groups, -(-int(cost[-1]) // max(1, block_nnz)))
+        bounds = _balanced_bounds(cost, n_groups)
         pairs = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
         def group(bounds: tuple[int, int]) -> RowGroup:
@@ -137,11 +144,15 @@ class SweepPlan:
         self.groups = list((pool.map if pool is not None else map)(group, pairs))
 
 
-def _balanced_bounds(crow: torch.Tensor, groups: int) -> list[int]:
-    """Row boundaries ``[0, ..., n]`` cutting a CSR into ``groups`` runs of ~equal non-zeros."""
-    n, total = crow.numel() - 1, int(crow[-1])
+def _balanced_bounds(cost: torch.Tensor, groups: int) -> list[int]:
+    """Row boundaries ``[0, ..., n]`` cutting rows into ``groups`` runs of ~equal cost.
+
+    ``cost`` (n + 1,) is non-decreasing: the work of rows ``[0, j)`` (a CSR's ``crow`` counts
+    non-zeros).
+    """
+    n, total = cost.numel() - 1, int(cost[-1])
     targets = [total * g // groups for g in range(1, groups)]
-    cuts = torch.searchsorted(crow.cpu(), torch.tensor(targets, dtype=crow.dtype)).tolist()
+    cuts = torch.searchsorted(cost, torch.tensor(targets, dtype=cost.dtype)).tolist()
     return sorted({0, n, *[min(int(c), n) for c in cuts]})
 
 

@@ -1,8 +1,9 @@
 """A/B test of two model versions: the contract between ``reco ab start|stop`` (writer), the
 engines (serve it), the trainer (keeps its version) and ``reco report ab`` (reads it).
 
-Redis key ``reco:experiment`` holds the running or last experiment as one JSON document
-(:class:`Experiment`); ``reco:experiments`` keeps every one by id for later reports. Arm A is
+Redis key ``reco:{experiment}:current`` holds the running or last experiment as one JSON document
+(:class:`Experiment`); ``reco:{experiment}:all`` keeps every one by id for later reports (one hash
+tag: both are written in one MULTI/EXEC, one slot on a Redis Cluster). Arm A is
 the active version (the control follows what the trainer publishes); arm B is the pinned
 ``version_b``. A user is in arm B when ``blake2b("{experiment_id}:{user_id}")``, read as a
 number in [0, 1), is below ``share_b``: stable for the experiment, disjoint, and reshuffled by
@@ -11,6 +12,10 @@ the key with the active pointer.
 
 Redis rather than settings (``AB_VERSION_B``): every replica, the trainer's pruning and the
 report read one document, and starting or stopping needs no restart.
+
+Upgrade: the keys were ``reco:experiment`` / ``reco:experiments``; on a standalone Redis the
+readers fall back to them while the new ones are absent, so an experiment running across the
+upgrade keeps being served and its version kept; the next start or stop writes the new keys.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from datetime import datetime, timezone
 
 from Prod.common import model_store
 from Prod.common.errors import Conflict, InvalidInput, NotFound
+from Prod.common.stores import is_cluster
 
-EXPERIMENT_KEY = "reco:experiment"
-EXPERIMENTS_KEY = "reco:experiments"  # hash: experiment_id -> JSON, every experiment started
+EXPERIMENT_KEY = "reco:{experiment}:current"
+EXPERIMENTS_KEY = "reco:{experiment}:all"  # hash: experiment_id -> JSON, every experiment started
+LEGACY_EXPERIMENT_KEY, LEGACY_EXPERIMENTS_KEY = "reco:experiment", "reco:experiments"
 ARM_A, ARM_B = "a", "b"
 _SCALE = float(2**64)
 
@@ -64,6 +71,8 @@ def arm_of(experiment: Experiment, user_id: str) -> str:
 def read_experiment(redis_client) -> Experiment | None:
     """The running or last experiment, or None when none was ever started."""
     raw = redis_client.get(EXPERIMENT_KEY)
+    if raw is None and not is_cluster(redis_client):
+        raw = redis_client.get(LEGACY_EXPERIMENT_KEY)
     return Experiment.from_json(raw) if raw else None
 
 
@@ -74,6 +83,8 @@ def running_experiment(redis_client) -> Experiment | None:
 
 def find_experiment(redis_client, experiment_id: str) -> Experiment:
     raw = redis_client.hget(EXPERIMENTS_KEY, experiment_id)
+    if raw is None and not is_cluster(redis_client):
+        raw = redis_client.hget(LEGACY_EXPERIMENTS_KEY, experiment_id)
     if raw is None:
         raise NotFound(f"no experiment {experiment_id!r}", experiment_id=experiment_id)
     return Experiment.from_json(raw)

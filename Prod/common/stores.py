@@ -1,4 +1,12 @@
-"""Clients for Redis and ChromaDB, one per address and process."""
+"""Clients for Redis and ChromaDB, one per address and process.
+
+Redis runs standalone (``redis://``, ``rediss://``) or as a Redis Cluster: ``REDIS_URL`` with the
+scheme ``redis+cluster://`` (``rediss+cluster://`` for TLS) names one node of it, the client
+discovers the others and routes each command to its slot. The scheme rather than a second setting:
+every process that is handed only the URL (Spark executors, the CLI, the invalidation listener)
+picks the right client. Keys that one command or transaction touches together share a hash tag
+(``reco:{model}:active``, ...; see :mod:`Prod.common.model_store`).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +23,37 @@ from Prod.common.logs import get_logger
 log = get_logger(__name__)
 
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# options of a standalone client only: a cluster client keeps one connection pool per node
+_STANDALONE_ONLY = ("single_connection_client", "health_check_interval")
+
+
+def is_cluster_url(redis_url: str) -> bool:
+    return redis_url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def redis_from_url(redis_url: str, **options) -> redis.Redis:
+    """A new client for ``redis_url``: ``redis.RedisCluster`` for a ``redis+cluster://`` URL
+    (same methods; multi-key commands must stay within one slot), else ``redis.Redis``.
+    ``options`` are the client's keyword arguments (timeouts, ...)."""
+    scheme, sep, rest = redis_url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower())
+    if plain is None:
+        return redis.Redis.from_url(redis_url, **options)
+    cluster_options = {k: v for k, v in options.items() if k not in _STANDALONE_ONLY}
+    return redis.RedisCluster.from_url(f"{plain}{sep}{rest}", **cluster_options)
+
+
+def is_cluster(client) -> bool:
+    """Whether ``client`` (or a pipeline of one: ``ClusterPipeline`` subclasses it) talks to a
+    Redis Cluster."""
+    return isinstance(client, redis.RedisCluster)
+
+
 @lru_cache(maxsize=8)
 def get_redis(redis_url: str) -> redis.Redis:
     """A pooled Redis client returning bytes (factors are raw float32)."""
-    return redis.Redis.from_url(
+    return redis_from_url(
         redis_url, socket_timeout=2, socket_connect_timeout=1, health_check_interval=30
     )
 

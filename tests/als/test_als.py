@@ -289,7 +289,7 @@ def test_threaded_sweep_matches_one_thread_and_the_closed_form(rng):
 def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
     ui, params, cm1, reg, items, start = _sweep_inputs(rng, 80, 25, 0.3)
     plan = SweepPlan(
-        cm1, reg, num_threads=2, min_nnz_per_thread=1, streamed=True, stream_group_nnz=60
+        cm1, reg, num_threads=2, min_nnz_per_thread=1, streamed=True, block_nnz=60
     )
     assert len(plan.groups) >= ui._nnz() // 60
     assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))

@@ -4,7 +4,8 @@ Opt-in (``-m docker``; `bash docker/testing/check.sh` runs it): needs a Docker e
 v2, which docker/testing/harness.py provides on a machine without registry access (stand-ins for
 the official images, a package index for the builds). One compose project (its own name, data
 folder and free host ports) goes through: build, `up` from nothing (cold), both example clients,
-fold-in of a new user's interactions, a forced retrain the engine picks up, `status`, `logs`,
+fold-in of a new user's interactions, the web page in Chromium (the API key asked once, product
+cards from a chat turn, the active version), a forced retrain the engine picks up, `status`, `logs`,
 `down` keeping the volumes, `up` again (warm) with a model pull that fails while the chat stays
 up, `down --volumes` leaving nothing of the project. Stage timings print at the end and go to
 STANDIN_WORK/timings.json.
@@ -20,16 +21,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
 
 from Prod.orchestrate.docker import SECRETS, ensure_secrets
 from Prod.orchestrate.environment import ROOT
 from Prod.orchestrate.local_infra import free_port
+from tests.utils.clients import (
+    check_als_example,
+    check_chat_example,
+    check_fold_in_moves_a_trained_user,
+    force_retrain,
+    get_json,
+    wait_for,
+)
+from tests.web.test_web import card_ids, open_tab, wait
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 
@@ -50,19 +62,9 @@ harness = _harness()
 TIMINGS: dict[str, float | str] = {}
 
 
-def _wait_for(check, timeout_s: float, what: str, interval_s: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"{what} not within {timeout_s:.0f} s")
-
-
 class Platform:
     def __init__(self, root: Path, build_env: dict[str, str]) -> None:
-        self.ports = {name: free_port() for name in ("reco", "chat", "trainer")}
+        self.ports = {name: free_port() for name in ("reco", "chat", "trainer", "web")}
         self.env = {
             **os.environ,
             **build_env,
@@ -72,12 +74,14 @@ class Platform:
             "RECO_PORT": str(self.ports["reco"]),
             "CHAT_PORT": str(self.ports["chat"]),
             "TRAINER_PORT": str(self.ports["trainer"]),
+            "WEB_PORT": str(self.ports["web"]),
         }
         for name in SECRETS:
             self.env.pop(name, None)  # the launcher generates them into DATA_DIR/docker.env
         self.reco = f"http://127.0.0.1:{self.ports['reco']}"
         self.chat = f"http://127.0.0.1:{self.ports['chat']}"
         self.trainer = f"http://127.0.0.1:{self.ports['trainer']}"
+        self.web = f"http://127.0.0.1:{self.ports['web']}"
         self.secrets: dict[str, str] = {}
         self.headers: dict[str, str] = {}
 
@@ -194,12 +198,6 @@ def cold_up(platform):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _get(url: str, headers: dict, **params) -> dict:
-    response = httpx.get(url, headers=headers, params=params, timeout=30)
-    assert response.status_code == 200, (url, response.status_code, response.text)
-    return response.json()
-
-
 def test_up_from_nothing_starts_every_service_healthy(platform, cold_up):
     assert cold_up["mode"] == "docker"
     assert cold_up["urls"]["als_reco_engine"] == f"http://localhost:{platform.ports['reco']}"
@@ -207,18 +205,19 @@ def test_up_from_nothing_starts_every_service_healthy(platform, cold_up):
     states = platform.states()
     for name in ("postgresdb", "redis", "chroma_db", "ollama", "als_trainer"):
         assert states[name][:2] == ("running", "healthy"), (name, states[name])
-    for name in ("als_reco_engine", "chat_reco_engine"):
+    for name in ("als_reco_engine", "chat_reco_engine", "web"):
         assert states[name][:2] == ("running", "healthy"), (name, states[name])
     for name in ("ingest_postgres_db", "ingest_chroma_db"):
         assert states[name] == ("exited", "", 0), (name, states[name])
-    for url in (platform.reco, platform.chat, platform.trainer):
+    assert cold_up["urls"]["web"] == f"http://localhost:{platform.ports['web']}"
+    for url in (platform.reco, platform.chat, platform.trainer, platform.web):
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200, url
-    status = _get(f"{platform.reco}/api/v1/status", platform.headers)
+    status = get_json(f"{platform.reco}/api/v1/status", platform.headers)
     assert status["model_version"], "the trainer published no first model"
 
 
 def test_the_background_model_pull_completes_and_the_chat_sees_the_llm(platform, cold_up):
-    _wait_for(
+    wait_for(
         lambda: platform.states()["pull_ollama_model"][0] == "exited", WAIT_S, "the model pull"
     )
     assert platform.states()["pull_ollama_model"][2] == 0
@@ -226,76 +225,66 @@ def test_the_background_model_pull_completes_and_the_chat_sees_the_llm(platform,
     assert "mistral:7b" in listed.stdout, listed
 
     def llm_ready():
-        health = _get(f"{platform.chat}/health", platform.headers)
+        health = get_json(f"{platform.chat}/health", platform.headers)
         return health if health["llm"]["status"] == "ready" else None
 
-    health = _wait_for(llm_ready, 60, "the chat seeing the pulled model")
+    health = wait_for(llm_ready, 60, "the chat seeing the pulled model")
     assert health["postgres"]["status"] == "ready" and health["chroma"]["status"] == "ready"
 
 
 def test_als_example_client_succeeds(platform, cold_up):
-    summary = platform.example("Prod.examples.main_example_als", "--reco-url", platform.reco)
-    assert summary["strategy_before"] == "popular"
-    assert summary["strategy_after"] == "fold_in"
-    assert summary["recommended"] and not set(summary["recommended"]) & set(summary["interacted"])
-    assert summary["similar"] and summary["similar_to"] not in summary["similar"]
+    check_als_example(
+        platform.example("Prod.examples.main_example_als", "--reco-url", platform.reco)
+    )
 
 
 def test_chat_example_client_succeeds(platform, cold_up):
-    summary = platform.example("Prod.examples.main_example_chat", "--chat-url", platform.chat)
-    assert len(summary["turns"]) == 3 and summary["turns"][0]["products"]
-    assert summary["history_messages"] == 6
+    check_chat_example(
+        platform.example("Prod.examples.main_example_chat", "--chat-url", platform.chat)
+    )
 
 
-def _recommend(platform: Platform, user_id: str, k: int = 10) -> dict:
-    return _get(f"{platform.reco}/api/v1/recommend/{user_id}", platform.headers, k=k)
+def test_the_web_page_shows_product_cards_and_the_active_version(
+    platform, cold_up, browser, screenshots
+):
+    """The page of the `web` container in Chromium (tests/web's driver): it asks for the
+    generated API key once, the operations view shows the version the trainer has active, a
+    chat turn shows product cards. Screenshots: docker-ops.png, docker-chat.png."""
+    key = platform.secrets["API_KEY"]
+    open_tab(browser, platform, "ops")
+    dialog = wait(browser).until(ec.visibility_of_element_located((By.ID, "key-dialog")))
+    browser.find_element(By.ID, "key-input").send_keys(key, Keys.ENTER)
+    wait(browser).until(lambda b: not dialog.is_displayed())
+    active = get_json(f"{platform.trainer}/api/v1/status", platform.headers)["active"]["version_id"]
+    row = f'#versions tr[data-version="{active}"]'
+    wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, row))
+    badge = browser.find_element(By.CSS_SELECTOR, f"{row} .badge")
+    assert badge.get_attribute("textContent") == "active"  # shown upper-case by the CSS
+    stores = browser.find_element(By.ID, "stores").text
+    assert "unreachable" not in stores, stores  # the proxy reaches every API from its network
+    browser.save_screenshot(str(screenshots / "docker-ops.png"))
+
+    open_tab(browser, platform, "assistant")
+    browser.find_element(By.ID, "chat-input").send_keys("wireless earbuds under $60", Keys.ENTER)
+    done = ".msg.bot:not(.streaming) .by"
+    wait(browser).until(ec.presence_of_element_located((By.CSS_SELECTOR, done)))
+    assert card_ids(browser, "chat-products"), "no product card"
+    titles = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#chat-products h3")]
+    prices = [p.text for p in browser.find_elements(By.CSS_SELECTOR, "#chat-products .price")]
+    assert all(titles) and all(p.startswith("$") for p in prices) and prices, (titles, prices)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".msg.bot")[-1].text) > 20
+    browser.save_screenshot(str(screenshots / "docker-chat.png"))
+    assert key not in browser.page_source  # kept in the tab's sessionStorage only
+    TIMINGS["screenshots"] = str(screenshots)
 
 
 def test_a_user_s_new_interactions_change_their_recommendations_via_fold_in(platform, cold_up):
-    items = pd.read_csv(DATASET / "items.csv", dtype={"item_id": str})
-    events = pd.read_csv(DATASET / "interactions.csv", dtype={"user_id": str, "item_id": str})
-    category_of = dict(zip(items["item_id"], items["category"], strict=True))
-    counts = events.groupby("user_id").size()
-    user_id = str(counts[counts >= 3].sort_values().index[0])
-    before = _recommend(platform, user_id)
-    assert before["strategy"] == "als"
-    shown = Counter(category_of[i["item_id"]] for i in before["items"])
-    target = min(items["category"].unique(), key=lambda c: shown.get(c, 0))
-    seen = set(events.loc[events["user_id"] == user_id, "item_id"])
-    popular = events.loc[events["item_id"].map(category_of) == target, "item_id"].value_counts()
-    picks = [i for i in popular.index if i not in seen][:5]
-    batch = [{"user_id": user_id, "item_id": i, "event": "purchase"} for i in picks]
-    response = httpx.post(
-        f"{platform.reco}/api/v1/interactions",
-        json={"events": batch},
-        headers=platform.headers,
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    after = _recommend(platform, user_id)
-    assert after["strategy"] == "fold_in"
-    assert not set(picks) & {i["item_id"] for i in after["items"]}
-    moved = Counter(category_of[i["item_id"]] for i in after["items"])
-    assert moved[target] > shown.get(target, 0), (target, shown, moved)
+    check_fold_in_moves_a_trained_user(platform.reco, DATASET, platform.headers)
 
 
 def test_a_forced_retrain_is_picked_up_by_the_engine_without_restart(platform, cold_up):
     started = platform.started_at("als_reco_engine")
-    old_version = _get(f"{platform.reco}/api/v1/status", platform.headers)["model_version"]
-    response = httpx.post(
-        f"{platform.trainer}/api/v1/train",
-        json={"force": True},
-        headers=platform.headers,
-        timeout=30,
-    )
-    assert response.status_code in (200, 202), response.text
-
-    def new_version():
-        version = _get(f"{platform.reco}/api/v1/status", platform.headers).get("model_version")
-        return version if version and version != old_version else None
-
-    version = _wait_for(new_version, WAIT_S, "the engine serving a new model version")
-    assert _recommend(platform, "nobody-docker")["model_version"] == version
+    force_retrain(platform.reco, platform.trainer, WAIT_S, platform.headers)
     assert platform.started_at("als_reco_engine") == started  # the same container: no restart
 
 
@@ -316,7 +305,7 @@ def test_status_and_logs(platform, cold_up):
         "replicas": 1,
         "exit_code": 0,
     }
-    served = _get(f"{platform.reco}/api/v1/status", platform.headers)["model_version"]
+    served = get_json(f"{platform.reco}/api/v1/status", platform.headers)["model_version"]
     assert report["model_version"] == served
     logs = platform.launcher("logs", "als_reco_engine", "-n", "20", timeout_s=120)
     assert logs.returncode == 0, logs.stderr
@@ -324,7 +313,7 @@ def test_status_and_logs(platform, cold_up):
 
 
 def test_down_keeps_the_data_and_up_again_survives_a_failed_model_pull(platform, cold_up):
-    version = _get(f"{platform.reco}/api/v1/status", platform.headers)["model_version"]
+    version = get_json(f"{platform.reco}/api/v1/status", platform.headers)["model_version"]
     down = _timed("down_s", platform.launcher, "down", timeout_s=300)
     assert down.returncode == 0, down.stderr
     left = harness.leftovers(PROJECT)
@@ -340,12 +329,12 @@ def test_down_keeps_the_data_and_up_again_survives_a_failed_model_pull(platform,
         extra_env={"OLLAMA_MODEL": UNAVAILABLE_MODEL},
     )
     assert again.returncode == 0, f"{again.stdout[-3000:]}\n{again.stderr[-3000:]}"
-    _wait_for(
+    wait_for(
         lambda: platform.states()["pull_ollama_model"][0] == "exited", WAIT_S, "the model pull"
     )
     assert platform.states()["pull_ollama_model"][2] != 0  # the pull failed ...
     assert platform.states()["chat_reco_engine"][:2] == ("running", "healthy")  # ... chat is up
-    health = _get(f"{platform.chat}/health", platform.headers)
+    health = get_json(f"{platform.chat}/health", platform.headers)
     assert health["status"] == "degraded" and health["llm"]["status"] == "model_missing", health
     turn = httpx.post(
         f"{platform.chat}/api/v1/chat",
@@ -356,7 +345,7 @@ def test_down_keeps_the_data_and_up_again_survives_a_failed_model_pull(platform,
     assert turn.status_code == 200, turn.text
     assert turn.json()["products"] and turn.json()["generated_by"] == "fallback"
     # the published model survived in the trainer's volume
-    assert _get(f"{platform.reco}/api/v1/status", platform.headers)["model_version"] == version
+    assert get_json(f"{platform.reco}/api/v1/status", platform.headers)["model_version"] == version
 
 
 def _free_range(n: int) -> int:
@@ -435,7 +424,7 @@ def test_three_replicas_behind_the_load_balancer_all_fold_in_a_new_write(platfor
     assert response.status_code == 201, response.text
     started = time.monotonic()
     for url in replicas:  # at once, not after the 60 s profile cache
-        body = _wait_for(
+        body = wait_for(
             lambda url=url: (
                 (b := _recommend_at(url, platform, user))["strategy"] == "fold_in" and b
             ),
@@ -448,7 +437,7 @@ def test_three_replicas_behind_the_load_balancer_all_fold_in_a_new_write(platfor
 
 
 def _recommend_at(url: str, platform: Platform, user_id: str) -> dict:
-    return _get(f"{url}/api/v1/recommend/{user_id}", platform.headers, k=10)
+    return get_json(f"{url}/api/v1/recommend/{user_id}", platform.headers, k=10)
 
 
 def test_down_volumes_leaves_nothing_of_the_project(platform, cold_up):

@@ -11,15 +11,19 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 from Prod.orchestrate.local_infra import port_open
-from tests.e2e.platform import Platform, last_json, running_platform
+from tests.e2e.platform import last_json, running_platform
+from tests.utils.clients import (
+    check_als_example,
+    check_chat_example,
+    check_fold_in_moves_a_trained_user,
+    force_retrain,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -113,10 +117,7 @@ def test_als_example_client_succeeds(platform):
     summary = last_json(
         platform.example("Prod.examples.main_example_als", "--reco-url", platform.reco, "--json")
     )
-    assert summary["strategy_before"] == "popular"
-    assert summary["strategy_after"] == "fold_in"
-    assert summary["recommended"] and not set(summary["recommended"]) & set(summary["interacted"])
-    assert summary["similar"] and summary["similar_to"] not in summary["similar"]
+    check_als_example(summary)
     assert summary["history_entries"] >= 2
     # it forgot its user at the end: no events, no served history left
     assert summary["forgotten"]["interactions"] >= len(summary["interacted"]), summary
@@ -131,68 +132,25 @@ def test_chat_example_client_succeeds(platform):
     summary = last_json(
         platform.example("Prod.examples.main_example_chat", "--chat-url", platform.chat, "--json")
     )
-    assert len(summary["turns"]) == 3 and summary["turns"][0]["products"]
+    check_chat_example(summary)
     # the price limit of the first turn is carried into the follow-ups ("cheaper" lowers it)
     limits = [turn["filters"].get("max_price") for turn in summary["turns"]]
     assert limits[0] == limits[1] == 100 and limits[2] is not None and limits[2] < 100, limits
     assert summary["turns"][1]["filters"].get("min_rating") == 4
     assert {turn["generated_by"] for turn in summary["turns"]} == {"fallback"}
-    assert summary["history_messages"] == 6
     # it deleted its session at the end: nothing of it is left in the live data
     assert summary["deleted_messages"] == 6
     history = httpx.get(f"{platform.chat}/api/v1/chat/{summary['session_id']}/history", timeout=30)
     assert history.status_code == 404, history.text
 
 
-def _recommend(platform: Platform, user_id: str, k: int = 10) -> dict:
-    response = httpx.get(f"{platform.reco}/api/v1/recommend/{user_id}", params={"k": k}, timeout=30)
-    response.raise_for_status()
-    return response.json()
-
-
 def test_new_interactions_change_a_trained_user_s_recommendations_via_fold_in(platform):
-    items = pd.read_csv(platform.dataset / "items.csv", dtype={"item_id": str})
-    events = pd.read_csv(
-        platform.dataset / "interactions.csv", dtype={"user_id": str, "item_id": str}
-    )
-    category_of = dict(zip(items["item_id"], items["category"], strict=True))
-    # a trained user with a short history, so a few new purchases visibly move their taste
-    counts = events.groupby("user_id").size()
-    user_id = str(counts[counts >= 3].sort_values().index[0])
-    before = _recommend(platform, user_id)
-    assert before["strategy"] == "als"
-    shown = Counter(category_of[i["item_id"]] for i in before["items"])
-    target = min(items["category"].unique(), key=lambda c: shown.get(c, 0))
-    seen = set(events.loc[events["user_id"] == user_id, "item_id"])
-    popular = events.loc[events["item_id"].map(category_of) == target, "item_id"].value_counts()
-    picks = [i for i in popular.index if i not in seen][:5]
-    batch = [{"user_id": user_id, "item_id": i, "event": "purchase"} for i in picks]
-    response = httpx.post(
-        f"{platform.reco}/api/v1/interactions", json={"events": batch}, timeout=30
-    )
-    assert response.status_code == 201, response.text
-
-    after = _recommend(platform, user_id)
-    assert after["strategy"] == "fold_in"
-    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
-    assert not set(picks) & {i["item_id"] for i in after["items"]}
-    moved = Counter(category_of[i["item_id"]] for i in after["items"])
-    assert moved[target] > shown.get(target, 0), (target, shown, moved)
+    check_fold_in_moves_a_trained_user(platform.reco, platform.dataset)
 
 
 def test_forced_retrain_is_picked_up_by_the_engine_without_restart(platform):
-    old_version = _recommend(platform, "nobody-e2e")["model_version"]
     reco_pid = platform.first_up["services"]["als_reco_engine"]["pid"]
-    response = httpx.post(f"{platform.trainer}/api/v1/train", json={"force": True}, timeout=30)
-    assert response.status_code in (200, 202), response.text
-
-    def new_active_version():
-        status = httpx.get(f"{platform.reco}/api/v1/status", timeout=10).json()
-        version = status.get("model_version")
-        return version if version and version != old_version else None
-
-    new_version = _wait_for(new_active_version, WAIT_S, "the engine serving a new version")
-    assert _recommend(platform, "nobody-e2e")["model_version"] == new_version
+    new_version = force_retrain(platform.reco, platform.trainer, WAIT_S)
     status = last_json(platform.launcher("--local", "status", "--json"))
     assert status["services"]["als_reco_engine"]["pid"] == reco_pid  # same process: no restart
     assert status["model_version"] == new_version

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from Prod.als_trainer import publisher
-from Prod.als_trainer.lock import HEARTBEAT_TIMEOUT_S, heartbeat_key, lock_holder
+from Prod.als_trainer.lock import HEARTBEAT_TIMEOUT_S, LOCK_KEY, heartbeat_key, lock_holder
 from Prod.als_trainer.main import create_app
 from Prod.als_trainer.service import DEAD_RUN_ERROR
 from Prod.common import model_store
@@ -199,7 +199,7 @@ def test_trainer_killed_mid_publish_is_marked_failed_and_not_reported_running(ap
     deadline = time.monotonic() + 30  # the heartbeat key outlives the last beat by a few seconds
     while client.exists(heartbeat_key()) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert client.pttl("reco:trainer:lock") > 30_000  # the lock alone would block for ~2 min
+    assert client.pttl(LOCK_KEY) > 30_000  # the lock alone would block for ~2 min
 
     with TestClient(app) as http:
         status = http.get("/api/v1/status").json()

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from chromadb.errors import InternalError
 from sqlalchemy import func, select
 
 from Prod.als_trainer import publisher
@@ -123,20 +124,34 @@ def test_failure_mid_publish_keeps_the_old_version_and_records_it(settings, data
     assert registry_row(settings, old).status == "active"
 
 
-def test_a_chroma_error_keeps_the_old_version_and_removes_partial_keys(settings, dataset):
+def test_a_chroma_error_after_the_switch_keeps_the_new_version_and_the_next_run_refills(
+    settings, dataset, monkeypatch
+):
+    # Chroma is written after the switch (the engines load items from Redis): its failure leaves
+    # the new version active with item_index "failed", and the next run fills it again
     old = train_and_publish(settings)
     client, chroma = redis_for(settings), chroma_for(settings)
-    version = publisher.new_version_id()
-    # a collection already holding that name makes Chroma refuse create_collection
-    chroma.create_collection(model_store.item_collection_name(version), embedding_function=None)
 
-    result = run_training(settings, force=True, version_id=version)
-    assert result.status == "failed" and result.version_id == version
-    assert model_store.active_version(client) == old
-    assert not client.exists(model_store.user_factors_key(version))
-    assert not client.exists(model_store.meta_key(version))
-    assert version not in publisher.published_versions(client, chroma)
-    assert registry_row(settings, version).status == "failed"
+    def refuse(*args, **kwargs):
+        raise InternalError("injected chroma failure")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(chroma, "create_collection", refuse)
+        result = run_training(settings, force=True, evaluate=False)
+    assert result.status == "active", result.error
+    assert publisher.read_pointers(client) == publisher.Pointers(result.version_id, old)
+    meta = model_store.read_meta(client, result.version_id)
+    assert model_store.item_index_state(meta) == model_store.INDEX_FAILED
+    assert meta.collection not in publisher.list_item_collections(chroma)
+    assert registry_row(settings, result.version_id).status == "active"
+    assert model_store.read_items(client, meta)[0]  # what the engines load is all there
+
+    following = run_training(settings, force=True, evaluate=False)
+    assert following.status == "active", following.error
+    assert model_store.previous_version(client) == result.version_id
+    meta = model_store.read_meta(client, result.version_id)
+    assert model_store.item_index_state(meta) == model_store.INDEX_COMPLETE
+    assert chroma.get_collection(meta.collection).count() == meta.n_items
 
 
 def test_scheduled_run_skips_without_new_data_and_trains_when_data_arrives(settings, dataset):

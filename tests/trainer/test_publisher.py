@@ -71,6 +71,13 @@ def test_publish_then_switch_is_read_back_exactly_by_model_store(settings, rng):
     for i in (0, 7, 24):
         got = model_store.read_user_factor(client, read, factors.user_ids[i])
         np.testing.assert_array_equal(got, factors.user_factors[i])
+    # what the engines load: the Redis items hash, in publish order; Chroma is filled after
+    ids, matrix, _ = model_store.load_items(client, read, lambda: None)
+    assert ids == factors.item_ids and np.array_equal(matrix, factors.item_factors)
+    assert model_store.item_index_state(read) == model_store.INDEX_FILLING
+    assert publisher.fill_item_index(client, chroma, meta.version) == 12
+    read = model_store.read_meta(client, meta.version)
+    assert model_store.item_index_state(read) == model_store.INDEX_COMPLETE
     ids, matrix, metadatas = model_store.load_item_factors(chroma, read, page_size=5)
     order = [factors.item_ids.index(item) for item in ids]
     assert sorted(order) == list(range(12))

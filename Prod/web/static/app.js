@@ -449,6 +449,18 @@ async function loadRecommendations(change = null) {
   }
   loadHistory();
   loadList();
+  loadTaste(user);
+}
+
+async function loadTaste(user) {
+  // GET /users/{id}/profile on the chat engine: summary and who wrote it (llm/fallback/guard)
+  const box = $("#taste-summary");
+  try {
+    const profile = await call("chat", `users/${encodeURIComponent(user)}/profile`);
+    box.textContent = `${profile.summary} (${profile.generated_by})`;
+  } catch (error) {
+    box.textContent = `No profile: ${error.message}`;
+  }
 }
 
 async function recordInteraction(item, event, label) {

@@ -1,0 +1,298 @@
+"""Conversational cold start by named items: phrases found in messages, titles matched (typos,
+partial titles, years, remakes; checked against a brute-force reference over every title), and
+the chat turn end to end: the matches in the response, the products = the ALS fold-in ranking,
+the embedding fallback without a model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from rapidfuzz import fuzz
+
+from Prod.als_trainer.publisher import FactorSet, new_version_id, publish_version, switch_active
+from Prod.chat_reco_engine import named_items
+from Prod.chat_reco_engine.named_items import (
+    TitleMatcher,
+    named_phrases,
+    phrase_keys,
+    title_key,
+)
+from Prod.common import model_store
+from Prod.common.als import ALSParams, fold_in_user
+from Prod.common.embeddings import embed_texts
+from Prod.common.stores import chroma_for, redis_for
+
+# a small written catalogue: remakes, sequels, subtitles, markup, accents, near-duplicates
+FIXTURE = [
+    ("m01", "The Matrix (1999)", 300),
+    ("m02", "The Matrix Reloaded (2003)", 120),
+    ("m03", "Toy Story (1995)", 250),
+    ("m04", "Toy Story 2 (1999)", 110),
+    ("m05", "Ocean's Eleven (1960)", 15),
+    ("m06", "Ocean's Eleven (2001)", 140),
+    ("m07", "The Shawshank Redemption (1994)", 320),
+    ("m08", "Pride and Prejudice (1995)", 40),
+    ("m09", "Pride (2014)", 10),
+    ("m10", "Star Wars: Episode IV - A New Hope (1977)", 260),
+    ("m11", "Star Wars: Episode V - The Empire Strikes Back (1980)", 210),
+    ("m12", "Blade Runner (1982)", 150),
+    ("m13", "Blade Runner 2049 (2017)", 60),
+    ("m14", "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)", 90),
+    ("m15", "Monty Python &amp; the Holy Grail (1975)", 130),
+    ("m16", "Heat (1995)", 100),
+    ("m17", "Good Will Hunting (1997)", 140),
+    ("m18", "Funny Games (1997)", 20),
+    ("m19", "Scary Movie (2000)", 30),
+    ("m20", "The Lord of the Rings: The Fellowship of the Ring (2001)", 200),
+]
+# (phrase, expected item): typos, partial titles, years, case, markup, accents
+MATCHES = [
+    ("The Matrix", "m01"),
+    ("matrix", "m01"),
+    ("Mtarix", "m01"),
+    ("the matrix reloded", "m02"),
+    ("Toy Story", "m03"),
+    ("toy stroy 2", "m04"),
+    ("Ocean's Eleven (1960)", "m05"),
+    ("oceans eleven 2001", "m06"),
+    ("Oceans Eleven", "m06"),  # no year: the most rated of the two
+    ("shawshank", "m07"),
+    ("Shawshank Redemption", "m07"),
+    ("pride and prejudice", "m08"),
+    ("star wars a new hope", "m10"),
+    ("empire strikes back", "m11"),
+    ("Blade Runner 2049", "m13"),
+    ("blade runner (1982)", "m12"),
+    ("amelie", "m14"),
+    ("Monty Python and the Holy Grail", "m15"),
+    ("Heat", "m16"),
+    ("good will huntin", "m17"),
+    ("Fellowship of the Ring", "m20"),
+]
+NON_TITLES = ["something cheap", "funny movies", "scary horror films", "a gift for my dad"]
+
+
+@pytest.fixture(scope="module")
+def matcher(embedder) -> TitleMatcher:
+    ids, titles, counts = zip(*FIXTURE, strict=True)
+    return TitleMatcher(
+        ids, titles, popularity=counts, embed=lambda texts: embed_texts(embedder, texts)
+    )
+
+
+def test_title_keys_normalise_years_articles_markup_and_alternative_names():
+    assert title_key("The Matrix (1999)") == ("matrix", 1999)
+    assert title_key("Monty Python &amp; the Holy Grail (1975)") == (
+        "monty python the holy grail",
+        1975,
+    )
+    assert title_key("Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)") == ("amelie", 2001)
+    assert phrase_keys("the matrix 1999") == [("matrix", 1999), ("matrix 1999", None)]
+    assert phrase_keys("Heat (1995)") == [("heat", 1995)]
+
+
+def _reference_best(matcher: TitleMatcher, phrase: str, embedder) -> str | None:
+    """Brute force: every title scored with the documented formula (no shortlist); the best
+    one if its rapidfuzz score is confident."""
+    query = named_items._PARENS_TAIL.sub("", phrase).strip() or phrase
+    vector = embed_texts(embedder, [query])[0]
+    counts = np.array([c for _, _, c in FIXTURE], dtype=float)
+    prior = np.log1p(counts) / np.log1p(counts.max())
+    words = [set(title_key(t)[0].split()) for _, t, _ in FIXTURE]
+    ranked = []
+    for key, year in phrase_keys(phrase):
+        rare = any(0 < sum(w in ws for ws in words) <= 3 for w in key.split())
+        for row, (item_id, title, count) in enumerate(FIXTURE):
+            tkey, tyear = title_key(title)
+            full = max(fuzz.ratio(key, tkey), fuzz.token_sort_ratio(key, tkey))
+            part = (
+                0.95 * max(fuzz.partial_ratio(key, tkey), fuzz.token_set_ratio(key, tkey))
+                if len(key) < len(tkey)
+                else 0.0
+            )
+            if part > full and not rare:
+                continue
+            fuzzy = max(full, part)
+            score = 0.7 * fuzzy / 100 + 0.3 * float(matcher.vectors[row] @ vector)
+            score += 0.03 * prior[row]
+            if year is not None and tyear is not None:
+                score += 0.1 if year == tyear else -0.05
+            ranked.append(((round(score, 6), count, -row), item_id, fuzzy))
+    if not ranked:
+        return None
+    _, item_id, fuzzy = max(ranked)
+    return item_id if fuzzy >= named_items.MIN_FUZZY else None
+
+
+@pytest.mark.parametrize(("phrase", "expected"), MATCHES)
+def test_matches_typos_partial_titles_years_and_remakes(matcher, embedder, phrase, expected):
+    found = matcher.match(phrase)
+    assert found is not None, matcher.candidates(phrase, 3)
+    assert found.item_id == expected, matcher.candidates(phrase, 3)
+    assert found.item_id == _reference_best(matcher, phrase, embedder)
+
+
+@pytest.mark.parametrize("phrase", NON_TITLES)
+def test_non_titles_do_not_match(matcher, embedder, phrase):
+    assert matcher.match(phrase) is None, matcher.candidates(phrase, 3)
+    assert _reference_best(matcher, phrase, embedder) is None
+
+
+def test_phrases_after_cues_and_quotes_with_spans():
+    message = "I loved The Matrix and Toy Story, what else?"
+    phrases = named_phrases(message)
+    assert [p.text for p in phrases] == ["The Matrix", "Toy Story"]
+    assert all(message[p.start : p.end] == p.text for p in phrases)
+    assert [p.text for p in named_phrases('something like "Heat" (1995), please')] == ["Heat"]
+    assert [p.text for p in named_phrases("fans of Star Wars, Blade Runner & Heat")] == [
+        "Star Wars",
+        "Blade Runner",
+        "Heat",
+    ]
+    assert named_phrases("wireless earbuds under $100") == []
+    assert named_phrases("I want a laptop") == []
+
+
+def test_message_matches_keep_titles_with_and_whole(matcher):
+    found = matcher.match_message("I really enjoyed Pride and Prejudice and the matrix 1999!")
+    assert [(m.item_id, m.query) for m in found] == [
+        ("m08", "Pride and Prejudice"),
+        ("m01", "the matrix 1999"),
+    ]
+    assert matcher.match_message("I like cheap stuff, what else?") == []
+
+
+# -- the chat turn -------------------------------------------------------------------------------
+
+
+def _title_id(catalogue: dict, title: str) -> str:
+    return next(i for i, it in catalogue["items"].items() if it["title"] == title)
+
+
+@pytest.fixture(scope="module")
+def named_model(settings, catalogue) -> dict:
+    """A published model (through the trainer's publisher) over the test catalogue, random
+    seeded factors; active for this module's tests, the previous active restored after."""
+    item_ids = list(catalogue["items"])
+    rng = np.random.default_rng(17)
+    item_factors = rng.normal(size=(len(item_ids), 4)).astype(np.float32)
+    version = new_version_id()
+    meta = model_store.ModelMeta(
+        version=version,
+        dim=4,
+        n_users=1,
+        n_items=len(item_ids),
+        collection=model_store.item_collection_name(version),
+        alpha=2.0,
+        regularization=0.1,
+    )
+    factors = FactorSet(
+        [f"{catalogue['prefix']}-named"],
+        rng.normal(size=(1, 4)).astype(np.float32),
+        item_ids,
+        item_factors,
+        [{} for _ in item_ids],
+    )
+    publish_version(redis_for(settings), chroma_for(settings), meta, factors)
+    before = switch_active(redis_for(settings), version)
+    yield {"version": version, "meta": meta, "ids": item_ids, "factors": item_factors}
+    if before.active and redis_for(settings).exists(model_store.meta_key(before.active)):
+        switch_active(redis_for(settings), before.active)
+
+
+@pytest.fixture
+def active_named_model(settings, named_model) -> dict:
+    """This module's model active now (another module may have switched in between)."""
+    if model_store.active_version(redis_for(settings)) != named_model["version"]:
+        switch_active(redis_for(settings), named_model["version"])
+    return named_model
+
+
+def _direct_fold_in_top(model: dict, named: list[str], k: int) -> list[str]:
+    meta = model["meta"]
+    params = ALSParams(
+        factors=meta.dim,
+        regularization=meta.regularization,
+        alpha=meta.alpha,
+        confidence=meta.confidence,
+    )
+    y = torch.from_numpy(model["factors"])
+    rows = [model["ids"].index(i) for i in named]
+    x = fold_in_user(y, torch.tensor(rows), torch.full((len(rows),), 5.0), params)
+    scores = (y @ x).numpy()
+    scores[rows] = -np.inf
+    return [model["ids"][r] for r in np.argsort(-scores, kind="stable")[:k]]
+
+
+def test_chat_turn_folds_in_named_items(make_client, catalogue, active_named_model, down_url):
+    client = make_client(ollama_host=down_url)  # the template answers: its wording is checked
+    bose, sony = "Bose earbuds Pro", "Sony 4K smart TV Lite"
+    message = "I loved the bose earbuds pro and the Sony 4K smart TV lite, what else?"
+    response = client.post("/api/v1/chat", json={"message": message, "k": 6})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    named = [(n["item_id"], n["title"]) for n in body["named_items"]]
+    expected = [_title_id(catalogue, bose), _title_id(catalogue, sony)]
+    assert named == list(zip(expected, [bose, sony], strict=True))
+    assert [n["query"] for n in body["named_items"]] == [
+        "the bose earbuds pro",
+        "the Sony 4K smart TV lite",
+    ]
+    assert body["personalisation"] == "fold_in"
+    assert body["filters"] == {}  # the brands inside the named titles set no filter
+    ids = [p["item_id"] for p in body["products"]]
+    assert ids == _direct_fold_in_top(active_named_model, expected, 6)
+    assert body["products"][0]["score"] == 1.0
+    assert body["answer"].startswith(f"You mentioned {bose} and {sony}")
+    assert body["generated_by"] == "fallback"
+
+    # the session keeps them: a later named item is folded in with them
+    jbl = "JBL earbuds Lite"
+    follow = client.post(
+        "/api/v1/chat",
+        json={"message": f"we also like the {jbl}", "session_id": body["session_id"], "k": 6},
+    ).json()
+    third = _title_id(catalogue, jbl)
+    assert [n["item_id"] for n in follow["named_items"]] == [third]
+    assert [p["item_id"] for p in follow["products"]] == _direct_fold_in_top(
+        active_named_model, [third, *expected], 6
+    )
+
+
+def test_llm_prompt_names_the_matches(make_client, catalogue, active_named_model, llm):
+    client = make_client()
+    body = client.post(
+        "/api/v1/chat", json={"message": "I loved the Bose earbuds Pro, what else?"}
+    ).json()
+    assert [n["title"] for n in body["named_items"]] == ["Bose earbuds Pro"]
+    prompts = [str(r) for r in llm.requests]
+    assert any("NAMED ITEMS" in p and "Bose earbuds Pro" in p for p in prompts)
+
+
+def test_no_named_item_behaves_as_before(make_client, active_named_model, down_url):
+    client = make_client(ollama_host=down_url)
+    body = client.post("/api/v1/chat", json={"message": "I like cheap earbuds"}).json()
+    assert body["named_items"] == []
+    assert body["personalisation"] == "none"
+    assert body["products"]
+
+
+def test_without_a_model_the_neighbours_of_the_named_items(
+    make_client, settings, catalogue, down_url, embedder
+):
+    # another Redis database of the same server: no active model there
+    redis_url = settings.redis_url.rsplit("/", 1)[0] + "/13"
+    client = make_client(ollama_host=down_url, redis_url=redis_url)
+    response = client.post(
+        "/api/v1/chat", json={"message": 'something like "Samsung OLED television Plus"', "k": 4}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    named_id = _title_id(catalogue, "Samsung OLED television Plus")
+    assert [n["item_id"] for n in body["named_items"]] == [named_id]
+    assert body["personalisation"] == "none"
+    collection = chroma_for(settings).get_collection(catalogue["collection"])
+    vector = np.asarray(collection.get(ids=[named_id], include=["embeddings"])["embeddings"][0])
+    nearest = collection.query(query_embeddings=[vector.tolist()], n_results=5)["ids"][0]
+    assert [p["item_id"] for p in body["products"]] == [i for i in nearest if i != named_id][:4]
