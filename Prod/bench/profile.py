@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +99,14 @@ def run_profile_bench(
     threads: int | None,
     max_tokens: int = 60,
     load: bool = False,
+    say: Callable[[str], None] = lambda _message: None,
 ) -> dict[str, Any]:
     """The measures of the module docstring; ``load``: ingest ``dataset_dir`` into PostgreSQL
-    first (temporary servers)."""
+    first (temporary servers); ``say`` follows the progress."""
     if load:
         from Prod.datasets.ingest.postgres import ingest_postgres
 
+        say(f"loading {dataset_dir} into PostgreSQL")
         ingest_postgres(settings.database_url, dataset_dir)
     users = _users(settings, n_users, seed)
     started = time.perf_counter()
@@ -113,6 +116,7 @@ def run_profile_bench(
             update={"llm_provider": "ollama", "llm_base_url": down, "reranker_model": ""}
         )
         engine = _engine(template_settings)
+        say("embedding the catalogue (the guard's brand and category names)")
         temp, products = stack.enter_context(
             temporary_catalogue(settings, dataset_dir, engine.embedder(), None)
         )
@@ -144,6 +148,7 @@ def run_profile_bench(
                 _forget(settings, user)
                 ms, profile = _timed(engine, user)
                 llm_ms.append(ms)
+                say(f"{user}: {profile.generated_by} in {ms / 1000:.1f} s")
                 producers[profile.generated_by] += 1
                 if len(examples) < _EXAMPLES:
                     examples.append(

@@ -228,7 +228,14 @@ def check_answer(
     return Verdict(reasons=unique, named=tuple(sorted(named)), detail=tuple(detail))
 
 
-SUMMARY_REASONS = ("no_fact", "unknown_product", "unknown_category", "invented_price")
+SUMMARY_REASONS = (
+    "no_fact",
+    "echo",
+    "unfinished",
+    "unknown_product",
+    "unknown_category",
+    "invented_price",
+)
 
 
 def check_summary(
@@ -239,15 +246,19 @@ def check_summary(
     brands: list[str],
     amounts: list[float],
     vocabulary: Vocabulary,
+    labels: Iterable[str] = (),
 ) -> Verdict:
     """Judge a preference summary (:mod:`.profile`) against the facts it was written from: the
-    items ((item_id, metadata)), categories, brands and price amounts given to the LLM.
+    items ((item_id, metadata)), categories, brands and price amounts given to the LLM, and the
+    ``labels`` of the prompt's fact lines.
 
     ``no_fact``: names none of the categories, brands or item titles (not about this user);
-    otherwise the rules of :func:`check_answer` with the facts as the listed products, the
-    categories as the only allowed ones and the names and amounts as what the customer said:
-    ``unknown_product`` (a catalogue brand or model number not in the facts),
-    ``unknown_category`` (a catalogue category not in the facts), ``invented_price``."""
+    ``echo``: copies a label of the prompt ("Top categories:"), i.e. recites the facts;
+    ``unfinished``: no sentence end (cut at the token limit); then the rules of
+    :func:`check_answer` with the facts as the listed products, the categories as the only
+    allowed ones and the names and amounts as what the customer said: ``unknown_product`` (a
+    catalogue brand or model number not in the facts), ``unknown_category`` (a catalogue
+    category not in the facts), ``invented_price``."""
     words = _words(summary)
     titles = [str(meta.get("title") or item_id) for item_id, meta in items]
     named = any(_mentions(words, name) for name in [*categories, *brands, *titles])
@@ -262,6 +273,11 @@ def check_summary(
     )
     renamed = {"contradicts_filters": "unknown_category"}
     reasons = [renamed.get(r, r) for r in verdict.reasons if r != "no_product"]
+    lowered = summary.lower()
+    if not re.search(r"[.!?][\"')\]]*\s*$", summary):
+        reasons.insert(0, "unfinished")
+    if any(label.lower() in lowered for label in labels):
+        reasons.insert(0, "echo")
     if not named:
         reasons.insert(0, "no_fact")
     return Verdict(tuple(dict.fromkeys(reasons)), verdict.named, verdict.detail)

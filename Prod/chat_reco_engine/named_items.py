@@ -245,6 +245,11 @@ class TitleMatcher:
         )
         df = Counter(w for key in set(self.keys) for w in set(key.split()))
         self._df = df
+        self._vocabulary = sorted(df)
+        self._postings: dict[str, list[int]] = {}
+        for row, key in enumerate(self.keys):
+            for word in set(key.split()):
+                self._postings.setdefault(word, []).append(row)
         self._rare_df = max(3, int(RARE_SHARE * len(set(self.keys))))
         self.vectors = None
         if embed is not None:
@@ -276,6 +281,24 @@ class TitleMatcher:
             )
         return (full, False) if full >= partial else (partial, True)
 
+    def _by_words(self, key: str) -> set[int]:
+        """The SHORTLIST titles sharing the most (idf-weighted) words with ``key``, a word
+        counting when spelt within a typo (rapidfuzz ratio >= 80 in the titles' vocabulary):
+        what ``token_set_ratio`` over every title finds, at ~1/20 of its cost."""
+        from rapidfuzz import fuzz, process
+
+        weight: Counter[int] = Counter()
+        n = len(self.keys)
+        for word in set(key.split()):
+            near = process.extract(
+                word, self._vocabulary, scorer=fuzz.ratio, limit=3, score_cutoff=80
+            )
+            for spelt, similarity, _ in near:
+                idf = np.log(n / self._df[spelt]) * similarity / 100
+                for row in self._postings[spelt]:
+                    weight[row] += idf
+        return {row for row, _ in weight.most_common(SHORTLIST)}
+
     def _distinctive(self, key: str) -> bool:
         return any(0 < self._df.get(w, 0) <= self._rare_df for w in key.split())
 
@@ -295,12 +318,8 @@ class TitleMatcher:
             cosines = self.vectors @ query_vector
         found: list[Scored] = []  # a title may come once per reading; ranked keeps its best
         for key, year in readings:
-            rows = set()
-            for scorer in (fuzz.ratio, fuzz.token_set_ratio):
-                hits = process.extract(
-                    key, self.keys, scorer=scorer, limit=SHORTLIST, processor=None
-                )
-                rows.update(r for _, _, r in hits)
+            hits = process.extract(key, self.keys, scorer=fuzz.ratio, limit=SHORTLIST)
+            rows = {r for _, _, r in hits} | self._by_words(key)
             by_embedding = set()
             if cosines is not None:
                 top = min(SHORTLIST, len(cosines))

@@ -266,6 +266,20 @@ def template_summary(taste: Taste) -> str:
     return sentence
 
 
+# the labels of the fact lines: a summary that copies one recites the prompt (guard: echo)
+LABELS = (
+    "FACTS:",
+    "Most of their activity:",
+    "Top categories:",
+    "Favourite brands:",
+    "Usual price:",
+    "Strongest interactions:",
+    "Most recent:",
+    "Not keen on:",
+    "of activity",
+)
+
+
 def facts_text(taste: Taste) -> str:
     """The facts as the LLM gets them (nothing else about the user)."""
     lines = [f"Most of their activity: they {taste.verb} products."]
@@ -303,9 +317,13 @@ def _fact_items(taste: Taste) -> list[ItemTaste]:
 
 
 def _clean(answer: str) -> str:
+    """One line, without a "Summary:" prefix, cut after its last full sentence (an answer cut
+    at the token limit loses its unfinished one; with none it stays, and the guard rejects it)."""
     answer = re.sub(r"\s+", " ", answer).strip().strip('"').strip()
     answer = re.sub(r"^(summary|answer)\s*:\s*", "", answer, flags=re.IGNORECASE)
-    return answer[:MAX_SUMMARY_CHARS]
+    answer = answer[:MAX_SUMMARY_CHARS]
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", answer)]
+    return answer[: ends[-1]] if ends else answer
 
 
 def summarise(engine: ChatEngine, taste: Taste) -> tuple[str, str]:
@@ -336,6 +354,7 @@ def summarise(engine: ChatEngine, taste: Taste) -> tuple[str, str]:
         brands=[b.name for b in taste.brands],
         amounts=[band.low, band.median, band.high] if band else [],
         vocabulary=vocabulary,
+        labels=list(LABELS),
     )
     if verdict.grounded:
         return answer, LLM

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import redis
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,7 +47,7 @@ from Prod.chat_reco_engine.personalise import min_max
 from Prod.chat_reco_engine.relevance import STOP_WORDS
 from Prod.chat_reco_engine.retrieval import Candidate, best_sentence
 from Prod.common.embeddings import embed_texts
-from Prod.common.errors import InvalidInput
+from Prod.common.errors import InfraError, InvalidInput
 from Prod.common.logs import get_logger
 from Prod.common.schemas import ID_PATTERN, Product
 
@@ -286,7 +287,12 @@ class WishRecommender:
         """Up to WISH_CANDIDATES products meeting ``filters`` in the user's ALS order. The
         catalogue is read in windows of the ALS order until enough meet the filters (items the
         model has but the catalogue lacks are skipped)."""
-        ranked, source = self.engine.personaliser.ranked_items(user_id, 10**9)
+        try:
+            ranked, source = self.engine.personaliser.ranked_items(user_id, 10**9)
+        except (redis.RedisError, OSError) as exc:  # the model lives in Redis: 503 naming it
+            raise InfraError(
+                "Redis is unavailable (the ALS model); try again shortly", store="redis"
+            ) from exc
         wanted = self.engine.settings.wish_candidates
         kept: list[tuple[Candidate, Any, float]] = []
         window = _FETCH_CHUNK * wanted
@@ -470,7 +476,11 @@ class WishRecommender:
         started = time.perf_counter()
         carried = shopper_constraints(state.filters)  # a new request: the shopper's constraints
         wish, filters, parsed = self.read(wish_text, request.filters, carried)
-        pool = self.candidates(state.user_id, filters)
+        try:
+            pool = self.candidates(state.user_id, filters)
+        except InfraError as exc:  # the ordinary turn answers without the model
+            log.warning("wish turn skipped: %s", exc.message)
+            return None
         if pool.source == "none":
             return None
         result = self.rank(wish, pool, use_llm=not parsed.suspicious)

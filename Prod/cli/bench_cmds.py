@@ -514,7 +514,15 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         def run() -> dict:
             with configured_or_temporary(get_settings()) as (settings, which):
                 report = run_profile_bench(
-                    settings, folder, users, llm, seed, threads, max_tokens, which == "temporary"
+                    settings,
+                    folder,
+                    users,
+                    llm,
+                    seed,
+                    threads,
+                    max_tokens,
+                    load=which == "temporary",
+                    say=_say,
                 )
                 return {**report, "servers": which}
 

@@ -38,8 +38,8 @@ __all__ = [
 _MIN_NNZ_PER_THREAD = 32_768  # below this, another thread costs more than it gives
 # stream once the other side's factors outgrow the CPU caches: on 5.2M non-zeros the two sparse
 # products of a CG step took 59 ns per non-zero on the streamed copy against 109 ns reading rows
-_STREAM_MIN_BYTES = 16 * 2**20
-_BLOCK_NNZ = 8192  # non-zeros of a CPU block: a 2 MB streamed copy at k=64
+_STREAM_MIN_BYTES = int(os.environ.get('XS', 16 * 2**20))
+_BLOCK_NNZ = int(os.environ.get('XB', 8192))  # non-zeros of a CPU block: a 2 MB streamed copy at k=64
 _ROW_NNZ = 4  # a row's own CG work (k x k product, vector ops) costs about as much as 4 non-zeros
 _thread_state = threading.local()  # per worker thread: the reusable gather buffer
 

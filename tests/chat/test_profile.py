@@ -244,6 +244,9 @@ def test_cache_hit_and_invalidation_by_interaction_and_model_version(
         ("Mostly buys Headphones and Running Shoes.", "unknown_category"),
         ("Mostly buys Sony WH-1000XM9 Headphones.", "unknown_product"),
         ("I'm sorry, as a shopping assistant I can't help with that.", "no_fact"),
+        # what SmolLM2 does: recite the prompt, stop at the token limit
+        ("FACTS: Top categories: Headphones (60% of activity, 3 products).", "echo"),
+        ("Mostly buys Sony Headphones and Bose", "unfinished"),
     ],
 )
 def test_an_ungrounded_llm_summary_is_replaced_by_the_template(

@@ -18,6 +18,7 @@ from Prod.chat_reco_engine.wish import (
 )
 from Prod.common import model_store
 from Prod.common.stores import chroma_for, redis_for
+from Prod.orchestrate.local_infra import free_port
 
 # the fan's ALS taste: laptops first, running shoes last (distinct scores inside each)
 TASTE = {
@@ -275,3 +276,120 @@ def test_chat_routes_a_known_users_wish_through_the_wish_path(make_client, fan, 
         "/api/v1/chat", json={"message": "recommend me earbuds", "user_id": fan["fan"]}
     ).json()
     assert not any("from your taste" in n for n in search["notes"])
+
+
+@pytest.mark.slow
+def test_real_small_model_judgement_is_applied_or_dropped(make_client, fan):
+    """SmolLM2-135M (the packaged GGUF behind the OpenAI-compatible loopback server) judges three
+    candidates: whatever it writes is either a valid judgement, applied, or dropped and counted
+    with the order unchanged. ~1-2 minutes on 2 busy cores."""
+    import os
+
+    from config import ROOT
+    from Prod.llm_server import SMOLLM2, LocalModel, LocalServer, smollm2_gguf
+    from Prod.orchestrate.local_infra import free_port
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    model = LocalModel(smollm2_gguf(), SMOLLM2, threads=1, cache_dir=ROOT / ".local" / "llm")
+    with LocalServer(model, free_port()) as server:
+        client = make_client(
+            llm_provider="openai",
+            llm_base_url=server.base_url,
+            llm_model=SMOLLM2,
+            ollama_timeout_s=180.0,
+            llm_max_tokens=80,
+            wish_weight=1.0,
+            wish_llm_top_n=3,
+        )
+        body = {"wish": "something for trail running", "k": 5}
+        plain = _wish(client, fan["fan"], **body, use_llm=False).json()
+        judged = _wish(client, fan["fan"], **body).json()
+        metrics = client.get("/metrics").text
+    outcome = judged["scored_by"]["llm_outcome"]
+    assert outcome in ("applied", "invalid_json", "schema", "unknown_id", "missing_id")
+    assert f'reco_chat_wish_llm_judgements_total{{outcome="{outcome}"}} 1.0' in metrics
+    values = [p["llm_judgement"] for p in judged["products"]]
+    if outcome == "applied":
+        assert judged["scored_by"]["llm"] is True
+        assert sum(v is not None for v in values) == 3 and {v for v in values} <= {0, 1, 2, None}
+    else:
+        assert values == [None] * 5
+        assert [p["item_id"] for p in judged["products"]] == [
+            p["item_id"] for p in plain["products"]
+        ]
+
+
+def test_without_an_active_model_a_plain_search(make_client, settings, fan):
+    # another Redis database of the same server: no active model there
+    client = make_client(redis_url=settings.redis_url.rsplit("/", 1)[0] + "/14")
+    payload = _wish(client, fan["fan"], wish="something for trail running", k=3).json()
+    assert payload["strategy"] == "search" and payload["personalisation"] == "none"
+    assert payload["products"]
+
+
+def test_redis_down_is_a_503_naming_it_and_the_chat_still_answers(make_client, fan):
+    client = make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    response = _wish(client, fan["fan"], wish="something for trail running")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["store"] == "redis"
+    message = {"message": "recommend me something for trail running", "user_id": fan["fan"]}
+    reply = client.post("/api/v1/chat", json=message)
+    assert reply.status_code == 200, reply.text
+    assert not any("from your taste" in n for n in reply.json()["notes"])
+
+
+_BENCH_TEXTS = {
+    "Hiking": "Trail hiking boots with a waterproof leather upper and a grippy rubber sole.",
+    "Coffee": "An espresso coffee machine with a milk frother for lattes and cappuccinos.",
+}
+
+
+def test_bench_finds_that_the_wish_helps_when_taste_and_wish_differ(tmp_path, embedder):
+    """Users who mostly hike and then buy coffee things: ALS alone ranks boots first, the wish
+    ("something in coffee") finds the held-out coffee items."""
+    import pandas as pd
+
+    from Prod.bench.wish import bench_wish, parse_weights, render
+    from Prod.chat_reco_engine.rerank import Reranker
+    from Prod.common.als import ALSParams
+    from Prod.common.errors import InvalidInput
+
+    rows = []
+    for u in range(40):
+        for n in range(8):
+            rows.append((f"u{u:02d}", f"hike{(u + n) % 30:02d}", 1.0, 1000 + n))
+        rows.append((f"u{u:02d}", f"coffee{u % 30:02d}", 1.0, 1010))
+        for n, shift in enumerate((3, 7)):  # held out: the last two
+            rows.append((f"u{u:02d}", f"coffee{(u + shift) % 30:02d}", 1.0, 5000 + n))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "weight", "timestamp"])
+    frame["event"] = "click"
+    frame.to_csv(tmp_path / "interactions.csv", index=False)
+    records = [
+        {
+            "item_id": f"{key}{n:02d}",
+            "text": f"{key}{n:02d}. {text}",
+            "metadata": {"title": f"{key}{n:02d}", "category": category},
+        }
+        for category, text in _BENCH_TEXTS.items()
+        for key in [{"Hiking": "hike", "Coffee": "coffee"}[category]]
+        for n in range(30)
+    ]
+    (tmp_path / "ProductsRAG.json").write_text(json.dumps(records), encoding="utf-8")
+    report = bench_wish(
+        tmp_path,
+        embedder=embedder,
+        reranker=Reranker(""),
+        n_last=2,
+        params=ALSParams(factors=8, iterations=5, regularization=0.1),
+    )
+    ndcg = report["ndcg@10"]
+    assert report["users_evaluated"] == 40 and report["relevance"] == {"bi-encoder": 40}
+    assert ndcg["w=1"] > ndcg["w=0"] + 0.2
+    assert report["best_weight"] > 0
+    lines: list[str] = []
+    render({"reranker": Reranker("").status(), "datasets": [report]}, lines.append)
+    assert any("<- best blend" in line for line in lines)
+    assert parse_weights("0,0.5,1") == (0.0, 0.5, 1.0)
+    for bad in ("0,x", "1.5"):
+        with pytest.raises(InvalidInput):
+            parse_weights(bad)

@@ -23,6 +23,7 @@ from Prod.common import experiment, model_store
 from Prod.common.stores import get_redis, is_cluster, redis_for, redis_from_url
 from tests.reco_engine.conftest import new_user_id, wait_for
 from tests.utils.publish import train_and_publish
+from tests.utils.redis_cluster import free_cluster_port
 
 
 def _slot(key: str) -> int:
@@ -194,6 +195,27 @@ def test_ab_test_starts_and_stops_on_the_cluster(cluster_settings, cluster_publi
     finally:
         stopped = experiment.stop_experiment(client)
     assert experiment.find_experiment(client, started.experiment_id) == stopped
+
+
+def test_a_cluster_that_is_down_is_a_redis_outage_not_a_crash(cluster_settings, cluster_published):
+    """redis-py raises RedisClusterException (not a RedisError) when no node answers; the
+    platform sees a RedisError, so its fallbacks and 503s apply, and it starts without Redis."""
+    dead = cluster_settings.model_copy(
+        update={"redis_url": f"redis+cluster://127.0.0.1:{free_cluster_port()}/0"}
+    )
+    client = redis_from_url(dead.redis_url)  # built on first use: nothing raised yet
+    with pytest.raises(redis.RedisError):
+        client.get(model_store.ACTIVE_KEY)
+    with pytest.raises(redis.RedisError):
+        client.pipeline(transaction=True).set(model_store.ACTIVE_KEY, "v").execute()
+    app = create_app(dead, poll_interval_s=0.2, popularity_interval_s=0.5)
+    with TestClient(app) as api:
+        body = api.get(f"/api/v1/recommend/{new_user_id('down')}").json()
+        assert body["strategy"] == "popular"  # popularity from Postgres
+        gone = api.delete(f"/api/v1/users/{new_user_id('down')}")
+        assert gone.status_code == 503 and gone.json()["error"]["store"] == "redis"
+        listener = app.state.engine.invalidations
+        assert listener._thread.is_alive() and not listener.subscribed.is_set()
 
 
 # --- upgrade from the names before the hash tags (standalone Redis) --------------------------

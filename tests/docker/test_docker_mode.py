@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -251,13 +252,25 @@ def test_the_web_page_shows_product_cards_and_the_active_version(
     generated API key once, the operations view shows the version the trainer has active, a
     chat turn shows product cards. Screenshots: docker-ops.png, docker-chat.png."""
     key = platform.secrets["API_KEY"]
+    active = wait_for(
+        lambda: get_json(f"{platform.trainer}/api/v1/status", platform.headers)["active"],
+        WAIT_S,
+        "the trainer's first model",
+    )["version_id"]
     open_tab(browser, platform, "ops")
     dialog = wait(browser).until(ec.visibility_of_element_located((By.ID, "key-dialog")))
     browser.find_element(By.ID, "key-input").send_keys(key, Keys.ENTER)
     wait(browser).until(lambda b: not dialog.is_displayed())
-    active = get_json(f"{platform.trainer}/api/v1/status", platform.headers)["active"]["version_id"]
     row = f'#versions tr[data-version="{active}"]'
-    wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, row))
+    try:
+        wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, row))
+    except TimeoutException:
+        browser.save_screenshot(str(screenshots / "docker-ops-failed.png"))
+        shown = browser.find_element(By.ID, "panel-ops").text
+        raise AssertionError(
+            f"no row of {active}; key dialog open: {dialog.is_displayed()}; "
+            f"the view shows:\n{shown}"
+        ) from None
     badge = browser.find_element(By.CSS_SELECTOR, f"{row} .badge")
     assert badge.get_attribute("textContent") == "active"  # shown upper-case by the CSS
     stores = browser.find_element(By.ID, "stores").text

