@@ -16,7 +16,7 @@ folded in (:func:`Prod.common.als.fold_in_user`, weight 5, as "loved") and the A
 them is scored by nDCG@10 against the user's other items rated >= 4. Baselines: the most-rated
 items (popularity), and the fold-in of the true 3 items (no matching error).
 
-    reco bench named-items --titles 1000 --users 200     (or python -m Prod.bench.named_items)
+    reco bench named-items --titles 300 --users 200     (or python -m Prod.bench.named_items)
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def recommendation_report(
 
 def run_named_items_bench(
     dataset: Path = DEFAULT_DATASET,
-    n_titles: int = 1000,
+    n_titles: int = 300,
     n_users: int = 200,
     seed: int = 7,
     weights: tuple[float, ...] = (0.0, EMBEDDING_WEIGHT),
@@ -337,7 +337,7 @@ def render(report: dict, print_line=print) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET)
-    parser.add_argument("--titles", type=int, default=1000)
+    parser.add_argument("--titles", type=int, default=300)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")

@@ -145,9 +145,10 @@ def bench_publish(
             for count in writers:
                 report(f"filling the Chroma collection, {count or publisher.ITEM_WRITERS} writers")
                 cpu_before = process_cpu_s(chroma_pid)
-                start = time.perf_counter()
+                start, own_cpu = time.perf_counter(), time.process_time()
                 publisher.fill_item_index(client, chroma, version, writers=count, batch=batch)
                 fill_s = time.perf_counter() - start
+                own_cpu = time.process_time() - own_cpu  # the writer: read, encode, send
                 cpu_after = process_cpu_s(chroma_pid)
                 cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
                 per_item = None if cpu is None else round(cpu / items * 1e3, 3)
@@ -158,6 +159,7 @@ def bench_publish(
                         "items_per_s": round(items / fill_s),
                         "chroma_cpu_s": None if cpu is None else round(cpu, 1),
                         "chroma_cpu_ms_per_item": per_item,
+                        "writer_cpu_s": round(own_cpu, 1),
                     }
                 )
             state = model_store.item_index_state(model_store.read_meta(client, version))

@@ -539,10 +539,11 @@ class ChatEngine:
             user_id=request.user_id,
             turns=self.settings.chat_history_turns,
         )
-        wished = self.wish.chat_turn(request, state, message)  # a known user's "something, but"
+        named = self._named_items(message)  # "I loved X and Y": ALS fold-in of the named items
+        # a known user's "recommend me something, but ..." (named titles take precedence)
+        wished = None if named else self.wish.chat_turn(request, state, message)
         if wished is not None:
             return wished
-        named = self._named_items(message)  # "I loved X and Y": ALS fold-in of the named items
         # a named title's words are no request: "the Sony TV" I loved sets no brand filter
         rest = _without_spans(message, [(m.start, m.end) for m in named])
         condensed, filters = self._turn_filters(request, state, rest, self.catalogue())

@@ -143,7 +143,7 @@ def _render_publish(result: dict[str, Any]) -> None:
         )
     )
     table = Table(title=f"Chroma fill after the switch (batch {result['chroma_batch']})")
-    for column in ("writers", "fill s", "items/s", "Chroma CPU s", "CPU ms/item"):
+    for column in ("writers", "fill s", "items/s", "Chroma CPU s", "CPU ms/item", "writer CPU s"):
         table.add_column(column, justify="right")
     for fill in result["chroma_fills"]:
         table.add_row(
@@ -155,6 +155,7 @@ def _render_publish(result: dict[str, Any]) -> None:
                     "items_per_s",
                     "chroma_cpu_s",
                     "chroma_cpu_ms_per_item",
+                    "writer_cpu_s",
                 )
             )
         )
@@ -577,7 +578,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
     @bench_app.command("named-items")
     def bench_named_items(
         dataset_dir: Path = typer.Option(None, "--dataset", help="A MovieLens folder."),
-        titles: int = typer.Option(1000, "--titles", min=10, help="Titles drawn for matching."),
+        titles: int = typer.Option(300, "--titles", min=10, help="Titles drawn for matching."),
         users: int = typer.Option(200, "--users", min=0, help="Held-out users (0: skip)."),
         seed: int = typer.Option(7, help="Draws and perturbations."),
         as_json: bool = JsonOption,

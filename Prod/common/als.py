@@ -271,9 +271,8 @@ def _conjugate_gradient(
     p = r.clone()
     rs_old = _row_sq_norms(r)
     for step_index in range(cg_steps):
+        # no early exit when every row has stopped: the check cost more than it saved
         active = rs_old > _CG_EPS
-        if not bool(active.any()):
-            break
         ap = apply_a(p)
         p_ap = _row_dots(p, ap)
         # where() picks 0 for stopped rows and p^T A p <= 0 (p = 0), whatever the division gave

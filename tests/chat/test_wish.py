@@ -348,6 +348,7 @@ def test_bench_finds_that_the_wish_helps_when_taste_and_wish_differ(tmp_path, em
     """Users who mostly hike and then buy coffee things: ALS alone ranks boots first, the wish
     ("something in coffee") finds the held-out coffee items."""
     import pandas as pd
+    import torch
 
     from Prod.bench.wish import bench_wish, parse_weights, render
     from Prod.chat_reco_engine.rerank import Reranker
@@ -375,6 +376,7 @@ def test_bench_finds_that_the_wish_helps_when_taste_and_wish_differ(tmp_path, em
         for n in range(30)
     ]
     (tmp_path / "ProductsRAG.json").write_text(json.dumps(records), encoding="utf-8")
+    torch.manual_seed(0)
     report = bench_wish(
         tmp_path,
         embedder=embedder,
@@ -384,7 +386,7 @@ def test_bench_finds_that_the_wish_helps_when_taste_and_wish_differ(tmp_path, em
     )
     ndcg = report["ndcg@10"]
     assert report["users_evaluated"] == 40 and report["relevance"] == {"bi-encoder": 40}
-    assert ndcg["w=1"] > ndcg["w=0"] + 0.2
+    assert ndcg["w=1"] > 2 * ndcg["w=0"] and ndcg["w=1"] > ndcg["w=0"] + 0.1
     assert report["best_weight"] > 0
     lines: list[str] = []
     render({"reranker": Reranker("").status(), "datasets": [report]}, lines.append)
