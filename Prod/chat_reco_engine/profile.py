@@ -10,8 +10,9 @@ and the most recent products, the categories disliked; and, with an active ALS m
 products the user's ALS factor scores highest (not yet interacted with).
 
 **Summary.** The LLM (the chat's client: timeouts, outage breaker) writes it from those facts
-only; :func:`.grounding.check_summary` rejects one naming none of the facts, or a brand,
-category, model or price not in them, and the template replaces it (``generated_by: guard``,
+only; :func:`.grounding.check_summary` rejects one naming none of the facts, reciting the
+prompt, stopping mid-sentence, or naming a brand, category, model or price not in the facts,
+and the template replaces it (``generated_by: guard``,
 counted in ``reco_chat_profile_ungrounded_total{reason}``). No LLM answer: the template
 (``fallback``).
 
@@ -68,9 +69,10 @@ _VERBS = {
 }
 
 SUMMARY_PROMPT = """You describe one shopper's taste for the shop's staff.
-Rules: use ONLY the FACTS in the next message. Never name a product, brand or category that is
-not in the FACTS, and never state a price that is not in them. Write one or two short sentences
-in the third person ("Mostly buys ..."): no greeting, no advice, no list."""
+Rules: use ONLY the FACTS below. Never name a product, brand or category that is not in the
+FACTS, and never state a price that is not in them. Write one or two short sentences in the
+third person ("Mostly buys ..."): no greeting, no advice, no list."""
+QUESTION = 'In one or two sentences, what does this shopper like? Start with "Mostly".'
 
 _FINGERPRINT = text(
     'select exists(select 1 from "user" where user_id = :user_id), count(x.id), '
@@ -331,9 +333,11 @@ def summarise(engine: ChatEngine, taste: Taste) -> tuple[str, str]:
     template = template_summary(taste)
     if not taste.items:
         return template, FALLBACK  # nothing to describe: no LLM call
+    # the facts in the system message and a question as the user's: with the facts as the
+    # user's message SmolLM2 recited them (8 of 8 users), asked this way it answered (1 of 1)
     messages = [
-        {"role": "system", "content": SUMMARY_PROMPT},
-        {"role": "user", "content": f"FACTS:\n{facts_text(taste)}\n\nWrite the summary."},
+        {"role": "system", "content": f"{SUMMARY_PROMPT}\n\nFACTS:\n{facts_text(taste)}"},
+        {"role": "user", "content": QUESTION},
     ]
     try:
         answer = _clean("".join(engine.llm.stream_answer(messages)))

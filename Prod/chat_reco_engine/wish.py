@@ -41,6 +41,7 @@ from Prod.chat_reco_engine.filters import (
     merge_filters,
     parse_text,
     satisfies,
+    to_chroma_where,
 )
 from Prod.chat_reco_engine.llm import LLMUnavailable, as_data, product_facts
 from Prod.chat_reco_engine.personalise import min_max
@@ -297,6 +298,10 @@ class WishRecommender:
         kept: list[tuple[Candidate, Any, float]] = []
         window = _FETCH_CHUNK * wanted
         collection = self.engine.collection() if ranked else None
+        where = to_chroma_where(filters)
+        if ranked and where is not None:  # ids only: a narrow filter needs no long scan
+            allowed = set(collection.get(where=where, include=[])["ids"])
+            ranked = [pair for pair in ranked if pair[0] in allowed]
         for start in range(0, len(ranked), window):
             chunk = ranked[start : start + window]
             page = collection.get(

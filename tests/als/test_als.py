@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ from Prod.common.als import (
     fold_in_user,
     gramian,
 )
-from Prod.common.als_cpu import SweepPlan, should_stream
+from Prod.common.als_cpu import SweepPlan, all_finite, should_stream
 from Prod.common.errors import InvalidInput, TrainingError
 
 
@@ -288,9 +290,7 @@ def test_threaded_sweep_matches_one_thread_and_the_closed_form(rng):
 
 def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
     ui, params, cm1, reg, items, start = _sweep_inputs(rng, 80, 25, 0.3)
-    plan = SweepPlan(
-        cm1, reg, num_threads=2, min_nnz_per_thread=1, streamed=True, block_nnz=60
-    )
+    plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, streamed=True, block_nnz=60)
     assert len(plan.groups) >= ui._nnz() // 60
     assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(80))
     for group in plan.groups:  # each group copies the item row of each of its non-zeros, in order
@@ -306,6 +306,48 @@ def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
     torch.testing.assert_close(
         exact, _reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4
     )
+
+
+@pytest.mark.parametrize("frequency_exponent", [0.0, 0.5])
+def test_cpu_blocks_are_bounded_and_match_one_block_and_the_closed_form(rng, frequency_exponent):
+    # many small blocks over two threads, read in place (not streamed), with one lambda for all
+    # rows (folded into Y^T Y once per sweep) or one per row
+    params = ALSParams(
+        factors=6, alpha=3.0, regularization=0.1, frequency_exponent=frequency_exponent
+    )
+    ui = _random_matrix(rng, 120, 30, 0.3)
+    cm1 = confidence_matrix(ui, params)
+    reg = _regularization_per_row(cm1, params)
+    items = torch.tensor(rng.normal(size=(30, 6)), dtype=torch.float32)
+    start = torch.tensor(rng.normal(size=(120, 6)), dtype=torch.float32)
+    plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, block_nnz=50)
+    assert len(plan.groups) >= ui._nnz() // 50
+    assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(120))
+    assert all(g.gather_index is None for g in plan.groups)
+    widest = int((cm1.crow_indices()[1:] - cm1.crow_indices()[:-1]).max())
+    assert max(g.nnz for g in plan.groups) <= 50 + widest  # a cut falls inside at most one row
+    one = SweepPlan(cm1, reg, num_threads=1, block_nnz=10**9)
+    assert len(one.groups) == 1
+    blocked = _cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
+    single = _cg_sweep(one, start.clone(), items, reg, cg_steps=3)
+    torch.testing.assert_close(blocked, single, rtol=1e-5, atol=1e-6)
+    exact = _cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
+    conf, pref = _dense_confidence(ui, params)
+    torch.testing.assert_close(
+        exact, _reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4
+    )
+
+
+def test_all_finite_is_exact_at_the_float32_limits():
+    big = torch.full((1000, 4), 3.0e38)  # finite, and their float32 sum would overflow
+    assert all_finite(big) and all_finite(torch.empty(0, 4))
+    with ThreadPoolExecutor(2) as pool:
+        assert all_finite(big, pool, parts=3)
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            t = big.clone()
+            t[517, 2] = bad
+            assert not all_finite(t)
+            assert not all_finite(t, pool, parts=3)  # also checked in row chunks in a pool
 
 
 def _nnz_range(cm1, group):

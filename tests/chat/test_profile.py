@@ -273,7 +273,7 @@ def test_a_grounded_llm_summary_is_kept_and_the_prompt_holds_only_facts(
     user = make_user(_headphones_fan(catalogue))
     body = client.get(f"/api/v1/users/{user}/profile").json()
     assert body["generated_by"] == "llm" and body["summary"] == answer
-    prompt = llm.answer_requests()[-1]["messages"][-1]["content"]
+    prompt = "\n".join(m["content"] for m in llm.answer_requests()[-1]["messages"])
     assert "Top categories: Headphones" in prompt and "Not keen on: Televisions" in prompt
     assert user not in prompt  # no id, nothing beyond the facts
     summaries = sample(
