@@ -14,8 +14,9 @@ import torch
 
 from Prod.common.embeddings import embed_texts, load_embedder, resolve_device, resolve_model_path
 from Prod.common.errors import InvalidInput
+from Prod.common.items import EMBEDDER_KEY, embedder_function, vectors_id
 from Prod.common.stores import chroma_for
-from Prod.datasets.ingest.chroma import EMBEDDER_KEY, embedder_function, ingest_chroma, vectors_id
+from Prod.datasets.ingest.chroma import ingest_chroma
 
 TEXTS = [
     "Brewista Pro Espresso Machine. Brand: Brewista. Category: Home & Kitchen. A 15-bar pump "

@@ -1,6 +1,6 @@
 """The layout's one rule: runtime code (the shared package and the three services) imports no
-tooling: no benchmarks, CLI, dataset tooling, orchestration, jobs or research code, with one
-named exception."""
+tooling: no benchmarks, CLI, dataset tooling, orchestration, jobs or research code. Rules both
+sides apply (an item's validation, text and Chroma metadata) live in the shared package."""
 
 from __future__ import annotations
 
@@ -26,15 +26,6 @@ TOOLING = (
     "Prod.llm_server",
     "Modeling",
 )
-# the catalogue API validates and embeds items with the ingest's own rules, so an item written
-# through the API and one loaded from items.csv cannot differ
-ALLOWED = {
-    "Prod/als_reco_engine/catalogue.py": {
-        "Prod.datasets.canonical",
-        "Prod.datasets.ingest.chroma",
-        "Prod.datasets.ingest.validate",
-    },
-}
 
 
 def _imported(path: Path) -> list[tuple[int, str]]:
@@ -55,6 +46,5 @@ def test_runtime_code_imports_no_tooling():
         for path in files
         for line, module in _imported(path)
         if any(module == t or module.startswith(f"{t}.") for t in TOOLING)
-        and module not in ALLOWED.get(str(path.relative_to(REPO)), ())
     ]
     assert offending == []

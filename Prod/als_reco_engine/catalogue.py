@@ -1,13 +1,13 @@
 """The catalogue over the API: upsert and delete items, upsert users.
 
 Items are validated by the ingest's own row rules and messages
-(:func:`Prod.datasets.ingest.validate.check_records`, the rules of ``items.csv``), all or
-nothing: one bad record is a 422 naming it (``items[3].price``) and nothing is written. An
-upserted item is written to Postgres and, in the same transaction's lifetime, embedded with the
-catalogue's embedder and upserted into the Chroma ``products`` collection with the document and
-metadata the ingest builds (:func:`Prod.datasets.canonical.products_rag`,
-:func:`Prod.datasets.ingest.chroma.product_metadata`), so the chat finds it on its next request;
-ALS learns it at the next retrain (it needs interactions).
+(:func:`Prod.common.items.check_records`, the rules of ``items.csv``), all or nothing: one bad
+record is a 422 naming it (``items[3].price``) and nothing is written. An upserted item is
+written to Postgres and, in the same transaction's lifetime, embedded with the catalogue's
+embedder and upserted into the Chroma ``products`` collection with the document and metadata the
+ingest builds (:func:`Prod.common.items.products_rag`, :func:`Prod.common.items.product_metadata`),
+so the chat finds it on its next request; ALS learns it at the next retrain (it needs
+interactions).
 
 A deleted item is gone at once from Postgres (the item, its interactions, list entries and
 suppressions), from ``products`` (chat results) and, through the Redis deleted set of
@@ -31,31 +31,29 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from Prod.als_reco_engine.deleted_items import DeletedItems, mark_deleted, unmark_deleted
 from Prod.common.db import postgres_errors
 from Prod.common.errors import Conflict, InfraError, InvalidInput, ModelNotReady, NotFound
-from Prod.common.models import Interaction, Item, SuppressedItem, User
-from Prod.common.models import RecommendationListItem as ListItem
-from Prod.common.stores import chroma_errors
-from Prod.datasets.canonical import embedding_text, products_rag
-from Prod.datasets.ingest.chroma import (
+from Prod.common.items import (
     EMBEDDER_KEY,
-    collection_metadata,
-    content_hash,
-    product_metadata,
-    vectors_id,
-)
-from Prod.datasets.ingest.validate import (
     ITEM_COLUMN_GROUPS,
     USER_COLUMN_GROUPS,
     BadRow,
+    Embed,
     Product,
     check_records,
+    collection_metadata,
+    content_hash,
+    embedder_function,
+    embedding_text,
+    product_metadata,
+    products_rag,
+    vectors_id,
 )
+from Prod.common.models import Interaction, Item, SuppressedItem, User
+from Prod.common.models import RecommendationListItem as ListItem
+from Prod.common.stores import chroma_errors
 
 ITEM_COLUMNS = ITEM_COLUMN_GROUPS.required + ITEM_COLUMN_GROUPS.optional
 USER_COLUMNS = USER_COLUMN_GROUPS.required + USER_COLUMN_GROUPS.optional
 SHOWN = 20  # bad records / ids one error message lists
-
-# texts -> (n, dim) float32 normalised vectors, with an ``embedder_id`` attribute
-Embed = Callable[[list[str]], np.ndarray]
 
 
 # --- validation (the ingest's rules) ----------------------------------------------------------
@@ -154,7 +152,6 @@ def products_collection(chroma_client, name: str, embedder_id: str | None = None
 def load_catalogue_embedder(configured: str, batch_size: int = 64) -> Embed:
     """The ingest's embedder (MiniLM by default), loaded once per process on first use."""
     from Prod.common.embeddings import load_embedder
-    from Prod.datasets.ingest.chroma import embedder_function
 
     try:
         return embedder_function(load_embedder(configured), batch_size)

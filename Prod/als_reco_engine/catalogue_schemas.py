@@ -1,7 +1,7 @@
 """Request and response models of the catalogue routes (items, users, forgetting a user).
 
 Only the JSON shape is checked here (ids, types, sizes); the values follow the ingest's row
-rules (:mod:`Prod.datasets.ingest.validate`: title not empty, price >= 0, avg_rating 0-5,
+rules (:mod:`Prod.common.items`: title not empty, price >= 0, avg_rating 0-5,
 rating_count a whole number >= 0, no duplicate id), checked by :mod:`.catalogue` with the
 ingest's messages, so a record the ingest refuses is refused here in the same words.
 """

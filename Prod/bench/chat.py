@@ -43,8 +43,9 @@ from Prod.chat_reco_engine.retrieval import Candidate, description_sentences
 from Prod.chat_reco_engine.service import ChatEngine
 from Prod.common.embeddings import embed_texts
 from Prod.common.evaluation.metrics import hit_at_k
+from Prod.common.items import COLLECTION_METADATA, embedder_function
 from Prod.common.stores import chroma_for
-from Prod.datasets.ingest.chroma import COLLECTION_METADATA, embedder_function, sync_products
+from Prod.datasets.ingest.chroma import sync_products
 from Prod.datasets.ingest.validate import Product, read_products
 
 FILTERED, FREE_TEXT = "filtered", "free_text"

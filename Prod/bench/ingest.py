@@ -98,8 +98,9 @@ def _bench_postgres(database_url: str, dataset: Path, repeats: int, postmaster: 
 
 def _bench_chroma(settings, dataset: Path, batch_size: int) -> dict:
     from Prod.common.embeddings import load_embedder
+    from Prod.common.items import embedder_function
     from Prod.common.stores import chroma_for
-    from Prod.datasets.ingest.chroma import embedder_function, ingest_chroma
+    from Prod.datasets.ingest.chroma import ingest_chroma
 
     client = chroma_for(settings)
     name = f"bench-products-{int(time.time())}"
@@ -167,7 +168,7 @@ def run_ingest_bench(
 def _product_texts(dataset: Path | None, n_products: int) -> list[str]:
     """What the Chroma ingest embeds of the first ``n_products`` products of ``dataset``'s
     ProductsRAG.json, or of a freshly generated catalogue."""
-    from Prod.datasets.canonical import embedding_text
+    from Prod.common.items import embedding_text
     from Prod.datasets.ingest.validate import read_products
 
     if dataset is None:

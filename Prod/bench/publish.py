@@ -129,7 +129,7 @@ def bench_publish(
             publish_and_activate(settings, meta, data, timer.stage, fill=False)
             to_switch = time.perf_counter() - start
             assert model_store.active_version(client) == version
-            items_bytes = int(client.memory_usage(model_store.items_key(version)) or 0)
+            items_bytes = int(client.memory_usage(model_store.items_key(version), samples=0) or 0)
             memory_after = int(client.info("memory")["used_memory"])
 
             report("the engine's load of the items (Redis items hash)")

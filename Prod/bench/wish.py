@@ -35,7 +35,7 @@ from Prod.common.canonical_format import RAG_FILE
 from Prod.common.errors import InvalidInput
 from Prod.common.evaluation import IndexMaps, load_interactions, to_user_items, user_last_split
 from Prod.common.evaluation.metrics import ndcg_at_k
-from Prod.datasets.canonical import embedding_text
+from Prod.common.items import embedding_text
 
 DEFAULT_PARAMS = Path(__file__).resolve().parents[1] / "als_trainer" / "params" / "als_params.json"
 DEFAULT_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)

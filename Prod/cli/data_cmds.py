@@ -23,7 +23,7 @@ def _refuse_to_overwrite(folder: Path, force: bool) -> None:
     raise fail(f"{folder} is {what}: choose a new --out folder, or add --force to overwrite it")
 
 
-# import-report counts shown in the table (the cleaning counts: Prod/datasets/cleaning.py)
+# import-report counts shown in the table (the cleaning counts: Prod/common/item_cleaning.py)
 _REPORT_PREFIXES = (
     "rows_",
     "duplicate",

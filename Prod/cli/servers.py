@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from Prod.cli.output import console
+from Prod.cli.output import err_console
 
 
 @contextmanager
@@ -31,7 +31,7 @@ def configured_or_temporary(settings, workdir: Path | None = None) -> Iterator[t
     with tempfile.TemporaryDirectory(prefix="reco-servers-") as tmp:
         folder = Path(workdir or tmp) / "infra"
         temporary = LocalInfra(folder, free_port(), free_port(), free_port())
-        console.print(
+        err_console.print(  # stderr: --json output stays pure JSON
             "configured servers not running: starting temporary ones "
             f"(PostgreSQL {temporary.postgres_port}, Redis {temporary.redis_port}, "
             f"Chroma {temporary.chroma_port}; removed after)",

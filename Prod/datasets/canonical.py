@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,12 @@ from Prod.common.canonical_format import (
     ITEM_COLUMNS,
     ITEMS_FILE,
     RAG_FILE,
-    RAG_METADATA_KEYS,
     REQUIRED_COLUMNS,
     USER_COLUMNS,
     USERS_FILE,
 )
 from Prod.common.errors import InvalidInput
+from Prod.common.items import field_text, products_rag
 
 _CSV_CHUNK_ROWS = 500_000
 
@@ -77,60 +76,6 @@ def write_dataset(
     }
 
 
-def products_rag(items: pd.DataFrame) -> list[dict[str, Any]]:
-    """One ``{"item_id", "text", "metadata"}`` record per item, unknown metadata omitted."""
-    records = []
-    for row in items.to_dict("records"):
-        record = {
-            "item_id": str(row["item_id"]),
-            "text": product_text(row),
-            "metadata": _rag_metadata(row),
-        }
-        records.append(record)
-    return records
-
-
-def product_text(item: dict[str, Any]) -> str:
-    """Readable sentences describing one product: what the chat engine embeds and quotes."""
-    title = _text(item.get("title"))
-    brand = _text(item.get("brand"))
-    category = _text(item.get("category"))
-    price = _number(item.get("price"))
-    avg_rating = _number(item.get("avg_rating"))
-    rating_count = _number(item.get("rating_count")) or 0
-    description = _text(item.get("description"))
-
-    sentences = [title.rstrip(".") + "."]
-    if brand and category:
-        sentences.append(f"Brand: {brand}. Category: {category}.")
-    elif brand:
-        sentences.append(f"Brand: {brand}.")
-    elif category:
-        sentences.append(f"Category: {category}.")
-    if price is not None:
-        sentences.append(f"Price: ${price:,.2f}.")
-    if avg_rating is not None and rating_count > 0:
-        noun = "rating" if int(rating_count) == 1 else "ratings"
-        sentences.append(f"Rated {avg_rating:.1f} out of 5 from {int(rating_count):,} {noun}.")
-    if description:
-        sentences.append(description)
-    return " ".join(sentences)
-
-
-# the price and rating sentences of ``product_text``, exactly as it writes them
-_PRICE_OR_RATING_SENTENCE = re.compile(
-    r" ?\b(?:Price: \$[\d,]+\.\d{2}|Rated \d+\.\d out of 5 from [\d,]+ ratings?)\.(?= |$)"
-)
-
-
-def embedding_text(text: str) -> str:
-    """What the vector search embeds of a product text: ``product_text`` without its price and
-    rating sentences. Those are exact metadata filters in Chroma, and a sentence of numbers adds
-    little to a semantic match but ~20 of a product's ~86 tokens (~20% of the embedding time).
-    Texts in another layout come back unchanged."""
-    return _PRICE_OR_RATING_SENTENCE.sub("", text).strip()
-
-
 def write_products_rag(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """A JSON array with one record per line: valid JSON, readable, diff-friendly."""
     lines = [json.dumps(record, ensure_ascii=False, sort_keys=False) for record in records]
@@ -153,7 +98,7 @@ def format_timestamps(values: pd.Series) -> np.ndarray:
 def _canonical_users(users: pd.DataFrame) -> pd.DataFrame:
     frame = _with_columns(users, USER_COLUMNS, USERS_FILE)
     frame["user_id"] = frame["user_id"].astype(str)
-    frame["name"] = frame["name"].map(_text)
+    frame["name"] = frame["name"].map(field_text)
     return frame
 
 
@@ -161,7 +106,7 @@ def _canonical_items(items: pd.DataFrame) -> pd.DataFrame:
     frame = _with_columns(items, ITEM_COLUMNS, ITEMS_FILE)
     frame["item_id"] = frame["item_id"].astype(str)
     for column in ("title", "brand", "category", "description", "image_url"):
-        frame[column] = frame[column].map(_text)
+        frame[column] = frame[column].map(field_text)
     frame["price"] = _format_decimals(frame["price"], 2)
     frame["avg_rating"] = _format_decimals(frame["avg_rating"], 2)
     counts = pd.to_numeric(frame["rating_count"], errors="coerce").fillna(0)
@@ -261,36 +206,3 @@ def _needs_quoting(chunk: pd.DataFrame) -> bool:
         pd.Series(chunk[c]).str.contains(r'[",\r\n]', regex=True).any()
         for c in ("user_id", "item_id")
     )
-
-
-def _rag_metadata(row: dict[str, Any]) -> dict[str, Any]:
-    metadata: dict[str, Any] = {}
-    for key in RAG_METADATA_KEYS:
-        value = row.get(key)
-        if key in ("price", "avg_rating"):
-            number = _number(value)
-            if number is not None:
-                metadata[key] = number
-        elif key == "rating_count":
-            metadata[key] = int(_number(value) or 0)
-        else:
-            text = _text(value)
-            if text:
-                metadata[key] = text
-    return metadata
-
-
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value).strip()
-
-
-def _number(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number

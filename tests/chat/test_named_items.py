@@ -5,6 +5,8 @@ the embedding fallback without a model."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -268,6 +270,22 @@ def test_llm_prompt_names_the_matches(make_client, catalogue, active_named_model
     assert [n["title"] for n in body["named_items"]] == ["Bose earbuds Pro"]
     prompts = [str(r) for r in llm.requests]
     assert any("NAMED ITEMS" in p and "Bose earbuds Pro" in p for p in prompts)
+
+    message = {"message": "I loved the Bose earbuds Pro, what else?"}
+    with client.stream("POST", "/api/v1/chat/stream", json=message) as streamed:
+        assert streamed.status_code == 200
+        streamed.read()
+    events = []
+    for block in streamed.text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    first, final = events[0][1], events[-1][1]
+    assert events[0][0] == "products" and events[-1][0] == "done"
+    assert [n["item_id"] for n in first["named_items"]] == [
+        n["item_id"] for n in body["named_items"]
+    ]
+    assert final["named_items"] == first["named_items"]
+    assert [p["item_id"] for p in first["products"]] == [p["item_id"] for p in body["products"]]
 
 
 def test_no_named_item_behaves_as_before(make_client, active_named_model, down_url):

@@ -33,7 +33,6 @@ from Prod.common.db import session_scope
 from Prod.common.models import Interaction, User
 from Prod.common.stores import chroma_for, redis_for
 from Prod.llm_server import SMOLLM2
-from tests.chat.test_llm_real import smollm2  # noqa: F401  (the served SmolLM2 fixture)
 from tests.utils.faults import store_down
 from tests.utils.metrics import sample
 

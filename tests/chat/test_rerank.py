@@ -12,7 +12,7 @@ from Prod.chat_reco_engine.rerank import (
     head_then_tail,
 )
 from Prod.chat_reco_engine.retrieval import Candidate
-from Prod.datasets.canonical import product_text
+from Prod.common.items import product_text
 
 
 def _candidate(n: int, similarity: float, description: str = "") -> Candidate:

@@ -279,32 +279,25 @@ def test_chat_routes_a_known_users_wish_through_the_wish_path(make_client, fan, 
 
 
 @pytest.mark.slow
-def test_real_small_model_judgement_is_applied_or_dropped(make_client, fan):
+def test_real_small_model_judgement_is_applied_or_dropped(make_client, fan, smollm2):
     """SmolLM2-135M (the packaged GGUF behind the OpenAI-compatible loopback server) judges three
     candidates: whatever it writes is either a valid judgement, applied, or dropped and counted
     with the order unchanged. ~1-2 minutes on 2 busy cores."""
-    import os
+    from Prod.llm_server import SMOLLM2
 
-    from config import ROOT
-    from Prod.llm_server import SMOLLM2, LocalModel, LocalServer, smollm2_gguf
-    from Prod.orchestrate.local_infra import free_port
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    model = LocalModel(smollm2_gguf(), SMOLLM2, threads=1, cache_dir=ROOT / ".local" / "llm")
-    with LocalServer(model, free_port()) as server:
-        client = make_client(
-            llm_provider="openai",
-            llm_base_url=server.base_url,
-            llm_model=SMOLLM2,
-            ollama_timeout_s=180.0,
-            llm_max_tokens=80,
-            wish_weight=1.0,
-            wish_llm_top_n=3,
-        )
-        body = {"wish": "something for trail running", "k": 5}
-        plain = _wish(client, fan["fan"], **body, use_llm=False).json()
-        judged = _wish(client, fan["fan"], **body).json()
-        metrics = client.get("/metrics").text
+    client = make_client(
+        llm_provider="openai",
+        llm_base_url=smollm2.base_url,
+        llm_model=SMOLLM2,
+        ollama_timeout_s=180.0,
+        llm_max_tokens=80,
+        wish_weight=1.0,
+        wish_llm_top_n=3,
+    )
+    body = {"wish": "something for trail running", "k": 5}
+    plain = _wish(client, fan["fan"], **body, use_llm=False).json()
+    judged = _wish(client, fan["fan"], **body).json()
+    metrics = client.get("/metrics").text
     outcome = judged["scored_by"]["llm_outcome"]
     assert outcome in ("applied", "invalid_json", "schema", "unknown_id", "missing_id")
     assert f'reco_chat_wish_llm_judgements_total{{outcome="{outcome}"}} 1.0' in metrics

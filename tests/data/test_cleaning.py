@@ -1,4 +1,4 @@
-"""The shared catalogue-cleaning rules (Prod/datasets/cleaning.py), value by value."""
+"""The shared catalogue-cleaning rules (Prod/common/item_cleaning.py), value by value."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from Prod.datasets.cleaning import (
+from Prod.common.item_cleaning import (
     brand_spellings,
     clean_brand,
     clean_catalogue,

@@ -18,7 +18,8 @@ from Prod.common.canonical_format import (
     USER_COLUMNS,
 )
 from Prod.common.errors import InvalidInput
-from Prod.datasets.canonical import format_timestamps, product_text, products_rag, write_dataset
+from Prod.common.items import product_text, products_rag
+from Prod.datasets.canonical import format_timestamps, write_dataset
 
 
 def _frames():

@@ -10,8 +10,8 @@ import pytest
 
 from Prod.common.embeddings import embed_texts
 from Prod.common.errors import IngestError
+from Prod.common.items import embedding_text, product_text
 from Prod.common.stores import chroma_for
-from Prod.datasets.canonical import embedding_text, product_text
 from Prod.datasets.ingest.chroma import HASH_KEY, ingest_chroma, sync_products
 from Prod.datasets.ingest.validate import read_products
 

@@ -155,7 +155,7 @@ def test_invalid_json_names_the_line(dataset: Path) -> None:
         read_products(dataset)
 
 
-# --- text cleaning at ingest (the shared rules of Prod/datasets/cleaning.py) ------------------
+# --- text cleaning at ingest (the shared rules of Prod/common/item_cleaning.py) ---------------
 
 
 def test_clean_fixture_passes_ingest_unchanged(dataset: Path) -> None:

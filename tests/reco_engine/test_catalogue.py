@@ -20,9 +20,9 @@ from Prod.als_reco_engine.main import create_app
 from Prod.chat_reco_engine.retrieval import retrieve_many
 from Prod.common.db import session_scope
 from Prod.common.embeddings import embed_texts
+from Prod.common.items import product_text
 from Prod.common.models import Interaction, Item, RecommendationListItem, User
 from Prod.common.stores import chroma_for, redis_for
-from Prod.datasets.canonical import product_text
 from Prod.datasets.ingest.chroma import HASH_KEY
 from Prod.orchestrate.local_infra import free_port
 from tests.reco_engine.conftest import new_user_id, wait_for

@@ -13,8 +13,8 @@ from Prod.als_reco_engine.content import fresh_count, fresh_slots, mix
 from Prod.als_reco_engine.foldin import params_from_meta
 from Prod.als_reco_engine.main import create_app
 from Prod.common.embeddings import embed_texts
+from Prod.common.items import COLLECTION_METADATA
 from Prod.common.stores import chroma_for
-from Prod.datasets.ingest.chroma import COLLECTION_METADATA
 from tests.reco_engine.conftest import new_user_id
 from tests.utils.faults import store_down
 from tests.utils.publish import CATEGORIES

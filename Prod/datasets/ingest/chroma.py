@@ -7,7 +7,7 @@ deletes products no longer in the catalogue: never those skipped as bad rows, an
 empty or truncated file cannot wipe the live catalogue. Writes go in batches no larger than the
 server's maximum batch size.
 
-Each product's vector is of :func:`~Prod.datasets.canonical.embedding_text`, its text without
+Each product's vector is of :func:`~Prod.common.items.embedding_text`, its text without
 the price and rating sentences (exact metadata filters, little use to a semantic match); the
 stored document is the whole text.
 
@@ -19,8 +19,6 @@ came from another model or another part of the text.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,28 +29,26 @@ import numpy as np
 from config import Settings
 from Prod.common.canonical_format import RAG_FILE
 from Prod.common.errors import IngestError
-from Prod.common.logs import get_logger
-from Prod.datasets.canonical import embedding_text
-from Prod.datasets.ingest.validate import (
+from Prod.common.items import (
+    EMBEDDER_KEY,
+    HASH_KEY,
     BadRow,
+    Embed,
     Product,
-    describe_bad_rows,
-    read_products,
+    collection_metadata,
+    content_hash,
+    embedding_text,
+    product_metadata,
+    vectors_id,
 )
+from Prod.common.logs import get_logger
+from Prod.datasets.ingest.validate import describe_bad_rows, read_products
 
 log = get_logger(__name__)
 
-HASH_KEY = "content_hash"
-EMBEDDER_KEY = "embedder"
-# which part of a product text the vectors are of; part of the recorded embedder id
-EMBEDDED_TEXT = "text-without-price-rating"
-COLLECTION_METADATA = {"hnsw:space": "cosine"}
 _READ_PAGE = 5_000
 DEFAULT_MAX_DELETE_SHARE: float = Settings.model_fields["ingest_max_delete_share"].default
 SHOWN_IDS = 20  # ids a report or refusal lists
-
-# texts -> (n, dim) float32 normalised embeddings
-Embed = Callable[[list[str]], np.ndarray]
 
 
 @dataclass
@@ -98,19 +94,6 @@ class ChromaIngestReport:
             "bad_rows": [str(bad) for bad in self.bad_rows[:max_bad_rows]],
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
-
-
-def content_hash(product: Product) -> str:
-    """sha256 over the text and the (key-sorted) metadata: any change means re-embedding."""
-    canonical = json.dumps(
-        {"text": product.text, "metadata": product.metadata}, sort_keys=True, ensure_ascii=False
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def product_metadata(product: Product, digest: str) -> dict:
-    """What Chroma stores beside the vector (no nulls: Chroma metadata cannot hold them)."""
-    return {**product.metadata, HASH_KEY: digest}
 
 
 def stored_hashes(collection) -> dict[str, str]:
@@ -292,18 +275,6 @@ def ingest_chroma(
     return report
 
 
-def vectors_id(embedder_id: str | None) -> str | None:
-    """What the collection records as its vectors' origin: the embedder and the embedded text."""
-    return None if embedder_id is None else f"{embedder_id}|{EMBEDDED_TEXT}"
-
-
-def collection_metadata(embedder_id: str | None) -> dict:
-    """Metadata a new ``products`` collection is created with."""
-    if embedder_id is None:
-        return dict(COLLECTION_METADATA)
-    return {**COLLECTION_METADATA, EMBEDDER_KEY: embedder_id}
-
-
 def embedder_changed(collection, embedder_id: str | None) -> bool:
     """True when the collection holds vectors of another (or an unrecorded) embedder.
 
@@ -341,22 +312,3 @@ class _TimedEmbed:
             return self.embed(texts)
         finally:
             self.seconds += time.perf_counter() - started
-
-
-class ModelEmbed:
-    """An :data:`Embed` over a loaded embedder (normalised float32) with its ``embedder_id``."""
-
-    def __init__(self, model, batch_size: int = 256) -> None:
-        self.model = model
-        self.batch_size = batch_size
-        self.embedder_id: str | None = getattr(model, "embedder_id", None)
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        from Prod.common.embeddings import embed_texts
-
-        return embed_texts(self.model, texts, batch_size=self.batch_size)
-
-
-def embedder_function(model, batch_size: int = 256) -> Embed:
-    """Wrap an embedder from ``load_embedder`` as an :data:`Embed` with its ``embedder_id``."""
-    return ModelEmbed(model, batch_size)

@@ -24,15 +24,9 @@ from sqlalchemy.engine import make_url
 from Prod.common.canonical_format import ITEM_COLUMNS, ITEMS_FILE, USERS_FILE
 from Prod.common.db import migrate
 from Prod.common.errors import IngestError
+from Prod.common.items import ITEM_COLUMN_GROUPS, USER_COLUMN_GROUPS, BadRow
 from Prod.common.logs import get_logger
-from Prod.datasets.ingest.validate import (
-    ITEM_COLUMN_GROUPS,
-    USER_COLUMN_GROUPS,
-    BadRow,
-    CanonicalTables,
-    describe_bad_rows,
-    read_tables,
-)
+from Prod.datasets.ingest.validate import CanonicalTables, describe_bad_rows, read_tables
 
 log = get_logger(__name__)
 

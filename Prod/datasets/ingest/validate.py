@@ -5,9 +5,11 @@ A missing file or column is one :class:`IngestError`. Every bad row becomes a :c
 (``file:line: reason``, with line numbers as a person sees them in an editor: header = line 1,
 quoted multi-line fields counted), and the good rows come back as typed DataFrames ready for
 bulk loading. Checks are vectorised with pandas; per-row Python only runs for rows that are bad.
+The row rules of ``users.csv`` and ``items.csv`` are those of :mod:`Prod.common.items`, which
+the catalogue API applies too; the interaction and ProductsRAG.json rules are here.
 
 Item and product text (title, brand, category, description; the product text and metadata) is
-cleaned by the shared rules of :mod:`Prod.datasets.cleaning`, as the importers clean it: HTML
+cleaned by the shared rules of :mod:`Prod.common.item_cleaning`, as the importers clean it: HTML
 and entities removed, titles that are only markup rebuilt, brand spellings merged. What changed
 is counted in ``CanonicalTables.cleaning`` / ``ProductCatalogue.cleaning``.
 """
@@ -21,7 +23,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,47 +37,33 @@ from Prod.common.canonical_format import (
     USERS_FILE,
 )
 from Prod.common.errors import IngestError
+from Prod.common.item_cleaning import clean_catalogue, clean_products
+from Prod.common.items import (
+    FALLBACK_TITLE,
+    ITEM_COLUMN_GROUPS,
+    USER_COLUMN_GROUPS,
+    BadRow,
+    ColumnGroups,
+    Product,
+    RowFlags,
+    check_items,
+    check_numbers,
+    check_users,
+    drop_nul_rows,
+    short_repr,
+)
 from Prod.common.timestamps import parse_timestamps_us
-from Prod.datasets.cleaning import clean_catalogue, clean_products
 
 TABLE_FILES = (USERS_FILE, ITEMS_FILE, INTERACTIONS_FILE)
 
 
-class ColumnGroups(NamedTuple):
-    """What a file must have and what it may have: optional columns are filled with "" when
-    absent (and the Postgres loader then keeps what is stored for them, unless told to clear
-    them)."""
-
-    required: tuple[str, ...]
-    optional: tuple[str, ...]
-
-
-USER_COLUMN_GROUPS = ColumnGroups(("user_id",), ("name",))
-ITEM_COLUMN_GROUPS = ColumnGroups(
-    ("item_id", "title"),
-    ("brand", "category", "price", "avg_rating", "rating_count", "description", "image_url"),
-)
 INTERACTION_COLUMN_GROUPS = ColumnGroups(
     ("user_id", "item_id", "event", "timestamp"), ("rating", "weight")
 )
 METADATA_TYPES = (str, int, float, bool)
-# title of an item whose title was only markup and that has nothing to rebuild one from
-FALLBACK_TITLE = "Product {}"
 
 # ids of users/items that already exist in the database, among the given candidates
 KnownIds = Callable[[str, list[str]], set[str]]
-
-
-@dataclass(frozen=True, order=True)
-class BadRow:
-    """One rejected row: where it is and why."""
-
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
 
 
 @dataclass
@@ -99,16 +86,6 @@ class CanonicalTables:
     cleaning: dict[str, int] = field(default_factory=dict)  # CleaningReport.as_dict() of items
     # optional columns the file leaves out, by file (read as empty; stored values are kept)
     absent_columns: dict[str, list[str]] = field(default_factory=dict)
-
-
-@dataclass
-class Product:
-    """One entry of ProductsRAG.json."""
-
-    item_id: str
-    text: str
-    metadata: dict[str, str | int | float | bool]
-    line: int
 
 
 @dataclass
@@ -214,23 +191,8 @@ def read_csv_lines(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
     data = path.read_bytes()
     frame, lines, bad = _parse_csv(name, data)
     if b"\x00" in data:  # memchr: free when absent
-        frame, lines, bad = _drop_nul_rows(name, frame, lines, bad)
+        frame, lines, bad = drop_nul_rows(name, frame, lines, bad)
     return frame, lines, bad
-
-
-def _drop_nul_rows(
-    name: str, frame: pd.DataFrame, lines: np.ndarray, bad: list[BadRow]
-) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
-    """Rows with a NUL character are bad rows: PostgreSQL text cannot hold one."""
-    has_nul = np.zeros(len(frame), dtype=bool)
-    reasons: dict[int, list[str]] = {}
-    for column in frame.columns:
-        in_column = frame[column].str.contains("\x00", regex=False).to_numpy(dtype=bool)
-        for pos in np.flatnonzero(in_column).tolist():
-            reasons.setdefault(pos, []).append(f"{column} contains a NUL character")
-        has_nul |= in_column
-    bad = bad + [BadRow(name, int(lines[pos]), "; ".join(why)) for pos, why in reasons.items()]
-    return frame[~has_nul].reset_index(drop=True), lines[~has_nul], bad
 
 
 def _decode(name: str, data: bytes) -> str:
@@ -290,96 +252,10 @@ def _select_columns(
     return frame[list(required + optional)], absent
 
 
-# --- row checks -----------------------------------------------------------------------------
+# --- row checks of interactions.csv (users.csv, items.csv: Prod.common.items) ---------------
 
 
-class _RowFlags:
-    """Collects reasons for bad rows of one file; positions are row indexes of the frame."""
-
-    def __init__(self, name: str, lines: np.ndarray) -> None:
-        self.name = name
-        self.lines = lines
-        self.reasons: dict[int, list[str]] = {}
-
-    def flag(self, mask, reason: Callable[[int], str]) -> None:
-        positions = np.flatnonzero(np.asarray(mask, dtype=bool))
-        for pos in positions:
-            self.reasons.setdefault(int(pos), []).append(reason(int(pos)))
-
-    def bad_mask(self, n: int) -> np.ndarray:
-        mask = np.zeros(n, dtype=bool)
-        if self.reasons:
-            mask[list(self.reasons)] = True
-        return mask
-
-    def bad_rows(self) -> list[BadRow]:
-        return [
-            BadRow(self.name, int(self.lines[pos]), "; ".join(reasons))
-            for pos, reasons in self.reasons.items()
-        ]
-
-
-def _short(value: object, limit: int = 40) -> str:
-    text = str(value)
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _check_id(flags: _RowFlags, values: pd.Series, column: str) -> None:
-    arr = values.to_numpy()
-    lengths = values.str.len().to_numpy()
-    flags.flag(lengths == 0, lambda _: f"{column} is empty")
-    flags.flag(lengths > MAX_ID_LENGTH, lambda _: f"{column} longer than {MAX_ID_LENGTH} chars")
-    duplicated = values.duplicated(keep="first").to_numpy()
-    if duplicated.any():
-        first_line = dict(zip(arr[~duplicated], flags.lines[~duplicated], strict=True))
-        flags.flag(
-            duplicated & (lengths > 0),
-            lambda p: f"duplicate {column} {_short(arr[p])} (first on line {first_line[arr[p]]})",
-        )
-
-
-def _numbers(
-    flags: _RowFlags,
-    values: pd.Series,
-    column: str,
-    low: float,
-    high: float | None,
-    low_inclusive: bool = True,
-) -> np.ndarray:
-    """Float array (NaN where empty); flags non-numbers and values out of range."""
-    raw = values.to_numpy(dtype=object)
-    # parse each distinct string once: columns like weight/rating repeat a handful of values
-    codes, uniques = pd.factorize(raw)
-    distinct = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce")
-    parsed = distinct.to_numpy(dtype=np.float64)[codes] if len(raw) else np.zeros(0)
-    not_finite = ~np.isfinite(parsed)
-    bad_number = not_finite.copy()
-    bad_number[not_finite] = raw[not_finite] != ""
-    flags.flag(bad_number, lambda p: f"{column} {_short(raw[p])} is not a number")
-    parsed[not_finite] = np.nan
-    with np.errstate(invalid="ignore"):
-        too_low = parsed < low if low_inclusive else parsed <= low
-        too_high = parsed > high if high is not None else np.zeros_like(too_low)
-    bounds = f"{'>=' if low_inclusive else '>'} {low:g}" + (
-        f" and <= {high:g}" if high is not None else ""
-    )
-    flags.flag(too_low | too_high, lambda p: f"{column} {raw[p]} must be {bounds}")
-    return parsed
-
-
-def _optional_text(values: pd.Series) -> np.ndarray:
-    """Object array; empty string = unknown = None."""
-    out = values.to_numpy(dtype=object).copy()
-    out[out == ""] = None
-    return out
-
-
-def _strings(values: np.ndarray) -> pd.Series:
-    """Plain object column (pandas 3 would infer its slower string dtype)."""
-    return pd.Series(values, dtype=object)
-
-
-def _timestamps_us(flags: _RowFlags, values: pd.Series) -> np.ndarray:
+def _timestamps_us(flags: RowFlags, values: pd.Series) -> np.ndarray:
     """Unix microseconds (UTC) by the shared rule (:data:`Prod.common.timestamps.RULE`)."""
     micros, problems = parse_timestamps_us(values.to_numpy(dtype=object))
     bad = np.zeros(len(micros), dtype=bool)
@@ -388,47 +264,7 @@ def _timestamps_us(flags: _RowFlags, values: pd.Series) -> np.ndarray:
     return micros
 
 
-def _check_users(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, _RowFlags]:
-    flags = _RowFlags(USERS_FILE, lines)
-    _check_id(flags, frame["user_id"], "user_id")
-    good = ~flags.bad_mask(len(frame))
-    users = pd.DataFrame(
-        {
-            "user_id": _strings(frame["user_id"].to_numpy()[good]),
-            "name": _strings(_optional_text(frame["name"])[good]),
-        }
-    )
-    return users.reset_index(drop=True), flags
-
-
-def _check_items(frame: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, _RowFlags]:
-    flags = _RowFlags(ITEMS_FILE, lines)
-    _check_id(flags, frame["item_id"], "item_id")
-    flags.flag(frame["title"].str.strip().str.len().to_numpy() == 0, lambda _: "title is empty")
-    price = _numbers(flags, frame["price"], "price", 0, None)
-    avg_rating = _numbers(flags, frame["avg_rating"], "avg_rating", 0, 5)
-    rating_count = _numbers(flags, frame["rating_count"], "rating_count", 0, None)
-    raw_count = frame["rating_count"].to_numpy()
-    fractional = np.isfinite(rating_count) & (rating_count != np.floor(rating_count))
-    flags.flag(fractional, lambda p: f"rating_count {raw_count[p]} is not a whole number")
-    good = ~flags.bad_mask(len(frame))
-    items = pd.DataFrame(
-        {
-            "item_id": _strings(frame["item_id"].to_numpy()[good]),
-            "title": _strings(frame["title"].to_numpy()[good]),
-            "brand": _strings(_optional_text(frame["brand"])[good]),
-            "category": _strings(_optional_text(frame["category"])[good]),
-            "price": price[good],
-            "avg_rating": avg_rating[good],
-            "rating_count": np.nan_to_num(rating_count[good], nan=0.0).astype(np.int64),
-            "description": _strings(_optional_text(frame["description"])[good]),
-            "image_url": _strings(_optional_text(frame["image_url"])[good]),
-        }
-    )
-    return items, flags
-
-
-def _events(flags: _RowFlags, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _events(flags: RowFlags, values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes per row, distinct event names): names lower-cased and stripped when that makes
     them valid; rows with unknown events are flagged."""
     codes, uniques = pd.factorize(values.to_numpy(dtype=object))
@@ -436,7 +272,7 @@ def _events(flags: _RowFlags, values: pd.Series) -> tuple[np.ndarray, np.ndarray
     unknown = ~normalised.isin(EVENTS).to_numpy()
     raw = values.to_numpy(dtype=object)
     flags.flag(
-        unknown[codes], lambda p: f"event {_short(raw[p])} is not one of {', '.join(EVENTS)}"
+        unknown[codes], lambda p: f"event {short_repr(raw[p])} is not one of {', '.join(EVENTS)}"
     )
     # " View" and "view" are one event: re-code the (few) normalised names
     renumber, names = pd.factorize(normalised.to_numpy(dtype=object))
@@ -473,7 +309,7 @@ class _Reference:
 
 
 def _check_reference(
-    flags: _RowFlags, values: pd.Series, ref: _Reference, known_ids: KnownIds | None
+    flags: RowFlags, values: pd.Series, ref: _Reference, known_ids: KnownIds | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flag empty, too long and dangling ids; returns (codes per row, distinct ids).
 
@@ -495,8 +331,8 @@ def _check_reference(
     def reason(pos: int) -> str:
         value = uniques[codes[pos]]
         if value in ref.rejected_ids:
-            return f"{ref.column} {_short(value)} was rejected in {ref.source}"
-        return f"unknown {ref.column} {_short(value)} (not in {ref.source} nor the database)"
+            return f"{ref.column} {short_repr(value)} was rejected in {ref.source}"
+        return f"unknown {ref.column} {short_repr(value)} (not in {ref.source} nor the database)"
 
     flags.flag(unknown[codes], reason)
     return codes, np.asarray(uniques, dtype=object)
@@ -507,14 +343,14 @@ def _check_interactions(
     lines: np.ndarray,
     references: tuple[_Reference, _Reference],
     known_ids: KnownIds | None,
-) -> tuple[pd.DataFrame, _RowFlags, int]:
+) -> tuple[pd.DataFrame, RowFlags, int]:
     """(good interactions without exact duplicates, flags, number of duplicates dropped)."""
-    flags = _RowFlags(INTERACTIONS_FILE, lines)
+    flags = RowFlags(INTERACTIONS_FILE, lines)
     user_codes, user_ids = _check_reference(flags, frame["user_id"], references[0], known_ids)
     item_codes, item_ids = _check_reference(flags, frame["item_id"], references[1], known_ids)
     event_codes, event_names = _events(flags, frame["event"])
     is_rating = (event_names == "rating")[event_codes]
-    rating = _numbers(flags, frame["rating"], "rating", 1, 5)
+    rating = check_numbers(flags, frame["rating"], "rating", 1, 5)
     has_rating = ~np.isnan(rating)
     flags.flag(
         is_rating & ~has_rating & (frame["rating"].to_numpy() == ""),
@@ -524,7 +360,7 @@ def _check_interactions(
         ~is_rating & has_rating,
         lambda p: f"rating is only allowed when event=rating (event={event_names[event_codes[p]]})",
     )
-    weight = _numbers(flags, frame["weight"], "weight", 0, None, low_inclusive=False)
+    weight = check_numbers(flags, frame["weight"], "weight", 0, None, low_inclusive=False)
     # an empty weight takes the event's default; a rating weighs its rating
     weight_by_event = np.array([DEFAULT_WEIGHTS.get(name, np.nan) for name in event_names])
     default_weight = np.where(is_rating, rating, weight_by_event[event_codes])
@@ -571,8 +407,8 @@ def read_tables(folder: Path, known_ids: KnownIds | None = None) -> CanonicalTab
     bad_rows = [bad for name in TABLE_FILES for bad in parsed[name][2]]
     rows_read = {name: len(frames[name]) + len(parsed[name][2]) for name in TABLE_FILES}
 
-    users, user_flags = _check_users(frames[USERS_FILE], parsed[USERS_FILE][1])
-    items, item_flags = _check_items(frames[ITEMS_FILE], parsed[ITEMS_FILE][1])
+    users, user_flags = check_users(frames[USERS_FILE], parsed[USERS_FILE][1])
+    items, item_flags = check_items(frames[ITEMS_FILE], parsed[ITEMS_FILE][1])
     items, cleaning = clean_catalogue(items, fallback_title=FALLBACK_TITLE.format, unknown=None)
     references = (
         _Reference(
@@ -645,16 +481,16 @@ def _product_problem(entry: object) -> str | None:
     if len(item_id) > MAX_ID_LENGTH:
         return f"item_id longer than {MAX_ID_LENGTH} chars"
     if not isinstance(text, str) or not text.strip():
-        return f"item_id {_short(item_id)}: text is missing or empty"
+        return f"item_id {short_repr(item_id)}: text is missing or empty"
     if not isinstance(metadata, dict):
-        return f"item_id {_short(item_id)}: metadata is not an object"
+        return f"item_id {short_repr(item_id)}: metadata is not an object"
     for key, value in metadata.items():
         if value is None:
             continue  # unknown values are dropped, as Chroma metadata cannot hold null
         if not isinstance(value, METADATA_TYPES):
-            return f"item_id {_short(item_id)}: metadata {key!r} must be a string or number"
+            return f"item_id {short_repr(item_id)}: metadata {key!r} must be a string or number"
         if isinstance(value, float) and not np.isfinite(value):
-            return f"item_id {_short(item_id)}: metadata {key!r} is not finite"
+            return f"item_id {short_repr(item_id)}: metadata {key!r} is not finite"
     return None
 
 
@@ -675,7 +511,7 @@ def read_products(folder: Path) -> ProductCatalogue:
         problem = _product_problem(entry)
         if problem is None and entry["item_id"] in first_line:
             first = first_line[entry["item_id"]]
-            problem = f"duplicate item_id {_short(entry['item_id'])} (first on line {first})"
+            problem = f"duplicate item_id {short_repr(entry['item_id'])} (first on line {first})"
         if problem is not None:
             bad.append(BadRow(RAG_FILE, line, problem))
             item_id = entry.get("item_id") if isinstance(entry, dict) else None
@@ -709,22 +545,3 @@ def describe_bad_rows(bad_rows: list[BadRow], limit: int = 20) -> str:
     if len(bad_rows) > limit:
         shown.append(f"  ... and {len(bad_rows) - limit} more")
     return "\n".join(shown)
-
-
-# --- records not read from a file (the serving API's catalogue upserts) -----------------------
-
-
-def check_records(kind: str, records: pd.DataFrame) -> tuple[pd.DataFrame, list[BadRow]]:
-    """The row rules of ``users.csv`` / ``items.csv`` (``kind``: ``users`` or ``items``) applied
-    to records given another way: ``records`` holds every column of the file's
-    :class:`ColumnGroups` as strings ("" = unknown). Returns (the good rows, typed and cleaned as
-    :func:`read_tables` returns them; the bad rows, ``line`` = the record's 0-based index)."""
-    name = USERS_FILE if kind == "users" else ITEMS_FILE
-    lines = np.arange(len(records), dtype=np.int64)
-    records, lines, bad = _drop_nul_rows(name, records.reset_index(drop=True), lines, [])
-    if kind == "users":
-        users, flags = _check_users(records, lines)
-        return users, sorted(bad + flags.bad_rows())
-    items, flags = _check_items(records, lines)
-    items, _ = clean_catalogue(items, fallback_title=FALLBACK_TITLE.format, unknown=None)
-    return items, sorted(bad + flags.bad_rows())

@@ -1,4 +1,5 @@
-"""Cleaning of catalogue text from real sources: one set of rules for the importers and ingest.
+"""Cleaning of catalogue text from real sources: one set of rules for the importers, the ingest
+and the catalogue API (:func:`Prod.common.items.check_records`).
 
 Real product metadata (the Amazon 2018 and 2023 dumps above all) carries page furniture: HTML tags
 and entities in titles, brands, categories and descriptions, titles that are nothing but a cut-off
@@ -373,7 +374,7 @@ def _clean_column(
     return pd.Series(out, index=values.index, dtype=object), int(changed_rows.sum()), emptied
 
 
-# the labelled sentences of a canonical product text (``canonical.product_text``): not prose
+# the labelled sentences of a canonical product text (``items.product_text``): not prose
 _LABELLED_SENTENCE = re.compile(
     r"(?:^|(?<=\s))(?:Brand|Category): [^.]*\.|Price: \$[\d,]+\.\d{2}\."
     r"|Rated \d+\.\d out of 5 from [\d,]+ ratings?\."
@@ -390,7 +391,7 @@ def clean_products(
     The metadata's title, brand and category follow :func:`clean_catalogue` (junk titles
     rebuilt from the text's prose, brand spellings merged across the records); the text loses
     its markup, and when the title was rebuilt the text starts with the new title, as
-    ``canonical.product_text`` writes it. Emptied metadata values are dropped (the metadata
+    ``items.product_text`` writes it. Emptied metadata values are dropped (the metadata
     cannot hold null) and counted in ``values_emptied``.
     """
     records = list(products)
