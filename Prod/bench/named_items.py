@@ -193,15 +193,123 @@ def matching_report(
     return report
 
 
-def recommendation_report(
-    data, matcher: TitleMatcher, n_users: int, seed: int, k: int = 10
-) -> dict:
-    """(b): nDCG@k of the fold-in of 3 named (perturbed, matched) favourites vs popularity."""
-    import torch
+BETAS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # popularity prior weights tried
+FOLD_GRID = ((5.0, 1.0), (1.0, 1.0), (20.0, 1.0), (100.0, 1.0), (5.0, 3.0), (5.0, 10.0))
+# (c): (weight of a named item, regularisation x) of the fold-in
 
-    from Prod.common.als import ALSParams, fit_als, fold_in_user, gramian
+
+def _fitted(train: pd.DataFrame):
+    from Prod.common.als import ALSParams, fit_als
     from Prod.common.evaluation import IndexMaps, to_user_items
-    from Prod.common.evaluation.metrics import ndcg_at_k
+
+    params = ALSParams.from_file(DEFAULT_PARAMS)
+    maps = IndexMaps.from_frame(train)
+    model = fit_als(to_user_items(train, maps), params, compute_loss=False)
+    counts = train.groupby("item_id").size().reindex(maps.item_ids).fillna(0).to_numpy()
+    return params, maps, model.item_factors, counts
+
+
+def _cases(frame: pd.DataFrame, users) -> list[tuple[list[str], set[str]]]:
+    """Per user: (3 top-rated items, latest first among equal ratings; their other items >= 4)."""
+    out = []
+    for _user, rows in frame[frame["user_id"].isin(users)].groupby("user_id"):
+        rows = rows.sort_values(["rating", "timestamp"], ascending=[False, False])
+        favourites = rows["item_id"].head(3).tolist()
+        relevant = set(rows[rows["rating"] >= 4]["item_id"].iloc[3:]) - set(favourites)
+        if relevant:
+            out.append((favourites, relevant))
+    return out
+
+
+class _Scorer:
+    """Every scoring of (b) over one fitted model: raw scores per named set, then the blends."""
+
+    def __init__(self, train: pd.DataFrame, k: int) -> None:
+        import torch
+
+        from Prod.common.als import gramian
+
+        self.params, self.maps, self.y, self.counts = _fitted(train)
+        self.yty = gramian(self.y)
+        self.row = {i: n for n, i in enumerate(self.maps.item_ids)}
+        unit = self.y.numpy() / np.maximum(np.linalg.norm(self.y.numpy(), axis=1), 1e-12)[:, None]
+        self.unit = unit
+        self.k = k
+        self._torch = torch
+
+    def fold(self, rows: list[int], weight: float = LOVED_WEIGHT, reg: float = 1.0) -> np.ndarray:
+        from dataclasses import replace
+
+        from Prod.common.als import fold_in_user
+
+        torch = self._torch
+        params = replace(self.params, regularization=self.params.regularization * reg)
+        x = fold_in_user(
+            self.y, torch.tensor(rows), torch.full((len(rows),), weight), params, yty=self.yty
+        )
+        return (self.y @ x).numpy().astype(np.float64)
+
+    def cosine(self, rows: list[int]) -> np.ndarray:
+        """Sum of the cosines of the ALS item factors with the named items'."""
+        return (self.unit @ self.unit[rows].sum(axis=0)).astype(np.float64)
+
+    def ndcg(self, scores: np.ndarray, rows: list[int], relevant: set[str]) -> float:
+        from Prod.common.evaluation.metrics import ndcg_at_k
+
+        scores = scores.copy()
+        scores[rows] = -np.inf
+        top = np.argsort(-scores, kind="stable")[: self.k]
+        return ndcg_at_k([self.maps.item_ids[r] for r in top], relevant, self.k)
+
+    def variants(self, cases) -> dict[str, dict[float, float]]:
+        """{variant: {param: mean nDCG@k}}: fold-in / cosine + beta * popularity, and the
+        fold-in grid (c) (param: its index in FOLD_GRID), and popularity (param 0)."""
+        from Prod.chat_reco_engine.personalise import with_popularity
+
+        sums: dict[str, dict[float, list[float]]] = {
+            "fold-in + popularity": {b: [] for b in BETAS},
+            "cosine + popularity": {b: [] for b in BETAS},
+            "fold-in weight/reg": {n: [] for n in range(len(FOLD_GRID))},
+            "popularity": {0: []},
+        }
+        for favourites, relevant in cases:
+            rows = [self.row[i] for i in favourites if i in self.row]
+            if not rows:
+                continue
+            base = {
+                "fold-in + popularity": self.fold(rows),
+                "cosine + popularity": self.cosine(rows),
+            }
+            for name, raw in base.items():
+                for b in BETAS:
+                    sums[name][b].append(
+                        self.ndcg(with_popularity(raw, self.counts, b), rows, relevant)
+                    )
+            for n, (weight, reg) in enumerate(FOLD_GRID):
+                sums["fold-in weight/reg"][n].append(
+                    self.ndcg(self.fold(rows, weight, reg), rows, relevant)
+                )
+            sums["popularity"][0].append(self.ndcg(self.counts.astype(np.float64), rows, relevant))
+        return {
+            v: {p: float(np.mean(x)) if x else 0.0 for p, x in d.items()} for v, d in sums.items()
+        }
+
+
+def _param_label(variant: str, param: float) -> str:
+    if variant == "fold-in weight/reg":
+        weight, reg = FOLD_GRID[int(param)]
+        return f"w={weight:g} reg x{reg:g}"
+    return "-" if variant == "popularity" else f"beta={param:g}"
+
+
+def recommendation_report(
+    data, matcher: TitleMatcher | None, n_users: int, seed: int, k: int = 10
+) -> dict:
+    """(b): nDCG@k from 3 favourites: each scoring's parameter picked on validation users (drawn
+    from the training users, ALS refitted without them), then reported on the held-out test
+    users; with a matcher, also from the 3 names perturbed and matched (scored by the product's
+    blend at the validated beta)."""
+    from Prod.chat_reco_engine.personalise import with_popularity
 
     frame = data.interactions
     frame = frame.assign(rating=pd.to_numeric(frame["rating"], errors="coerce"))
@@ -210,38 +318,41 @@ def recommendation_report(
     rng = np.random.default_rng(seed)
     held = set(rng.choice(eligible, size=min(n_users, len(eligible) // 2), replace=False))
     train = frame[~frame["user_id"].isin(held)]
-    params = ALSParams.from_file(DEFAULT_PARAMS)
+    rest = sorted(set(eligible) - held)
+    val_rng = np.random.default_rng(seed + 1)
+    validation = set(val_rng.choice(rest, size=min(n_users, len(rest) // 3), replace=False))
     started = time.perf_counter()
-    maps = IndexMaps.from_frame(train)
-    model = fit_als(to_user_items(train, maps), params, compute_loss=False)
+    val_scorer = _Scorer(train[~train["user_id"].isin(validation)], k)
+    val_cases = _cases(frame, validation)
+    val = val_scorer.variants(val_cases)
+    scorer = _Scorer(train, k)
     fit_s = time.perf_counter() - started
-    y = model.item_factors
-    yty = gramian(y)
-    item_row = {i: n for n, i in enumerate(maps.item_ids)}
-    popular = train.groupby("item_id").size().sort_values(ascending=False).index.tolist()
+    test_cases = _cases(frame, held)
+    test = scorer.variants(test_cases)
+    table = {}
+    for variant, by_param in val.items():
+        best = max(by_param, key=lambda p: (by_param[p], -p))
+        table[variant] = {
+            "picked": _param_label(variant, best),
+            "validation": by_param[best],
+            "test": test[variant][best],
+            "test_at_0": test[variant][0],  # beta 0 (plain fold-in / cosine), w=5 reg x1
+        }
+    beta = max(val["fold-in + popularity"], key=lambda p: (val["fold-in + popularity"][p], -p))
+    report = {
+        "users": len(test_cases),
+        "validation_users": len(val_cases),
+        "train_users": int(train["user_id"].nunique()),
+        "fit_s": round(fit_s, 2),
+        "k": k,
+        "variants": table,
+        "validation_grid": {v: {f"{p:g}": x for p, x in d.items()} for v, d in val.items()},
+    }
+    if matcher is None:
+        return report
     title_of = dict(zip(matcher.item_ids, matcher.titles, strict=True))
-
-    def fold_top(named: list[str]) -> list[str]:
-        rows = [item_row[i] for i in named if i in item_row]
-        if not rows:
-            return []
-        x = fold_in_user(
-            y, torch.tensor(rows), torch.full((len(rows),), LOVED_WEIGHT), params, yty=yty
-        )
-        scores = (y @ x).numpy()
-        scores[rows] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:k]
-        return [maps.item_ids[r] for r in top]
-
-    results = {"named": [], "oracle": [], "popularity": []}
-    matched_correct, matched_any, users = 0, 0, 0
-    for _user, rows in frame[frame["user_id"].isin(held)].groupby("user_id"):
-        rows = rows.sort_values(["rating", "timestamp"], ascending=[False, False])
-        favourites = rows["item_id"].head(3).tolist()
-        relevant = set(rows[rows["rating"] >= 4]["item_id"].iloc[3:]) - set(favourites)
-        if not relevant:
-            continue
-        users += 1
+    named_scores, matched_correct, matched_any = [], 0, 0
+    for favourites, relevant in test_cases:
         named = []
         for item in favourites:
             kind = KINDS[int(rng.integers(len(KINDS)))]
@@ -251,18 +362,19 @@ def recommendation_report(
             if found is not None:
                 matched_correct += found.title == title_of.get(item)
                 named.append(found.item_id)
-        results["named"].append(ndcg_at_k(fold_top(named), relevant, k))
-        results["oracle"].append(ndcg_at_k(fold_top(favourites), relevant, k))
-        baseline = [i for i in popular if i not in favourites][:k]
-        results["popularity"].append(ndcg_at_k(baseline, relevant, k))
-    return {
-        "users": users,
-        "train_users": int(train["user_id"].nunique()),
-        "fit_s": round(fit_s, 2),
-        f"ndcg@{k}": {name: float(np.mean(v)) if v else None for name, v in results.items()},
-        "named_matched": matched_any / max(1, 3 * users),
-        "named_correct": matched_correct / max(1, 3 * users),
+        rows = [scorer.row[i] for i in named if i in scorer.row]
+        if not rows:
+            named_scores.append(0.0)
+            continue
+        blended = with_popularity(scorer.fold(rows), scorer.counts, beta)
+        named_scores.append(scorer.ndcg(blended, rows, relevant))
+    report["named"] = {
+        "beta": beta,
+        f"ndcg@{k}": float(np.mean(named_scores)) if named_scores else None,
+        "matched": matched_any / max(1, 3 * len(test_cases)),
+        "correct": matched_correct / max(1, 3 * len(test_cases)),
     }
+    return report
 
 
 def run_named_items_bench(
@@ -271,28 +383,38 @@ def run_named_items_bench(
     n_users: int = 200,
     seed: int = 7,
     weights: tuple[float, ...] = (0.0, EMBEDDING_WEIGHT),
+    matching: bool = True,
 ) -> dict:
-    from Prod.common.embeddings import load_embedder
-
+    """``matching=False``: (b) only, from the true 3 items (no embedder, no matcher)."""
     started = time.perf_counter()
     data = _load(Path(dataset))
-    embedder = load_embedder("")
-    matcher, build_s = _matchers(data.items, embedder)
-    report = {
-        "dataset": str(dataset),
-        "catalogue_titles": len(matcher),
-        "matcher_build_s": round(build_s, 1),
-        "matching": matching_report(matcher, n_titles, seed, weights),
-        "recommendations": recommendation_report(data, matcher, n_users, seed)
-        if n_users > 0
-        else None,
-    }
+    report: dict = {"dataset": str(dataset), "matching": None}
+    matcher = None
+    if matching:
+        from Prod.common.embeddings import load_embedder
+
+        matcher, build_s = _matchers(data.items, load_embedder(""))
+        report["catalogue_titles"] = len(matcher)
+        report["matcher_build_s"] = round(build_s, 1)
+        report["matching"] = matching_report(matcher, n_titles, seed, weights)
+    report["recommendations"] = (
+        recommendation_report(data, matcher, n_users, seed) if n_users > 0 else None
+    )
     report["total_s"] = round(time.perf_counter() - started, 1)
     return report
 
 
 def render(report: dict, print_line=print) -> None:
     """Readable tables of a report."""
+    if report["matching"] is not None:
+        _render_matching(report, print_line)
+    r = report.get("recommendations")
+    if r:
+        _render_recommendations(r, print_line)
+    print_line(f"total {report['total_s']} s")
+
+
+def _render_matching(report: dict, print_line) -> None:
     m = report["matching"]
     print_line(
         f"named-item matching on {report['catalogue_titles']} titles "
@@ -319,19 +441,28 @@ def render(report: dict, print_line=print) -> None:
         print_line(f"{kind:<10} {n:>5} " + " ".join(cells))
     false = ", ".join(f"w={w}: {m['by_weight'][w]['false_match']:.2f}" for w in weights)
     print_line(f"non-title phrases matched (false match): {false}")
-    r = report.get("recommendations")
-    if r:
-        nd = next(v for key, v in r.items() if key.startswith("ndcg@"))
+
+
+def _render_recommendations(r: dict, print_line) -> None:
+    print_line(
+        f"\n3 favourites -> top {r['k']}, nDCG@{r['k']}: {r['users']} held-out test users, "
+        f"parameters picked on {r['validation_users']} validation users "
+        f"(ALS fitted on {r['train_users']} users, twice, in {r['fit_s']} s)"
+    )
+    print_line(f"{'scoring':<22} {'picked':<16} {'valid':>7} {'test':>7} {'test@0':>7}")
+    for name, row in r["variants"].items():
         print_line(
-            f"\n3 named favourites -> ALS fold-in, {r['users']} held-out users "
-            f"(ALS fitted on {r['train_users']} users in {r['fit_s']} s)"
+            f"{name:<22} {row['picked']:<16} {row['validation']:>7.4f} {row['test']:>7.4f} "
+            f"{row['test_at_0']:>7.4f}"
         )
-        for name, value in nd.items():
-            print_line(f"  nDCG@10 {name:<11} {value:.4f}")
+    print_line("test@0: beta 0 (no popularity prior) / w=5 reg x1")
+    named = r.get("named")
+    if named:
         print_line(
-            f"  names matched {r['named_matched']:.3f}, to the right title {r['named_correct']:.3f}"
+            f"named (perturbed, matched) -> fold-in + popularity beta={named['beta']:g}: "
+            f"{named['ndcg@' + str(r['k'])]:.4f}; names matched {named['matched']:.3f}, "
+            f"to the right title {named['correct']:.3f}"
         )
-    print_line(f"total {report['total_s']} s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -340,9 +471,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--titles", type=int, default=300)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--no-matching", action="store_true", help="(b) from the true 3 items only (seconds)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    report = run_named_items_bench(args.dataset, args.titles, args.users, args.seed)
+    report = run_named_items_bench(
+        args.dataset, args.titles, args.users, args.seed, matching=not args.no_matching
+    )
     print(json.dumps(report, indent=2)) if args.json else render(report)
 
 

@@ -35,12 +35,12 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from Prod.chat_reco_engine.personalise import min_max
+from Prod.chat_reco_engine.personalise import min_max, with_popularity
 from Prod.chat_reco_engine.retrieval import Candidate, retrieve_many
 from Prod.common.logs import get_logger
 
@@ -446,6 +446,7 @@ class TitleIndex:
         self._stamp: object = None
         self._fingerprint: str | None = None
         self._matcher: TitleMatcher | None = None
+        self._popular: tuple[TitleMatcher, dict[str, float]] | None = None
 
     def matcher(self, stamp: object, collection, embed) -> TitleMatcher:
         """``stamp``: changes when the catalogue is re-read (its load time)."""
@@ -471,6 +472,18 @@ class TitleIndex:
                 self._fingerprint = fingerprint
             self._stamp = stamp
             return self._matcher
+
+    def popularity(self) -> dict[str, float] | None:
+        """item id -> the catalogue's ``rating_count`` (the matcher's prior, the same field the
+        ALS engine's popularity falls back to), None before the first match."""
+        with self._lock:
+            matcher = self._matcher
+            if matcher is None:
+                return None
+            if self._popular is None or self._popular[0] is not matcher:
+                counts = dict(zip(matcher.item_ids, matcher.popularity.tolist(), strict=True))
+                self._popular = (matcher, counts)
+            return self._popular[1]
 
 
 def read_titles(collection, page_size: int = 5000) -> tuple[list[str], list[str], list[float]]:
@@ -506,14 +519,17 @@ def recommend_for_named(
     k: int,
     user_id: str | None,
     n_candidates: int,
+    popularity: Mapping[str, float] | None = None,
 ) -> tuple[list[Candidate], str]:
     """(top ``k`` products, source) for a shopper who likes ``named_ids``.
 
     ``"fold_in"``: the named items (weight :data:`LOVED_WEIGHT`), plus a known user's liked
     items, folded in against the active ALS model's item factors (the chat's fold-in,
-    :class:`~Prod.chat_reco_engine.personalise.Personaliser`), ranked by ALS score; the named
-    and disliked items are left out, ``where`` (the turn's filters) applies. ``score`` and
-    ``affinity`` are the ALS score min-max scaled over the ALS top :data:`POOL`; ``relevance``
+    :class:`~Prod.chat_reco_engine.personalise.Personaliser`), ranked by the ALS score plus a
+    popularity prior (``popularity``: item id -> rating count;
+    :func:`~Prod.chat_reco_engine.personalise.with_popularity`); the named and disliked items
+    are left out, ``where`` (the turn's filters) applies. ``score`` and ``affinity`` are that
+    blended score min-max scaled over its top :data:`POOL`; ``relevance``
     is the product's best MiniLM cosine with a named item. ``"none"``: no active model or no
     named item has a factor: the products nearest by MiniLM to the named items' mean vector."""
     stored = collection.get(ids=list(named_ids), include=["embeddings"])
@@ -521,7 +537,7 @@ def recommend_for_named(
     excluded = set(named_ids)
     if user_id is not None:
         excluded |= personaliser.disliked(user_id)
-    ranked = _als_ranking(personaliser, named_ids, user_id, excluded)
+    ranked = _als_ranking(personaliser, named_ids, user_id, excluded, popularity)
     if ranked is not None:
         ids, als = ranked
         page = collection.get(
@@ -564,10 +580,15 @@ def recommend_for_named(
 
 
 def _als_ranking(
-    personaliser, named_ids: list[str], user_id: str | None, excluded: set[str]
+    personaliser,
+    named_ids: list[str],
+    user_id: str | None,
+    excluded: set[str],
+    popularity: Mapping[str, float] | None = None,
 ) -> tuple[list[str], list[float]] | None:
-    """(ids, ALS scores) of the ALS top :data:`POOL` for the fold-in, best first; None when no
-    model is active or none of the items has a factor. A store error counts as no model."""
+    """(ids, scores) of the top :data:`POOL` by fold-in ALS score plus popularity prior, best
+    first; None when no model is active or none of the items has a factor. A store error counts
+    as no model."""
     from Prod.chat_reco_engine.personalise import _solve
     from Prod.common import model_store
     from Prod.common.stores import redis_for
@@ -586,6 +607,11 @@ def _als_ranking(
             liked = personaliser._user_pairs(user_id).liked
             known += [(items.index[i], w) for i, w in liked if i in items.index]
         scores = items.matrix @ _solve(meta, items, known)
+        counts = None
+        if popularity is not None:
+            counts = np.array([popularity.get(i, 0.0) for i in items.index], dtype=np.float64)
+        weight = personaliser.settings.named_items_popularity_weight
+        scores = with_popularity(scores, counts, weight)
     except Exception as exc:  # the content fallback answers instead; never fail the turn
         log.warning("named-item fold-in skipped: %s", exc)
         return None

@@ -56,6 +56,22 @@ def blend(relevance: np.ndarray, affinity: np.ndarray | None, weight: float) -> 
     return (1.0 - weight) * scaled + weight * min_max(affinity)
 
 
+def with_popularity(scores: np.ndarray, popularity: np.ndarray | None, weight: float) -> np.ndarray:
+    """(n,) ``minmax(scores) + w * minmax(log1p(popularity))`` over all ``n`` items: the ALS
+    fold-in of a few named items plus a popularity prior (the fold-in of 3 items alone loses to
+    popularity; ``w = settings.named_items_popularity_weight``, ``reco bench named-items``).
+    Non-finite scores stay as they are; ``w = 0`` or no popularity: the scores unchanged."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if popularity is None or weight <= 0 or scores.size == 0:
+        return scores
+    finite = np.isfinite(scores)
+    out = scores.copy()
+    if finite.any():
+        prior = min_max(np.log1p(np.maximum(np.asarray(popularity, dtype=np.float64), 0.0)))
+        out[finite] = min_max(scores[finite]) + weight * prior[finite]
+    return out
+
+
 @dataclass(frozen=True)
 class _ItemFactors:
     index: dict[str, int]

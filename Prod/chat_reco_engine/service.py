@@ -525,6 +525,7 @@ class ChatEngine:
             k=k,
             user_id=state.user_id,
             n_candidates=self.settings.retrieval_candidates,
+            popularity=self.titles.popularity(),
         )
         return Ranking(candidates, "bi-encoder", source, len(candidates)), None, False
 

@@ -581,16 +581,21 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         titles: int = typer.Option(300, "--titles", min=10, help="Titles drawn for matching."),
         users: int = typer.Option(200, "--users", min=0, help="Held-out users (0: skip)."),
         seed: int = typer.Option(7, help="Draws and perturbations."),
+        no_matching: bool = typer.Option(
+            False, "--no-matching", help="Recommendations from the true 3 items only (fast)."
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Conversational cold start on MovieLens: title matching accuracy@1 per perturbation
         (typos, partial titles, years, lower case; rapidfuzz alone vs blended with MiniLM) and
-        nDCG@10 of the ALS fold-in of 3 named favourites vs popularity
-        (Prod/bench/named_items.py); no servers needed."""
+        nDCG@10 from 3 named favourites (fold-in / cosine + popularity prior, picked on
+        validation users) vs popularity (Prod/bench/named_items.py); no servers needed."""
         from Prod.bench.named_items import DEFAULT_DATASET, render, run_named_items_bench
 
         folder = dataset_dir or DEFAULT_DATASET
-        result = run_reporting_errors(lambda: run_named_items_bench(folder, titles, users, seed))
+        result = run_reporting_errors(
+            lambda: run_named_items_bench(folder, titles, users, seed, matching=not no_matching)
+        )
         emit(
             result,
             as_json,

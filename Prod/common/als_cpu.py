@@ -1,15 +1,14 @@
 """How the ALS half sweeps of :mod:`Prod.common.als` run on CPU cores: no math here.
 
-Rows of eq. 4 are independent, so a half sweep cuts its rows into contiguous *blocks* of about
-equal work (~32k non-zeros), and a pool of threads (like ``implicit``'s OpenMP loop over users)
-takes the blocks in turn, each block's whole CG with one intra-op torch thread. Many blocks per
-thread keep the threads busy to the end when one of them is slowed (a shared machine), and keep
-each block's (rows, k) tensors in cache between its ops. Intra-op parallelism would synchronise
-the threads after each of the ~20 ops of a CG step, which costs more than the ops on small data.
+Rows of eq. 4 are independent, so a half sweep cuts its rows into contiguous groups of about
+equal work, one per thread (like ``implicit``'s OpenMP loop over users); each thread runs its
+group's whole CG with one intra-op torch thread. Intra-op parallelism would synchronise the
+threads after each of the ~20 ops of a CG step, which costs more than the ops on small data.
 
-Large fits also *stream*: a block copies, once per half sweep, the other side's factor row of
+Large fits also *stream*: a group copies, once per half sweep, the other side's factor row of
 each of its non-zeros in non-zero order, so the CG's sparse products read memory front to back
-instead of at random (see :func:`should_stream`).
+instead of at random (see :func:`should_stream`). Streamed groups are blocks of at most ~32k
+non-zeros that the threads take in turn, so each block's copy stays in cache through its CG.
 
 On a GPU there is one group and no pool.
 """
@@ -39,9 +38,8 @@ _MIN_NNZ_PER_THREAD = 32_768  # below this, another thread costs more than it gi
 # stream once the other side's factors outgrow the CPU caches: on 5.2M non-zeros the two sparse
 # products of a CG step took 59 ns per non-zero on the streamed copy against 109 ns reading rows
 _STREAM_MIN_BYTES = 16 * 2**20
-# non-zeros of a CPU block (an 8 MB streamed copy at k=64): at 10M, 12% less CPU than 64k blocks;
-# 8k blocks (L2-sized) lost more to the ~60 torch ops each block's CG costs (~4 us each) than
-# they gained
+# non-zeros of a streamed block (an 8 MB copy at k=64): at 10M, 12% less CPU than 64k blocks; 8k
+# blocks (L2-sized) lost more to the ~60 torch ops of each block's CG (~4 us each) than they gained
 _BLOCK_NNZ = 32_768
 _ROW_NNZ = 4  # a row's own CG work (k x k product, vector ops) costs about as much as 4 non-zeros
 _thread_state = threading.local()  # per worker thread: the reusable gather buffer
@@ -110,12 +108,11 @@ class RowGroup:
 class SweepPlan:
     """One side's half sweep cut into row groups; built once per fit from the CSR ``c_ui - 1``.
 
-    ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. ``num_threads`` is lowered to one thread per
-    ``min_nnz_per_thread`` non-zeros, so small fits do not pay for threads they cannot use. On a
-    CPU the rows are cut into blocks of about equal work (a row counts as ``_ROW_NNZ`` non-zeros)
-    of at most ~``block_nnz`` non-zeros each, and at least one per thread; ``streamed`` blocks
-    (see :func:`should_stream`) copy the other side's rows of their non-zeros. Elsewhere (GPU)
-    there is one group per thread.
+    ``cm1``: CSR (n, m); ``reg``: (n,) ``lambda_u``. The rows are cut into one group of about
+    equal work (a row counts as ``_ROW_NNZ`` non-zeros) per thread; ``num_threads`` is lowered to
+    one thread per ``min_nnz_per_thread`` non-zeros, so small fits do not pay for threads they
+    cannot use. ``streamed`` groups (see :func:`should_stream`) are also cut to at most
+    ~``block_nnz`` non-zeros each.
     """
 
     def __init__(
@@ -135,7 +132,7 @@ class SweepPlan:
         row_nnz = _ROW_NNZ if cm1.device.type == "cpu" else 0
         cost = crow + row_nnz * torch.arange(crow.numel(), dtype=crow.dtype)
         n_groups = self.num_threads
-        if cm1.device.type == "cpu":
+        if streamed:
             n_groups = max(n_groups, -(-int(cost[-1]) // max(1, block_nnz)))
         bounds = _balanced_bounds(cost, n_groups)
         pairs = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]

@@ -309,9 +309,11 @@ def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
 
 
 @pytest.mark.parametrize("frequency_exponent", [0.0, 0.5])
-def test_cpu_blocks_are_bounded_and_match_one_block_and_the_closed_form(rng, frequency_exponent):
-    # many small blocks over two threads, read in place (not streamed), with one lambda for all
-    # rows (folded into Y^T Y once per sweep) or one per row
+def test_streamed_blocks_are_bounded_and_match_one_group_and_the_closed_form(
+    rng, frequency_exponent
+):
+    # many small streamed blocks over two threads, with one lambda for all rows (folded into
+    # Y^T Y once per sweep) or one per row
     params = ALSParams(
         factors=6, alpha=3.0, regularization=0.1, frequency_exponent=frequency_exponent
     )
@@ -320,14 +322,13 @@ def test_cpu_blocks_are_bounded_and_match_one_block_and_the_closed_form(rng, fre
     reg = _regularization_per_row(cm1, params)
     items = torch.tensor(rng.normal(size=(30, 6)), dtype=torch.float32)
     start = torch.tensor(rng.normal(size=(120, 6)), dtype=torch.float32)
-    plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, block_nnz=50)
+    plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, streamed=True, block_nnz=50)
     assert len(plan.groups) >= ui._nnz() // 50
     assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(120))
-    assert all(g.gather_index is None for g in plan.groups)
     widest = int((cm1.crow_indices()[1:] - cm1.crow_indices()[:-1]).max())
     assert max(g.nnz for g in plan.groups) <= 50 + widest  # a cut falls inside at most one row
-    one = SweepPlan(cm1, reg, num_threads=1, block_nnz=10**9)
-    assert len(one.groups) == 1
+    one = SweepPlan(cm1, reg, num_threads=1)  # read in place: one group
+    assert len(one.groups) == 1 and one.groups[0].gather_index is None
     blocked = _cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
     single = _cg_sweep(one, start.clone(), items, reg, cg_steps=3)
     torch.testing.assert_close(blocked, single, rtol=1e-5, atol=1e-6)

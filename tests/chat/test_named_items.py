@@ -1,11 +1,12 @@
 """Conversational cold start by named items: phrases found in messages, titles matched (typos,
 partial titles, years, remakes; checked against a brute-force reference over every title), and
-the chat turn end to end: the matches in the response, the products = the ALS fold-in ranking,
-the embedding fallback without a model."""
+the chat turn end to end: the matches in the response, the products = the ALS fold-in ranking
+plus the popularity prior, the embedding fallback without a model."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -211,7 +212,12 @@ def active_named_model(settings, named_model) -> dict:
     return named_model
 
 
-def _direct_fold_in_top(model: dict, named: list[str], k: int) -> list[str]:
+def _direct_fold_in_top(
+    model: dict, catalogue: dict, named: list[str], k: int, weight: float
+) -> list[str]:
+    """The top k by the ALS fold-in of the named items (weight 5) plus ``weight`` times the
+    popularity prior, computed the slow obvious way: per item, its fold-in score and its log
+    rating count, each min-max scaled over every model item, then summed."""
     meta = model["meta"]
     params = ALSParams(
         factors=meta.dim,
@@ -221,13 +227,24 @@ def _direct_fold_in_top(model: dict, named: list[str], k: int) -> list[str]:
     )
     y = torch.from_numpy(model["factors"])
     rows = [model["ids"].index(i) for i in named]
-    x = fold_in_user(y, torch.tensor(rows), torch.full((len(rows),), 5.0), params)
-    scores = (y @ x).numpy()
-    scores[rows] = -np.inf
-    return [model["ids"][r] for r in np.argsort(-scores, kind="stable")[:k]]
+    x = fold_in_user(y, torch.tensor(rows), torch.full((len(rows),), 5.0), params).numpy()
+    als = [
+        float(sum(a * b for a, b in zip(y[r].tolist(), x.tolist(), strict=True)))
+        for r in range(len(y))
+    ]
+    logs = [math.log1p(catalogue["items"][i]["rating_count"]) for i in model["ids"]]
+    score = {}
+    for r, item_id in enumerate(model["ids"]):
+        als_part = (als[r] - min(als)) / (max(als) - min(als))
+        pop_part = (logs[r] - min(logs)) / (max(logs) - min(logs))
+        score[item_id] = als_part + weight * pop_part
+    others = [i for i in model["ids"] if i not in named]
+    return sorted(others, key=lambda i: (-score[i], model["ids"].index(i)))[:k]
 
 
-def test_chat_turn_folds_in_named_items(make_client, catalogue, active_named_model, down_url):
+def test_chat_turn_folds_in_named_items(
+    make_client, settings, catalogue, active_named_model, down_url
+):
     client = make_client(ollama_host=down_url)  # the template answers: its wording is checked
     bose, sony = "Bose earbuds Pro", "Sony 4K smart TV Lite"
     message = "I loved the bose earbuds pro and the Sony 4K smart TV lite, what else?"
@@ -244,7 +261,9 @@ def test_chat_turn_folds_in_named_items(make_client, catalogue, active_named_mod
     assert body["personalisation"] == "fold_in"
     assert body["filters"] == {}  # the brands inside the named titles set no filter
     ids = [p["item_id"] for p in body["products"]]
-    assert ids == _direct_fold_in_top(active_named_model, expected, 6)
+    weight = settings.named_items_popularity_weight
+    assert weight > 0  # the popularity prior is on by default
+    assert ids == _direct_fold_in_top(active_named_model, catalogue, expected, 6, weight)
     assert body["products"][0]["score"] == 1.0
     assert body["answer"].startswith(f"You mentioned {bose} and {sony}")
     assert body["generated_by"] == "fallback"
@@ -258,7 +277,13 @@ def test_chat_turn_folds_in_named_items(make_client, catalogue, active_named_mod
     third = _title_id(catalogue, jbl)
     assert [n["item_id"] for n in follow["named_items"]] == [third]
     assert [p["item_id"] for p in follow["products"]] == _direct_fold_in_top(
-        active_named_model, [third, *expected], 6
+        active_named_model, catalogue, [third, *expected], 6, weight
+    )
+    # weight 0: the plain fold-in order
+    plain = make_client(ollama_host=down_url, named_items_popularity_weight=0.0)
+    again = plain.post("/api/v1/chat", json={"message": message, "k": 6}).json()
+    assert [p["item_id"] for p in again["products"]] == _direct_fold_in_top(
+        active_named_model, catalogue, expected, 6, 0.0
     )
 
 
@@ -314,3 +339,20 @@ def test_without_a_model_the_neighbours_of_the_named_items(
     vector = np.asarray(collection.get(ids=[named_id], include=["embeddings"])["embeddings"][0])
     nearest = collection.query(query_embeddings=[vector.tolist()], n_results=5)["ids"][0]
     assert [p["item_id"] for p in body["products"]] == [i for i in nearest if i != named_id][:4]
+
+
+def test_popularity_prior_blend_matches_its_formula():
+    """with_popularity: minmax(scores) + w * minmax(log1p(counts)) on the finite scores; -inf
+    (left-out items) stays; w = 0 or no counts: unchanged."""
+    from Prod.chat_reco_engine.personalise import with_popularity
+
+    scores = np.array([2.0, -1.0, 0.5, -np.inf, 3.0])
+    counts = np.array([0.0, 99.0, 9.0, 999.0, 1.0])
+    out = with_popularity(scores, counts, 0.5)
+    logs = [math.log1p(c) for c in counts]
+    for n in (0, 1, 2, 4):
+        expected = (scores[n] + 1.0) / 4.0 + 0.5 * (logs[n] - min(logs)) / (max(logs) - min(logs))
+        assert out[n] == pytest.approx(expected)
+    assert out[3] == -np.inf
+    assert np.array_equal(with_popularity(scores, counts, 0.0), scores)
+    assert np.array_equal(with_popularity(scores, None, 0.5), scores)

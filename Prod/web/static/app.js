@@ -79,6 +79,9 @@ async function call(service, path, { method = "GET", body, query, raw = false } 
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (response.status === 401 && attempt === 0) {
+      // sent before a key was entered (slow calls answer late): retry with it, don't ask again
+      const entered = sessionStorage.getItem(KEY_STORE);
+      if (entered && entered !== key) continue;
       sessionStorage.removeItem(KEY_STORE);
       if (await askForKey()) continue;
     }
