@@ -223,11 +223,12 @@ class Settings(BaseSettings):
         "score = (1 - w) * relevance + w * affinity, both min-max scaled over candidates.",
     )
     named_items_popularity_weight: float = Field(
-        2.0,
+        1.5,
         ge=0,
-        description="Chat recommendations from named items (\"I loved X and Y\"): score = "
-        "minmax(ALS fold-in score) + w * minmax(log(1 + rating count)) over all items; 0 = "
-        "fold-in only (`reco bench named-items --no-matching`, picked on validation users).",
+        description='Chat recommendations from named items ("I loved X and Y"): score = '
+        "minmax(summed cosine with the named items' ALS factors) + w * minmax(log(1 + rating "
+        "count)) over all items; 0 = no popularity prior (`reco bench named-items "
+        "--no-matching`: picked on validation users).",
     )
     wish_weight: float = Field(
         0.5,

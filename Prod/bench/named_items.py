@@ -9,12 +9,17 @@ or one with the very same title) and accepted (top title correct and confident) 
 rapidfuzz alone and blended with the MiniLM title cosine; ``false_match`` is the share of
 non-title phrases ("something cheap", "funny movies") that get a confident match.
 
-(b) **Recommendations from 3 named favourites**: ``--users`` held-out users (>= 10 ratings);
-ALS (the trainer's params) fitted on every other user. Each held-out user names their 3
-top-rated titles (latest first among equal ratings), perturbed by a random kind; the matches are
-folded in (:func:`Prod.common.als.fold_in_user`, weight 5, as "loved") and the ALS top 10 without
-them is scored by nDCG@10 against the user's other items rated >= 4. Baselines: the most-rated
-items (popularity), and the fold-in of the true 3 items (no matching error).
+(b) **Recommendations from 3 named favourites**: ``--users`` held-out test users (>= 10
+ratings) name their 3 top-rated titles (latest first among equal ratings); the top 10 without
+them is scored by nDCG@10 against their other items rated >= 4. ALS (the trainer's params) is
+fitted on every other user. Scorings: the fold-in of the 3 items (:func:`Prod.common.als.
+fold_in_user`) or the summed cosine of the item factors with theirs, each plus ``beta`` x the
+log-popularity (:func:`Prod.chat_reco_engine.personalise.with_popularity`; beta 0 = none), the
+fold-in with other weights / stronger regularisation, and popularity (the most-rated items).
+Each scoring's parameter is picked on validation users drawn from the training users (ALS
+refitted without them), never on the test users. With matching, the test users' titles are
+perturbed by a random kind, matched, and scored by the chat's scoring (cosine + popularity) at
+the validated beta. ``--no-matching`` skips (a) and the matcher (no MiniLM): 1-3 minutes.
 
     reco bench named-items --titles 300 --users 200     (or python -m Prod.bench.named_items)
 """
@@ -232,8 +237,6 @@ class _Scorer:
         self.params, self.maps, self.y, self.counts = _fitted(train)
         self.yty = gramian(self.y)
         self.row = {i: n for n, i in enumerate(self.maps.item_ids)}
-        unit = self.y.numpy() / np.maximum(np.linalg.norm(self.y.numpy(), axis=1), 1e-12)[:, None]
-        self.unit = unit
         self.k = k
         self._torch = torch
 
@@ -250,8 +253,10 @@ class _Scorer:
         return (self.y @ x).numpy().astype(np.float64)
 
     def cosine(self, rows: list[int]) -> np.ndarray:
-        """Sum of the cosines of the ALS item factors with the named items'."""
-        return (self.unit @ self.unit[rows].sum(axis=0)).astype(np.float64)
+        """The product's scoring: summed cosine of the ALS item factors with the named items'."""
+        from Prod.chat_reco_engine.personalise import item_cosine
+
+        return item_cosine(self.y.numpy(), [(r, LOVED_WEIGHT) for r in rows])
 
     def ndcg(self, scores: np.ndarray, rows: list[int], relevant: set[str]) -> float:
         from Prod.common.evaluation.metrics import ndcg_at_k
@@ -338,7 +343,8 @@ def recommendation_report(
             "test": test[variant][best],
             "test_at_0": test[variant][0],  # beta 0 (plain fold-in / cosine), w=5 reg x1
         }
-    beta = max(val["fold-in + popularity"], key=lambda p: (val["fold-in + popularity"][p], -p))
+    product = "cosine + popularity"  # the chat's scoring (named_items._als_ranking)
+    beta = max(val[product], key=lambda p: (val[product][p], -p))
     report = {
         "users": len(test_cases),
         "validation_users": len(val_cases),
@@ -366,7 +372,7 @@ def recommendation_report(
         if not rows:
             named_scores.append(0.0)
             continue
-        blended = with_popularity(scorer.fold(rows), scorer.counts, beta)
+        blended = with_popularity(scorer.cosine(rows), scorer.counts, beta)
         named_scores.append(scorer.ndcg(blended, rows, relevant))
     report["named"] = {
         "beta": beta,
@@ -459,7 +465,7 @@ def _render_recommendations(r: dict, print_line) -> None:
     named = r.get("named")
     if named:
         print_line(
-            f"named (perturbed, matched) -> fold-in + popularity beta={named['beta']:g}: "
+            f"named (perturbed, matched) -> cosine + popularity beta={named['beta']:g}: "
             f"{named['ndcg@' + str(r['k'])]:.4f}; names matched {named['matched']:.3f}, "
             f"to the right title {named['correct']:.3f}"
         )

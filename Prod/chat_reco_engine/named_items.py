@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from Prod.chat_reco_engine.personalise import min_max, with_popularity
+from Prod.chat_reco_engine.personalise import item_cosine, min_max, with_popularity
 from Prod.chat_reco_engine.retrieval import Candidate, retrieve_many
 from Prod.common.logs import get_logger
 
@@ -431,10 +431,10 @@ def _rejoined(message: str, phrases: list[Phrase]) -> list[list[Phrase]]:
     return groups
 
 
-# -- the chat's use: one matcher per catalogue, ALS fold-in of the matches -----------------------
+# -- the chat's use: one matcher per catalogue, the ALS items nearest the matches ----------------
 
-LOVED_WEIGHT = 5.0  # a named favourite weighs a 5-star rating in the fold-in
-POOL = 200  # ALS top items read from the catalogue to fill k after filters
+LOVED_WEIGHT = 5.0  # a named favourite weighs a 5-star rating (beside a user's own items)
+POOL = 200  # best-scored items read from the catalogue to fill k after filters
 
 
 class TitleIndex:
@@ -523,13 +523,14 @@ def recommend_for_named(
 ) -> tuple[list[Candidate], str]:
     """(top ``k`` products, source) for a shopper who likes ``named_ids``.
 
-    ``"fold_in"``: the named items (weight :data:`LOVED_WEIGHT`), plus a known user's liked
-    items, folded in against the active ALS model's item factors (the chat's fold-in,
-    :class:`~Prod.chat_reco_engine.personalise.Personaliser`), ranked by the ALS score plus a
-    popularity prior (``popularity``: item id -> rating count;
-    :func:`~Prod.chat_reco_engine.personalise.with_popularity`); the named and disliked items
-    are left out, ``where`` (the turn's filters) applies. ``score`` and ``affinity`` are that
-    blended score min-max scaled over its top :data:`POOL`; ``relevance``
+    ``"item_cosine"``: the items of the active ALS model ranked by their summed cosine with the
+    named items' factors (weight :data:`LOVED_WEIGHT`; a known user's liked items join with
+    their weights; :func:`~Prod.chat_reco_engine.personalise.item_cosine`) plus a popularity
+    prior (``popularity``: item id -> rating count;
+    :func:`~Prod.chat_reco_engine.personalise.with_popularity`) - it beat the fold-in of the
+    named items and popularity on validation users (``reco bench named-items``); the named and
+    disliked items are left out, ``where`` (the turn's filters) applies. ``score`` and
+    ``affinity`` are that score min-max scaled over its top :data:`POOL`; ``relevance``
     is the product's best MiniLM cosine with a named item. ``"none"``: no active model or no
     named item has a factor: the products nearest by MiniLM to the named items' mean vector."""
     stored = collection.get(ids=list(named_ids), include=["embeddings"])
@@ -567,7 +568,7 @@ def recommend_for_named(
                         score=float(scaled[n]),
                     )
                 )
-            return out, "fold_in"
+            return out, "item_cosine"
     if vectors is None:
         return [], "none"
     query = _unit(vectors.mean(axis=0))[None, :]
@@ -586,10 +587,9 @@ def _als_ranking(
     excluded: set[str],
     popularity: Mapping[str, float] | None = None,
 ) -> tuple[list[str], list[float]] | None:
-    """(ids, scores) of the top :data:`POOL` by fold-in ALS score plus popularity prior, best
-    first; None when no model is active or none of the items has a factor. A store error counts
-    as no model."""
-    from Prod.chat_reco_engine.personalise import _solve
+    """(ids, scores) of the top :data:`POOL` by item cosine plus popularity prior, best first;
+    None when no model is active or none of the items has a factor. A store error counts as no
+    model."""
     from Prod.common import model_store
     from Prod.common.stores import redis_for
 
@@ -606,14 +606,14 @@ def _als_ranking(
         if user_id is not None:
             liked = personaliser._user_pairs(user_id).liked
             known += [(items.index[i], w) for i, w in liked if i in items.index]
-        scores = items.matrix @ _solve(meta, items, known)
+        scores = item_cosine(items.matrix, known)
         counts = None
         if popularity is not None:
             counts = np.array([popularity.get(i, 0.0) for i in items.index], dtype=np.float64)
         weight = personaliser.settings.named_items_popularity_weight
         scores = with_popularity(scores, counts, weight)
     except Exception as exc:  # the content fallback answers instead; never fail the turn
-        log.warning("named-item fold-in skipped: %s", exc)
+        log.warning("named-item ranking skipped: %s", exc)
         return None
     ids = list(items.index)
     for item_id in excluded:

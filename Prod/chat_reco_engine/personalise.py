@@ -56,9 +56,19 @@ def blend(relevance: np.ndarray, affinity: np.ndarray | None, weight: float) -> 
     return (1.0 - weight) * scaled + weight * min_max(affinity)
 
 
+def item_cosine(matrix: np.ndarray, known: list[tuple[int, float]]) -> np.ndarray:
+    """(n,) ``sum_j w_j * cos(y_i, y_j)`` over the ``known`` (item row, weight) pairs: item-item
+    similarity on the ALS item factors ``matrix`` (n, k); a zero factor has cosine 0."""
+    norms = np.linalg.norm(matrix, axis=1).astype(np.float64)
+    norms[norms == 0] = 1.0
+    rows, weights = zip(*known, strict=True)
+    query = (np.asarray(weights)[:, None] * matrix[list(rows)] / norms[list(rows), None]).sum(0)
+    return (matrix @ query) / norms
+
+
 def with_popularity(scores: np.ndarray, popularity: np.ndarray | None, weight: float) -> np.ndarray:
-    """(n,) ``minmax(scores) + w * minmax(log1p(popularity))`` over all ``n`` items: the ALS
-    fold-in of a few named items plus a popularity prior (the fold-in of 3 items alone loses to
+    """(n,) ``minmax(scores) + w * minmax(log1p(popularity))`` over all ``n`` items: the
+    :func:`item_cosine` to a few named items plus a popularity prior (3 items alone lose to
     popularity; ``w = settings.named_items_popularity_weight``, ``reco bench named-items``).
     Non-finite scores stay as they are; ``w = 0`` or no popularity: the scores unchanged."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -162,7 +162,7 @@ class ChatResponse(BaseModel):
     standalone_query: str = Field(..., description="The query after condensing a follow-up.")
     generated_by: GeneratedBy
     reranker: Scorer
-    personalisation: str = Field(..., description="factor | fold_in | none | error")
+    personalisation: str = Field(..., description="factor | fold_in | item_cosine | none | error")
     turn: Literal["refine", "new", "reset"] = Field(
         "new",
         description="How the message was read: a refinement of the current request, a "
@@ -177,7 +177,8 @@ class ChatResponse(BaseModel):
     named_items: list[NamedItem] = Field(
         default_factory=list,
         description="Liked items the message named, as understood; when any, the products are "
-        "the ALS fold-in of them (personalisation `fold_in`), or their MiniLM neighbours.",
+        "the items nearest them by ALS item factors, with a popularity prior (personalisation "
+        "`item_cosine`), or their MiniLM neighbours.",
     )
 
 

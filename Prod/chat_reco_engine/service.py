@@ -512,9 +512,9 @@ class ChatEngine:
     def _rank_named(
         self, named: list[TitleMatch], filters: ProductFilters, k: int, state
     ) -> tuple[Ranking, None, bool]:
-        """The ALS fold-in ranking of the items named in this message and earlier in the
-        session (the session's positives, kept on its user turns), plus a known user's liked
-        items; the embedding neighbours of the named items when no model knows them."""
+        """The items nearest by ALS factors (plus a popularity prior) to the items named in this
+        message and earlier in the session (the session's positives, kept on its user turns),
+        plus a known user's liked items; their embedding neighbours when no model knows them."""
         earlier = [i for t in state.turns if t.role == "user" for i in t.item_ids]
         ids = list(dict.fromkeys([m.item_id for m in named] + earlier))
         candidates, source = recommend_for_named(
@@ -540,7 +540,7 @@ class ChatEngine:
             user_id=request.user_id,
             turns=self.settings.chat_history_turns,
         )
-        named = self._named_items(message)  # "I loved X and Y": ALS fold-in of the named items
+        named = self._named_items(message)  # "I loved X and Y": the items nearest them (ALS)
         # a known user's "recommend me something, but ..." (named titles take precedence)
         wished = None if named else self.wish.chat_turn(request, state, message)
         if wished is not None:

@@ -1,7 +1,7 @@
 """Conversational cold start by named items: phrases found in messages, titles matched (typos,
 partial titles, years, remakes; checked against a brute-force reference over every title), and
-the chat turn end to end: the matches in the response, the products = the ALS fold-in ranking
-plus the popularity prior, the embedding fallback without a model."""
+the chat turn end to end: the matches in the response, the products = the cosine with the named
+items' ALS factors plus the popularity prior, the embedding fallback without a model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from rapidfuzz import fuzz
 
 from Prod.als_trainer.publisher import FactorSet, new_version_id, publish_version, switch_active
@@ -22,7 +21,6 @@ from Prod.chat_reco_engine.named_items import (
     title_key,
 )
 from Prod.common import model_store
-from Prod.common.als import ALSParams, fold_in_user
 from Prod.common.embeddings import embed_texts
 from Prod.common.stores import chroma_for, redis_for
 
@@ -212,37 +210,31 @@ def active_named_model(settings, named_model) -> dict:
     return named_model
 
 
-def _direct_fold_in_top(
+def _cosine_popularity_top(
     model: dict, catalogue: dict, named: list[str], k: int, weight: float
 ) -> list[str]:
-    """The top k by the ALS fold-in of the named items (weight 5) plus ``weight`` times the
-    popularity prior, computed the slow obvious way: per item, its fold-in score and its log
-    rating count, each min-max scaled over every model item, then summed."""
-    meta = model["meta"]
-    params = ALSParams(
-        factors=meta.dim,
-        regularization=meta.regularization,
-        alpha=meta.alpha,
-        confidence=meta.confidence,
-    )
-    y = torch.from_numpy(model["factors"])
+    """The top k the slow obvious way: per item, the sum of 5 x its cosine with each named
+    item's factor, and its log rating count, each min-max scaled over every model item; the
+    first plus ``weight`` times the second."""
+    y = model["factors"].astype(np.float64).tolist()
+
+    def cos(a: list[float], b: list[float]) -> float:
+        dot = sum(p * q for p, q in zip(a, b, strict=True))
+        return dot / (math.sqrt(sum(p * p for p in a)) * math.sqrt(sum(q * q for q in b)))
+
     rows = [model["ids"].index(i) for i in named]
-    x = fold_in_user(y, torch.tensor(rows), torch.full((len(rows),), 5.0), params).numpy()
-    als = [
-        float(sum(a * b for a, b in zip(y[r].tolist(), x.tolist(), strict=True)))
-        for r in range(len(y))
-    ]
+    sims = [sum(5.0 * cos(y[r], y[j]) for j in rows) for r in range(len(y))]
     logs = [math.log1p(catalogue["items"][i]["rating_count"]) for i in model["ids"]]
     score = {}
     for r, item_id in enumerate(model["ids"]):
-        als_part = (als[r] - min(als)) / (max(als) - min(als))
+        sim_part = (sims[r] - min(sims)) / (max(sims) - min(sims))
         pop_part = (logs[r] - min(logs)) / (max(logs) - min(logs))
-        score[item_id] = als_part + weight * pop_part
+        score[item_id] = sim_part + weight * pop_part
     others = [i for i in model["ids"] if i not in named]
     return sorted(others, key=lambda i: (-score[i], model["ids"].index(i)))[:k]
 
 
-def test_chat_turn_folds_in_named_items(
+def test_chat_turn_ranks_by_the_named_items(
     make_client, settings, catalogue, active_named_model, down_url
 ):
     client = make_client(ollama_host=down_url)  # the template answers: its wording is checked
@@ -258,17 +250,17 @@ def test_chat_turn_folds_in_named_items(
         "the bose earbuds pro",
         "the Sony 4K smart TV lite",
     ]
-    assert body["personalisation"] == "fold_in"
+    assert body["personalisation"] == "item_cosine"
     assert body["filters"] == {}  # the brands inside the named titles set no filter
     ids = [p["item_id"] for p in body["products"]]
     weight = settings.named_items_popularity_weight
     assert weight > 0  # the popularity prior is on by default
-    assert ids == _direct_fold_in_top(active_named_model, catalogue, expected, 6, weight)
+    assert ids == _cosine_popularity_top(active_named_model, catalogue, expected, 6, weight)
     assert body["products"][0]["score"] == 1.0
     assert body["answer"].startswith(f"You mentioned {bose} and {sony}")
     assert body["generated_by"] == "fallback"
 
-    # the session keeps them: a later named item is folded in with them
+    # the session keeps them: a later named item joins them
     jbl = "JBL earbuds Lite"
     follow = client.post(
         "/api/v1/chat",
@@ -276,13 +268,13 @@ def test_chat_turn_folds_in_named_items(
     ).json()
     third = _title_id(catalogue, jbl)
     assert [n["item_id"] for n in follow["named_items"]] == [third]
-    assert [p["item_id"] for p in follow["products"]] == _direct_fold_in_top(
+    assert [p["item_id"] for p in follow["products"]] == _cosine_popularity_top(
         active_named_model, catalogue, [third, *expected], 6, weight
     )
-    # weight 0: the plain fold-in order
+    # weight 0: by the cosine alone
     plain = make_client(ollama_host=down_url, named_items_popularity_weight=0.0)
     again = plain.post("/api/v1/chat", json={"message": message, "k": 6}).json()
-    assert [p["item_id"] for p in again["products"]] == _direct_fold_in_top(
+    assert [p["item_id"] for p in again["products"]] == _cosine_popularity_top(
         active_named_model, catalogue, expected, 6, 0.0
     )
 
