@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rapidfuzz import fuzz
 
-from Prod.als_trainer.publisher import FactorSet, new_version_id, publish_version, switch_active
+from Prod.als_trainer.publisher import switch_active
 from Prod.chat_reco_engine import named_items
 from Prod.chat_reco_engine.named_items import (
     TitleMatcher,
@@ -23,6 +23,7 @@ from Prod.chat_reco_engine.named_items import (
 from Prod.common import model_store
 from Prod.common.embeddings import embed_texts
 from Prod.common.stores import chroma_for, redis_for
+from tests.utils.publish import publish_factors
 
 # a small written catalogue: remakes, sequels, subtitles, markup, accents, near-duplicates
 FIXTURE = [
@@ -178,24 +179,9 @@ def named_model(settings, catalogue) -> dict:
     item_ids = list(catalogue["items"])
     rng = np.random.default_rng(17)
     item_factors = rng.normal(size=(len(item_ids), 4)).astype(np.float32)
-    version = new_version_id()
-    meta = model_store.ModelMeta(
-        version=version,
-        dim=4,
-        n_users=1,
-        n_items=len(item_ids),
-        collection=model_store.item_collection_name(version),
-        alpha=2.0,
-        regularization=0.1,
-    )
-    factors = FactorSet(
-        [f"{catalogue['prefix']}-named"],
-        rng.normal(size=(1, 4)).astype(np.float32),
-        item_ids,
-        item_factors,
-        [{} for _ in item_ids],
-    )
-    publish_version(redis_for(settings), chroma_for(settings), meta, factors)
+    user = {f"{catalogue['prefix']}-named": rng.normal(size=4)}
+    meta = publish_factors(settings, user, item_ids, item_factors, alpha=2.0)
+    version = meta.version
     before = switch_active(redis_for(settings), version)
     yield {"version": version, "meta": meta, "ids": item_ids, "factors": item_factors}
     if before.active and redis_for(settings).exists(model_store.meta_key(before.active)):

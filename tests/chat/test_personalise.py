@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from Prod.als_trainer.publisher import FactorSet, new_version_id, publish_version, switch_active
+from Prod.als_trainer.publisher import switch_active
 from Prod.chat_reco_engine.personalise import blend, min_max
-from Prod.common import model_store
 from Prod.common.db import session_scope
 from Prod.common.models import Interaction, User
-from Prod.common.stores import chroma_for, redis_for
+from Prod.common.stores import redis_for
+from tests.utils.publish import publish_factors
 
 TASTE_BRAND = "Bose"
 
@@ -35,24 +35,7 @@ def published_taste(settings, catalogue) -> dict:
         [[1.0, 0.0, 0.0] if t else [0.0, 1.0, 0.0] for t in is_taste], dtype=np.float32
     )
     fan, folded = f"{prefix}-fan", f"{prefix}-folded"
-    version = new_version_id()
-    meta = model_store.ModelMeta(
-        version=version,
-        dim=3,
-        n_users=1,
-        n_items=len(item_ids),
-        collection=model_store.item_collection_name(version),
-        alpha=4.0,
-        regularization=0.1,
-    )
-    factors = FactorSet(
-        [fan],
-        np.array([[1.0, 0.0, 0.0]], np.float32),
-        item_ids,
-        item_factors,
-        [{} for _ in item_ids],
-    )
-    publish_version(redis_for(settings), chroma_for(settings), meta, factors)
+    version = publish_factors(settings, {fan: [1.0, 0.0, 0.0]}, item_ids, item_factors).version
     switch_active(redis_for(settings), version)
     # a user the model has not seen, whose Postgres history is all Bose: folded in at request time
     bose = [i for i, t in zip(item_ids, is_taste, strict=True) if t][:4]

@@ -13,9 +13,6 @@ import pytest
 from sqlalchemy import insert
 
 from Prod.als_trainer.publisher import (
-    FactorSet,
-    new_version_id,
-    publish_version,
     read_pointers,
     set_pointers,
     switch_active,
@@ -27,14 +24,14 @@ from Prod.chat_reco_engine.profile import (
     template_summary,
     weighted_quantile,
 )
-from Prod.common import model_store
 from Prod.common.canonical_format import EVENT_WEIGHTS
 from Prod.common.db import session_scope
 from Prod.common.models import Interaction, User
-from Prod.common.stores import chroma_for, redis_for
+from Prod.common.stores import redis_for
 from Prod.llm_server import SMOLLM2
 from tests.utils.faults import store_down
 from tests.utils.metrics import sample
+from tests.utils.publish import publish_factors
 
 T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
 
@@ -163,25 +160,8 @@ def _publish(settings, catalogue, user: str) -> str:
     """A model whose factor of ``user`` points at Televisions; activated (caller restores)."""
     item_ids = sorted(catalogue["items"])
     is_tv = [catalogue["items"][i]["category"] == "Televisions" for i in item_ids]
-    version = new_version_id()
-    meta = model_store.ModelMeta(
-        version=version,
-        dim=2,
-        n_users=1,
-        n_items=len(item_ids),
-        collection=model_store.item_collection_name(version),
-        alpha=4.0,
-        regularization=0.1,
-    )
-    factors = FactorSet(
-        [user],
-        np.array([[1.0, 0.0]], np.float32),
-        item_ids,
-        np.array([[1.0, 0.0] if t else [0.0, 1.0] for t in is_tv], np.float32),
-        [{} for _ in item_ids],
-    )
-    publish_version(redis_for(settings), chroma_for(settings), meta, factors)
-    return version
+    factors = np.array([[1.0, 0.0] if t else [0.0, 1.0] for t in is_tv], np.float32)
+    return publish_factors(settings, {user: [1.0, 0.0]}, item_ids, factors).version
 
 
 def test_cache_hit_and_invalidation_by_interaction_and_model_version(

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from Prod.als_trainer.publisher import FactorSet, new_version_id, publish_version, switch_active
+from Prod.als_trainer.publisher import switch_active
 from Prod.chat_reco_engine.wish import (
     final_scores,
     order,
@@ -16,9 +16,9 @@ from Prod.chat_reco_engine.wish import (
     wish_of_request,
     wish_scores,
 )
-from Prod.common import model_store
-from Prod.common.stores import chroma_for, redis_for
+from Prod.common.stores import redis_for
 from Prod.orchestrate.local_infra import free_port
+from tests.utils.publish import publish_factors
 
 # the fan's ALS taste: laptops first, running shoes last (distinct scores inside each)
 TASTE = {
@@ -107,24 +107,8 @@ def fan_model(settings, catalogue) -> dict:
         for n, item in enumerate(item_ids)
     }
     fan = f"{catalogue['prefix']}-wishfan"
-    version = new_version_id()
-    meta = model_store.ModelMeta(
-        version=version,
-        dim=2,
-        n_users=1,
-        n_items=len(item_ids),
-        collection=model_store.item_collection_name(version),
-        alpha=4.0,
-        regularization=0.1,
-    )
-    factors = FactorSet(
-        [fan],
-        np.array([[1.0, 0.0]], np.float32),
-        item_ids,
-        np.array([[affinity[i], 1.0] for i in item_ids], dtype=np.float32),
-        [{} for _ in item_ids],
-    )
-    publish_version(redis_for(settings), chroma_for(settings), meta, factors)
+    factors = np.array([[affinity[i], 1.0] for i in item_ids], dtype=np.float32)
+    version = publish_factors(settings, {fan: [1.0, 0.0]}, item_ids, factors).version
     return {"fan": fan, "version": version, "affinity": affinity}
 
 

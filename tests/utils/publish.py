@@ -124,3 +124,41 @@ def train_and_publish(settings, *, force: bool = True, evaluate: bool = False) -
     result = run_training(settings, force=force, evaluate=evaluate)
     assert result.status == "active", f"training did not publish: {result.to_dict()}"
     return result.version_id
+
+
+def publish_factors(
+    settings,
+    user_factors: dict[str, np.ndarray | list[float]],
+    item_ids: list[str],
+    item_factors: np.ndarray,
+    *,
+    alpha: float = 4.0,
+    regularization: float = 0.1,
+):
+    """Publish hand-made factors as a new version through the trainer's own publisher (not
+    activated); returns its ``ModelMeta``. For tests that need a model with a known taste."""
+    from Prod.als_trainer.publisher import FactorSet, new_version_id, publish_version
+    from Prod.common import model_store
+    from Prod.common.stores import chroma_for, redis_for
+
+    item_factors = np.asarray(item_factors, dtype=np.float32)
+    version = new_version_id()
+    meta = model_store.ModelMeta(
+        version=version,
+        dim=item_factors.shape[1],
+        n_users=len(user_factors),
+        n_items=len(item_ids),
+        collection=model_store.item_collection_name(version),
+        alpha=alpha,
+        regularization=regularization,
+    )
+    users = list(user_factors)
+    factors = FactorSet(
+        users,
+        np.array([user_factors[u] for u in users], dtype=np.float32).reshape(len(users), -1),
+        item_ids,
+        item_factors,
+        [{} for _ in item_ids],
+    )
+    publish_version(redis_for(settings), chroma_for(settings), meta, factors)
+    return meta

@@ -601,10 +601,13 @@ function percentile(samples, q) {
   const bounds = Object.keys(buckets).sort((a, b) => Number(a) - Number(b));
   const total = buckets["+Inf"] || 0;
   if (!total) return null;
-  for (const bound of bounds) if (buckets[bound] >= q * total) return bound === "+Inf" ? null : Number(bound);
-  return null;
+  const finite = bounds.filter((b) => b !== "+Inf");
+  for (const bound of finite) if (buckets[bound] >= q * total) return { bound: Number(bound), above: false };
+  // past the top bucket: say "more than" it rather than "no data"
+  return finite.length ? { bound: Number(finite[finite.length - 1]), above: true } : null;
 }
-const ms = (v) => (v === null ? "–" : v < 1 ? `≤ ${Math.round(v * 1000)} ms` : `≤ ${v} s`);
+const seconds = (v) => (v < 1 ? `${Math.round(v * 1000)} ms` : `${v} s`);
+const ms = (p) => (p === null ? "–" : `${p.above ? ">" : "≤"} ${seconds(p.bound)}`);
 
 function tile(label, value, sub = "", small = false) {
   return h("div", { class: "tile" }, h("div", { class: "label" }, label),
