@@ -121,8 +121,9 @@ def test_eval_chat_without_servers_starts_temporary_ones(no_servers, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "configured servers not running: starting temporary ones" in result.stdout
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # the notice goes to stderr: stdout is the JSON report alone
+    assert "configured servers not running: starting temporary ones" in result.stderr
+    report = json.loads(result.stdout)
     assert report["servers"] == "temporary"
     assert report["products"] == 100
     assert {query_set["queries"] for query_set in report["query_sets"].values()} == {5}

@@ -436,7 +436,7 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
     def bench_publish(
         items: int = typer.Option(100_000, "--items", min=1, help="Synthetic items."),
         users: int = typer.Option(10_000, "--users", min=1, help="Synthetic users."),
-        factors: int = typer.Option(64, "--factors", min=1, max=1024),
+        factors: int = typer.Option(64, "--factors", min=1, max=1024, help="Item vector size."),
         writers: list[int] = typer.Option(
             [0],
             "--writers",
