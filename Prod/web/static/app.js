@@ -460,7 +460,8 @@ async function loadTaste(user) {
   const box = $("#taste-summary");
   try {
     const profile = await call("chat", `users/${encodeURIComponent(user)}/profile`);
-    box.textContent = `${profile.summary} (${profile.generated_by})`;
+    const by = { llm: "written by the LLM", fallback: "from the user's history (no LLM)", guard: "from the user's history (the LLM's summary was not grounded)" };
+    box.replaceChildren(profile.summary, h("span", { class: "by" }, by[profile.generated_by] || profile.generated_by));
   } catch (error) {
     box.textContent = `No profile: ${error.message}`;
   }
