@@ -55,7 +55,12 @@ def item_vectors(dataset_dir: Path, item_ids: list[str], embedder) -> dict[str, 
     return dict(zip(wanted, vectors, strict=True))
 
 
-def _fit(train: pd.DataFrame, params: ALSParams) -> tuple[IndexMaps, np.ndarray, np.ndarray]:
+def fit_factors(
+    train: pd.DataFrame, params: ALSParams | None = None
+) -> tuple[IndexMaps, np.ndarray, np.ndarray]:
+    """ALS (the trainer's params file unless ``params``) fitted on ``train``: the index maps and
+    the user and item factors as arrays (the offline benches' model)."""
+    params = params or ALSParams.from_file(DEFAULT_PARAMS)
     maps = IndexMaps.from_frame(train)
     model = fit_als(to_user_items(train, maps), params, compute_loss=False)
     return maps, model.user_factors.numpy(), model.item_factors.numpy()
@@ -89,14 +94,13 @@ def bench_cold(
 ) -> dict:
     """nDCG@k of ALS with each fresh-item share, and of the all-warm model, on ``user-last``."""
     dataset_dir = Path(dataset_dir)
-    params = params or ALSParams.from_file(DEFAULT_PARAMS)
     started = time.perf_counter()
     frame = load_interactions(dataset_dir)
     parts = user_last_split(frame)
     cold = newest_items(frame, cold_share)
     warm_train = parts.train[~parts.train["item_id"].isin(cold)]
-    maps, x, y = _fit(warm_train, params)
-    full_maps, full_x, full_y = _fit(parts.train, params)
+    maps, x, y = fit_factors(warm_train, params)
+    full_maps, full_x, full_y = fit_factors(parts.train, params)
     known_users = set(maps.user_ids)
     test = parts.test[parts.test["user_id"].isin(known_users)]
     relevant = test.groupby("user_id")["item_id"].agg(set).to_dict()
@@ -163,15 +167,20 @@ def _ndcg(lists: dict, relevant: dict[str, set], k: int, users: list[str] | None
     return round(float(np.mean([ndcg_at_k(lists[u], relevant[u], k) for u in users])), 5)
 
 
-def parse_shares(text: str) -> tuple[float, ...]:
-    """``"0,0.1,0.2"`` -> (0.0, 0.1, 0.2); each share in [0, 1]."""
+def parse_fractions(text: str, option: str) -> tuple[float, ...]:
+    """``"0,0.1,0.2"`` -> (0.0, 0.1, 0.2); each in [0, 1], else InvalidInput naming ``option``."""
     try:
-        shares = tuple(float(part) for part in text.split(","))
+        values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise InvalidInput(f"--shares must be numbers separated by commas, got {text!r}") from None
-    if not all(0 <= share <= 1 for share in shares):
-        raise InvalidInput(f"--shares must each be within 0..1, got {text!r}")
-    return shares
+        raise InvalidInput(f"{option} must be numbers separated by commas, got {text!r}") from None
+    if not all(0 <= value <= 1 for value in values):
+        raise InvalidInput(f"{option} must each be within 0..1, got {text!r}")
+    return values
+
+
+def parse_shares(text: str) -> tuple[float, ...]:
+    """The ``--shares`` list, e.g. ``"0,0.1,0.2"``."""
+    return parse_fractions(text, "--shares")
 
 
 def run_cold_bench(

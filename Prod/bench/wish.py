@@ -28,16 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from Prod.bench.cold import fit_factors, parse_fractions
 from Prod.chat_reco_engine.retrieval import Candidate
 from Prod.chat_reco_engine.wish import final_scores, order, wish_scores
-from Prod.common.als import ALSParams, fit_als
+from Prod.common.als import ALSParams
 from Prod.common.canonical_format import RAG_FILE
 from Prod.common.errors import InvalidInput
-from Prod.common.evaluation import IndexMaps, load_interactions, to_user_items, user_last_split
+from Prod.common.evaluation import load_interactions, user_last_split
 from Prod.common.evaluation.metrics import ndcg_at_k
 from Prod.common.items import embedding_text
 
-DEFAULT_PARAMS = Path(__file__).resolve().parents[1] / "als_trainer" / "params" / "als_params.json"
 DEFAULT_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 PHRASES = (  # rotated over the users
     "something in {c}",
@@ -86,14 +86,10 @@ def bench_wish(
     from Prod.common.embeddings import embed_texts
 
     dataset_dir = Path(dataset_dir)
-    params = params or ALSParams.from_file(DEFAULT_PARAMS)
     started = time.perf_counter()
     products = _products(dataset_dir)
-    frame = load_interactions(dataset_dir)
-    parts = user_last_split(frame, n_last=n_last)
-    maps = IndexMaps.from_frame(parts.train)
-    model = fit_als(to_user_items(parts.train, maps), params, compute_loss=False)
-    x, y = model.user_factors.numpy(), model.item_factors.numpy()
+    parts = user_last_split(load_interactions(dataset_dir), n_last=n_last)
+    maps, x, y = fit_factors(parts.train, params)
     fit_s = time.perf_counter() - started
 
     row_of = {u: n for n, u in enumerate(maps.user_ids)}
@@ -194,14 +190,8 @@ def render(result: dict, say) -> None:
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
-    """``"0,0.5,1"`` -> (0.0, 0.5, 1.0); each weight in [0, 1]."""
-    try:
-        weights = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise InvalidInput(f"--weights must be numbers separated by commas, got {text!r}") from None
-    if not all(0 <= w <= 1 for w in weights):
-        raise InvalidInput(f"--weights must each be within 0..1, got {text!r}")
-    return weights
+    """The ``--weights`` list, e.g. ``"0,0.5,1"``."""
+    return parse_fractions(text, "--weights")
 
 
 def run_wish_bench(

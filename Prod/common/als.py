@@ -16,7 +16,8 @@ once with a few conjugate-gradient steps warm-started from the previous factors 
 ``implicit`` library), using ``Y^T C^u Y = Y^T Y + Y^T (C^u - I) Y`` so that only the non-zeros of
 the sparse matrix are touched. A slow dense closed-form reference (:func:`_reference_solve`)
 sits beside it for tests. How the rows of a half sweep are spread over CPU threads is
-:mod:`Prod.common.als_cpu`; nothing here depends on it but speed.
+:mod:`Prod.common.als_cpu`, and :mod:`Prod.common.als_fused` runs the same CG a row at a time on
+CPU (the default there); nothing here depends on them but speed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Literal
 
 import torch
 
+from Prod.common import als_fused
 from Prod.common.als_cpu import (
     RowGroup,
     SweepPlan,
@@ -55,10 +57,16 @@ __all__ = [
     "fit_als",
     "fold_in_user",
     "gramian",
+    "resolve_kernel",
 ]
 
 # torch warns once per process that CSR support is "beta"; the ops used here are stable since 2.0
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+Kernel = Literal["auto", "fused", "batched"]
+"""How a half sweep runs: ``fused`` (CPU only: :mod:`Prod.common.als_fused`, a row's whole CG at
+a time), ``batched`` (tensor ops over blocks of rows: CPU or CUDA), ``auto`` (fused on CPU when
+numba is installed, else batched)."""
 
 ProgressFn = Callable[[int, int, float | None], None]
 """``progress(iteration_done, iterations_total, loss_or_None)`` called after each sweep."""
@@ -363,7 +371,16 @@ def _half_sweep(
     """Eq. 4 for every row of ``x`` (n, k), in place, given the fixed ``other`` (m, k)."""
     # Y^T Y whole, not per thread: fits then agree bit for bit across thread counts (early sweeps
     # are ill-conditioned, and a rounding difference gives different, equally good factors)
-    dense = _DenseTerm(gramian(other), plan.groups)
+    yty = gramian(other)
+    if plan.fused:
+        rows, basis = plan.rows, als_fused.Eigenbasis(yty, other)
+
+        def solve(group: RowGroup) -> None:
+            als_fused.solve_rows(rows, x, basis, group.start, group.stop, cg_steps, _CG_EPS)
+
+        run_groups(plan, solve, pool)
+        return
+    dense = _DenseTerm(yty, plan.groups)
     run_groups(plan, lambda group: _solve_group(group, x, other, dense, cg_steps), pool)
 
 
@@ -504,6 +521,7 @@ def fit_als(
     user_factors: torch.Tensor | None = None,
     num_threads: int | None = None,
     streamed: bool | None = None,
+    kernel: Kernel = "auto",
 ) -> ALSModel:
     """Fit implicit ALS on ``user_items`` (CSR (n_users, n_items) float32 weights).
 
@@ -512,8 +530,9 @@ def fit_als(
     loss)`` is called after each iteration. ``compute_loss=False`` skips eq. 3 (for timing).
     ``item_factors`` (n_items, k) and ``user_factors`` (n_users, k) warm start the fit (e.g. from
     a fit on almost the same data). ``num_threads`` (default ``torch.get_num_threads()``, which
-    is restored afterwards) and ``streamed`` (None: by size) choose how the CPU runs the sweeps,
-    see :mod:`Prod.common.als_cpu`; results agree across thread counts up to float rounding.
+    is restored afterwards), ``kernel`` (:data:`Kernel`) and ``streamed`` (batched kernel; None:
+    by size) choose how the CPU runs the sweeps, see :mod:`Prod.common.als_cpu`; results agree
+    across thread counts and kernels up to float rounding.
     Raises :class:`TrainingError` on non-finite factors. Returns factors on ``device``.
     """
     if user_items.layout != torch.sparse_csr:
@@ -527,6 +546,7 @@ def fit_als(
     user_reg = _regularization_per_row(cm1_users, params)
     item_reg = _regularization_per_row(cm1_items, params)
     threads = default_num_threads(dev) if num_threads is None else max(1, num_threads)
+    fused = resolve_kernel(kernel, dev) == "fused"
 
     def stream(n_other: int) -> bool:
         return should_stream(n_other, k, dev) if streamed is None else streamed
@@ -536,8 +556,11 @@ def fit_als(
 
     losses: list[float] = []
     with task_pool(threads, dev) as pool:
-        users_plan = SweepPlan(cm1_users, user_reg, threads, streamed=stream(n_items), pool=pool)
-        items_plan = SweepPlan(cm1_items, item_reg, threads, streamed=stream(n_users), pool=pool)
+        sides = ((cm1_users, user_reg, n_items), (cm1_items, item_reg, n_users))
+        users_plan, items_plan = (
+            SweepPlan(cm1, reg, threads, streamed=stream(n_other), pool=pool, fused=fused)
+            for cm1, reg, n_other in sides
+        )
         for it in range(1, params.iterations + 1):
             _half_sweep(users_plan, x, y, params.cg_steps, pool)
             _half_sweep(items_plan, y, x, params.cg_steps, pool)
@@ -546,6 +569,19 @@ def fit_als(
                 loss = in_pool(pool, lambda: _objective(cm1_users, x, y, user_reg, item_reg))
             losses += _after_iteration(it, params, progress, x, y, loss, pool, threads)
     return ALSModel(user_factors=x, item_factors=y, losses=losses, params=params)
+
+
+def resolve_kernel(kernel: Kernel, device: torch.device) -> Literal["fused", "batched"]:
+    """The kernel ``kernel`` names on ``device`` (see :data:`Kernel`); refuses fused off CPU."""
+    if kernel not in ("auto", "fused", "batched"):
+        raise InvalidInput(f"unknown ALS kernel {kernel!r}: use auto, fused or batched")
+    if kernel == "auto":
+        return "fused" if device.type == "cpu" and als_fused.available() else "batched"
+    if kernel == "fused" and device.type != "cpu":
+        raise InvalidInput(f"the fused ALS kernel runs on CPU only, not {device.type}")
+    if kernel == "fused" and not als_fused.available():
+        raise InvalidInput("the fused ALS kernel needs numba: pip install numba")
+    return kernel
 
 
 def _after_iteration(

@@ -10,6 +10,10 @@ each of its non-zeros in non-zero order, so the CG's sparse products read memory
 instead of at random (see :func:`should_stream`). Streamed groups are blocks of at most ~32k
 non-zeros that the threads take in turn, so each block's copy stays in cache through its CG.
 
+With the fused kernel (:mod:`Prod.common.als_fused`, the default on CPU) a group is only a row
+range: the kernel reads the side's CSR in place, and rows are cut into several groups per thread
+so that a thread that finishes early takes the next one.
+
 On a GPU there is one group and no pool.
 """
 
@@ -23,8 +27,11 @@ from contextlib import contextmanager
 
 import torch
 
+from Prod.common.als_fused import FusedRows
+
 __all__ = [
     "RowGroup",
+    "RowRange",
     "SweepPlan",
     "all_finite",
     "default_num_threads",
@@ -42,6 +49,9 @@ _STREAM_MIN_BYTES = 16 * 2**20
 # blocks (L2-sized) lost more to the ~60 torch ops of each block's CG (~4 us each) than they gained
 _BLOCK_NNZ = 32_768
 _ROW_NNZ = 4  # a row's own CG work (k x k product, vector ops) costs about as much as 4 non-zeros
+# in the fused kernel a row's k x k products cost ~15 non-zeros (k=64: 250 ns against 17 ns)
+_FUSED_ROW_NNZ = 15
+_FUSED_GROUPS_PER_THREAD = 8  # finer cuts balance rows of very different lengths between threads
 _thread_state = threading.local()  # per worker thread: the reusable gather buffer
 
 
@@ -105,6 +115,13 @@ class RowGroup:
         return torch.index_select(other, 0, self.gather_index, out=out)
 
 
+class RowRange:
+    """Rows ``[start, stop)`` of a half sweep for the fused kernel, which reads the CSR in place."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+
 class SweepPlan:
     """One side's half sweep cut into row groups; built once per fit from the CSR ``c_ui - 1``.
 
@@ -112,7 +129,9 @@ class SweepPlan:
     equal work (a row counts as ``_ROW_NNZ`` non-zeros) per thread; ``num_threads`` is lowered to
     one thread per ``min_nnz_per_thread`` non-zeros, so small fits do not pay for threads they
     cannot use. ``streamed`` groups (see :func:`should_stream`) are also cut to at most
-    ~``block_nnz`` non-zeros each.
+    ~``block_nnz`` non-zeros each. ``fused``: the groups are :class:`RowRange` s for
+    :mod:`Prod.common.als_fused`, which reads ``rows`` (the whole side, in place); else
+    :class:`RowGroup` s for the batched kernel.
     """
 
     def __init__(
@@ -125,17 +144,27 @@ class SweepPlan:
         streamed: bool = False,
         block_nnz: int = _BLOCK_NNZ,
         pool: ThreadPoolExecutor | None = None,
+        fused: bool = False,
     ) -> None:
         nnz = int(cm1._nnz())
         self.num_threads = max(1, min(num_threads, nnz // max(1, min_nnz_per_thread)))
+        self.fused = fused
         crow = cm1.crow_indices().cpu()
         row_nnz = _ROW_NNZ if cm1.device.type == "cpu" else 0
+        if fused:
+            row_nnz = _FUSED_ROW_NNZ
         cost = crow + row_nnz * torch.arange(crow.numel(), dtype=crow.dtype)
         n_groups = self.num_threads
-        if streamed:
+        if fused and self.num_threads > 1:
+            n_groups = self.num_threads * _FUSED_GROUPS_PER_THREAD
+        elif streamed:
             n_groups = max(n_groups, -(-int(cost[-1]) // max(1, block_nnz)))
         bounds = _balanced_bounds(cost, n_groups)
         pairs = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+        if fused:
+            self.rows = FusedRows(cm1, reg)
+            self.groups: list[RowGroup] | list[RowRange] = [RowRange(a, b) for a, b in pairs]
+            return
 
         def group(bounds: tuple[int, int]) -> RowGroup:
             return RowGroup(cm1, reg, *bounds, streamed)

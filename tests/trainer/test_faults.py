@@ -7,14 +7,10 @@ is healthy in a ``finally``, so later tests find it as they left it.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,8 +25,7 @@ from Prod.common.db import session_scope
 from Prod.common.models import ModelVersion
 from Prod.common.stores import redis_for
 from tests.utils.publish import insert_dataset, train_and_publish
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.utils.trainer_process import start_trainer
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -168,25 +163,7 @@ def test_trainer_endpoints_answer_503_naming_the_store_when_it_is_down(app, sett
 def test_trainer_killed_mid_publish_is_marked_failed_and_not_reported_running(app, settings):
     train_and_publish(settings)
     version = publisher.new_version_id()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    config = settings.model_dump_json(
-        include={
-            "environment",
-            "data_dir",
-            "database_url",
-            "redis_url",
-            "chroma_host",
-            "chroma_port",
-            "als_params_path",
-        }
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.trainer._doomed_trainer", config, version],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_trainer(settings, "tests.trainer._doomed_trainer", version)
     try:
         assert proc.stdout.readline().strip() == "publishing"
     finally:

@@ -5,14 +5,10 @@ same factors published the old way (items only in Chroma), and the engine while 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,8 +26,8 @@ from Prod.als_trainer.service import (
 from Prod.common import model_store
 from Prod.common.stores import chroma_for, redis_for
 from tests.utils.publish import insert_dataset, train_and_publish
+from tests.utils.trainer_process import start_trainer
 
-REPO = Path(__file__).resolve().parents[2]
 USERS = 8  # users whose answers are compared
 
 
@@ -78,24 +74,7 @@ def killed_at(settings, stage: str) -> str:
     """A real forced training run in its own process, SIGKILLed when ``stage`` starts; waits
     until its lock heartbeat is gone (a dead run). Returns its version id."""
     version = publisher.new_version_id()
-    config = settings.model_dump_json(
-        include={
-            "environment",
-            "data_dir",
-            "database_url",
-            "redis_url",
-            "chroma_host",
-            "chroma_port",
-            "als_params_path",
-        }
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.trainer._publish_crash", config, version, stage],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_trainer(settings, "tests.trainer._publish_crash", version, stage)
     try:
         assert proc.stdout.readline().strip() == "reached"
     finally:

@@ -1,0 +1,158 @@
+"""Eq. 4's CG one row at a time, compiled for the host CPU by numba: the *fused* CPU kernel.
+
+Same math as :func:`Prod.common.als._solve_group` (warm-started CG on
+``(Y^T Y + lambda_u I + Y^T (C^u - I) Y) x_u = Y^T C^u p(u)``, a row stopping once its squared
+residual is below ``eps``), but a row's whole CG runs before the next row starts:
+
+- its item factors are read from memory once per half sweep, then from cache at every CG step;
+- its vectors (k floats each) stay in L1, and nothing is allocated per step;
+- no BLAS or sparse library is called, so the speed follows the cores, not the vendor dispatch
+  of a library (torch's CSR products go to MKL on x86, which picks slower code on AMD CPUs).
+
+The batched kernel (``als._solve_group``) stays for CUDA, and as the kernel checked against this
+one in the tests. Compiled on the first call in a process, and cached on disk by numba.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+try:  # numba is a dependency; a build without it falls back to the batched kernel
+    import numba
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+__all__ = ["Eigenbasis", "FusedRows", "available", "solve_rows"]
+
+
+def available() -> bool:
+    """Whether the fused kernel can run here (numba imports)."""
+    return numba is not None
+
+
+class FusedRows:
+    """One side of a fit as the kernel reads it: numpy views of the CSR ``c_ui - 1`` and
+    ``lambda_u`` (no copies but int32 column indices), built once per fit."""
+
+    def __init__(self, cm1: torch.Tensor, reg: torch.Tensor) -> None:
+        self.indptr = cm1.crow_indices().numpy()
+        self.indices = cm1.col_indices().to(torch.int32).numpy()
+        self.cm1 = cm1.values().numpy()
+        self.reg = reg.to(torch.float32).contiguous().numpy()
+
+
+def _solve_rows(indptr, indices, cm1, reg, block, other, eigenvalues, start, cg_steps, eps):
+    """CG on eq. 4 for rows ``[start, start + len(block))``, in the eigenbasis of ``Y^T Y``.
+
+    ``block`` (b, k): the rows' factors rotated into that basis, updated in place; ``other``
+    (m, k): Y rotated likewise; ``eigenvalues`` (k,): of ``Y^T Y``, so ``Y^T Y + lambda_u I`` is
+    the diagonal ``eigenvalues + lambda_u``. Comments name the batched kernel's variables.
+    """
+    k = block.shape[1]
+    r = np.empty(k, np.float32)
+    p = np.empty(k, np.float32)
+    ap = np.empty(k, np.float32)
+    for row in range(block.shape[0]):
+        u = start + row
+        xu = block[row]
+        lam = reg[u]
+        lo, hi = indptr[u], indptr[u + 1]
+        # start residual: b_u - A_u x_u = -(Y^T Y + lambda_u I) x_u + sum_i (c - (c-1) x^T y_i) y_i
+        for a in range(k):
+            r[a] = -(eigenvalues[a] + lam) * xu[a]
+        for j in range(lo, hi):
+            yi = other[indices[j]]
+            dot = np.float32(0.0)
+            for a in range(k):
+                dot += yi[a] * xu[a]
+            coef = (cm1[j] + np.float32(1.0)) - cm1[j] * dot
+            for a in range(k):
+                r[a] += coef * yi[a]
+        rs_old = np.float32(0.0)
+        for a in range(k):
+            p[a] = r[a]
+            rs_old += r[a] * r[a]
+        for step in range(cg_steps):
+            if rs_old <= eps:  # converged (as the batched kernel's ``active``)
+                break
+            # ap = A_u p = (Y^T Y + lambda_u I) p + sum_i (c - 1) (y_i^T p) y_i
+            for a in range(k):
+                ap[a] = (eigenvalues[a] + lam) * p[a]
+            for j in range(lo, hi):
+                yi = other[indices[j]]
+                dot = np.float32(0.0)
+                for a in range(k):
+                    dot += yi[a] * p[a]
+                coef = cm1[j] * dot
+                for a in range(k):
+                    ap[a] += coef * yi[a]
+            p_ap = np.float32(0.0)
+            for a in range(k):
+                p_ap += p[a] * ap[a]
+            if p_ap <= 0:  # p = 0: nothing left to do for this row
+                break
+            step_size = rs_old / p_ap
+            for a in range(k):
+                xu[a] += step_size * p[a]
+            if step == cg_steps - 1:
+                break  # the next direction would not be used
+            rs_new = np.float32(0.0)
+            for a in range(k):
+                r[a] -= step_size * ap[a]
+                rs_new += r[a] * r[a]
+            beta = rs_new / rs_old
+            for a in range(k):
+                p[a] = r[a] + beta * p[a]
+            rs_old = rs_new
+
+
+if numba is not None:
+    # fastmath lets the dot products use vector registers (sums reassociated); the GIL is
+    # released, so the fit's thread pool runs row groups in parallel
+    _solve_rows = numba.njit(nogil=True, fastmath=True, cache=True)(_solve_rows)
+
+
+class Eigenbasis:
+    """``Y^T Y = Q diag(eigenvalues) Q^T`` of a half sweep's fixed side, and Y rotated by Q.
+
+    CG is invariant under an orthogonal change of basis, so solving for ``Q^T x_u`` against
+    ``Y Q`` gives the same iterates up to rounding, and the ``k x k`` product of every CG step
+    becomes ``k`` multiplications: rotating each row in and out costs 2 ``k x k`` products in
+    batched matrix products instead of ``cg_steps + 1`` matrix-vector products one row at a time.
+    """
+
+    def __init__(self, yty: torch.Tensor, other: torch.Tensor) -> None:
+        eigenvalues, q = torch.linalg.eigh(yty.double())  # float64: exact to float32 rounding
+        self.eigenvalues = eigenvalues.clamp_min(0.0).to(torch.float32).numpy()
+        self.q = q.to(torch.float32)
+        self.rotated = other @ self.q
+
+
+def solve_rows(
+    rows: FusedRows,
+    x: torch.Tensor,
+    basis: Eigenbasis,
+    start: int,
+    stop: int,
+    cg_steps: int,
+    eps: float,
+) -> None:
+    """Eq. 4 by ``cg_steps`` CG steps for rows ``[start, stop)`` of ``x`` (n, k), in place.
+
+    ``x`` is a contiguous float32 CPU tensor; ``basis`` the other side's :class:`Eigenbasis`.
+    """
+    block = x[start:stop] @ basis.q
+    _solve_rows(
+        rows.indptr,
+        rows.indices,
+        rows.cm1,
+        rows.reg,
+        block.numpy(),
+        basis.rotated.numpy(),
+        basis.eigenvalues,
+        start,
+        cg_steps,
+        np.float32(eps),
+    )
+    torch.mm(block, basis.q.T, out=x[start:stop])
