@@ -155,7 +155,7 @@ class SweepPlan:
             row_nnz = _FUSED_ROW_NNZ
         cost = crow + row_nnz * torch.arange(crow.numel(), dtype=crow.dtype)
         n_groups = self.num_threads
-        if fused and self.num_threads > 1:
+        if fused:
             n_groups = self.num_threads * _FUSED_GROUPS_PER_THREAD
         elif streamed:
             n_groups = max(n_groups, -(-int(cost[-1]) // max(1, block_nnz)))

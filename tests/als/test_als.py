@@ -362,8 +362,8 @@ def test_streaming_is_chosen_by_the_size_of_the_other_sides_factors(rng):
     assert not should_stream(200_000, 64, torch.device("cuda"))
     ui = _random_matrix(rng, 300, 40, 0.4)
     params = ALSParams(factors=8, iterations=3, regularization=0.1, alpha=2.0)
-    streamed = fit_als(ui, params, num_threads=2, streamed=True)
-    direct = fit_als(ui, params, num_threads=2, streamed=False)
+    streamed = fit_als(ui, params, num_threads=2, streamed=True, kernel="batched")
+    direct = fit_als(ui, params, num_threads=2, streamed=False, kernel="batched")
     torch.testing.assert_close(streamed.user_factors, direct.user_factors, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(streamed.item_factors, direct.item_factors, rtol=1e-4, atol=1e-5)
 

@@ -1,0 +1,138 @@
+"""The fused CPU kernel (Prod/common/als_fused.py) against the batched kernel and the dense
+closed form of eq. 4, and the choice between the two kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from Prod.common import als_fused
+from Prod.common.als import (
+    ALSParams,
+    _cg_sweep,
+    _reference_solve,
+    _regularization_per_row,
+    build_user_items,
+    confidence_matrix,
+    fit_als,
+    gramian,
+    resolve_kernel,
+)
+from Prod.common.als_cpu import SweepPlan
+from Prod.common.errors import InvalidInput
+
+pytestmark = pytest.mark.skipif(not als_fused.available(), reason="numba is not installed")
+
+
+def _ragged_matrix(rng: np.random.Generator, n_users: int, n_items: int) -> torch.Tensor:
+    """Rows of every length from 0 to ``n_items`` (empty rows, and every remainder of the
+    kernel's eight-at-a-time loop), weights 1-5."""
+    users, items = [], []
+    for u in range(n_users):
+        chosen = rng.choice(n_items, size=u % (n_items + 1), replace=False)
+        users += [u] * chosen.size
+        items += chosen.tolist()
+    weights = rng.integers(1, 6, size=len(users)).astype(np.float32)
+    return build_user_items(
+        torch.tensor(users), torch.tensor(items), torch.tensor(weights), n_users, n_items
+    )
+
+
+def _inputs(rng, factors: int, confidence: str = "linear", frequency_exponent: float = 0.5):
+    params = ALSParams(
+        factors=factors,
+        alpha=3.0,
+        regularization=0.1,
+        confidence=confidence,
+        frequency_exponent=frequency_exponent,
+    )
+    ui = _ragged_matrix(rng, 90, 21)
+    cm1 = confidence_matrix(ui, params)
+    reg = _regularization_per_row(cm1, params)
+    items = torch.tensor(rng.normal(size=(21, factors)), dtype=torch.float32)
+    start = torch.tensor(rng.normal(size=(90, factors)), dtype=torch.float32)
+    return ui, params, cm1, reg, items, start
+
+
+def _exact(ui, params, items, reg):
+    cm1 = confidence_matrix(ui, params).to_dense()
+    return _reference_solve(cm1 + 1.0, (ui.to_dense() > 0).float(), items, reg)
+
+
+@pytest.mark.parametrize("factors", [5, 16, 19])
+@pytest.mark.parametrize(("confidence", "frequency_exponent"), [("linear", 0.0), ("log", 1.0)])
+def test_fused_sweep_matches_the_batched_one_and_the_closed_form(
+    rng, factors, confidence, frequency_exponent
+):
+    ui, params, cm1, reg, items, start = _inputs(rng, factors, confidence, frequency_exponent)
+    fused_plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1, fused=True)
+    batched_plan = SweepPlan(cm1, reg, num_threads=2, min_nnz_per_thread=1)
+    for steps in (1, 3):
+        fused = _cg_sweep(fused_plan, start.clone(), items, reg, cg_steps=steps)
+        batched = _cg_sweep(batched_plan, start.clone(), items, reg, cg_steps=steps)
+        torch.testing.assert_close(fused, batched, rtol=1e-4, atol=1e-5)
+    converged = _cg_sweep(fused_plan, start.clone(), items, reg, cg_steps=3 * factors)
+    torch.testing.assert_close(converged, _exact(ui, params, items, reg), rtol=1e-3, atol=1e-4)
+
+
+def test_fused_rows_do_not_depend_on_the_grouping(rng):
+    # a row's CG runs alone in the fused kernel; only the rotations in and out of the eigenbasis
+    # (matrix products over a group) may round differently for groups of other sizes
+    _, _, cm1, reg, items, start = _inputs(rng, 8)
+    plans = [
+        SweepPlan(cm1, reg, num_threads=threads, min_nnz_per_thread=1, fused=True)
+        for threads in (1, 3)
+    ]
+    assert len(plans[0].groups) < len(plans[1].groups)
+    for plan in plans:
+        assert [r for g in plan.groups for r in range(g.start, g.stop)] == list(range(90))
+    one, three = (_cg_sweep(plan, start.clone(), items, reg, cg_steps=3) for plan in plans)
+    torch.testing.assert_close(one, three, rtol=1e-5, atol=1e-5)
+
+
+def test_a_converged_row_is_left_where_it_is(rng):
+    ui, params, cm1, reg, items, _ = _inputs(rng, 6)
+    exact = _exact(ui, params, items, reg)
+    plan = SweepPlan(cm1, reg, num_threads=1, fused=True)
+    again = _cg_sweep(plan, exact.clone(), items, reg, cg_steps=3)
+    torch.testing.assert_close(again, exact, rtol=1e-4, atol=1e-5)
+    # an empty row's solution is the zero vector
+    empty = [u for u in range(90) if int(cm1.crow_indices()[u + 1] - cm1.crow_indices()[u]) == 0]
+    assert empty and float(again[empty].abs().max()) < 1e-5
+
+
+def test_eigenbasis_diagonalises_the_gramian(rng):
+    other = torch.tensor(rng.normal(size=(40, 12)), dtype=torch.float32)
+    yty = gramian(other)
+    basis = als_fused.Eigenbasis(yty, other)
+    q = basis.q
+    torch.testing.assert_close(q.T @ q, torch.eye(12), rtol=0, atol=1e-5)
+    rebuilt = q @ torch.diag(torch.from_numpy(basis.eigenvalues)) @ q.T
+    torch.testing.assert_close(rebuilt, yty, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(basis.rotated, other @ q)
+
+
+def test_fits_with_either_kernel_agree(rng):
+    ui = _ragged_matrix(rng, 300, 60)
+    params = ALSParams(factors=10, iterations=4, regularization=0.1, alpha=2.0)
+    fused = fit_als(ui, params, num_threads=2, kernel="fused")
+    batched = fit_als(ui, params, num_threads=2, kernel="batched")
+    # the first sweeps are ill-conditioned: float rounding moves a few factors by ~1e-4
+    torch.testing.assert_close(fused.user_factors, batched.user_factors, rtol=0, atol=1e-3)
+    torch.testing.assert_close(fused.item_factors, batched.item_factors, rtol=0, atol=1e-3)
+    torch.testing.assert_close(
+        torch.tensor(fused.losses), torch.tensor(batched.losses), rtol=1e-5, atol=0
+    )
+    assert fused.losses == sorted(fused.losses, reverse=True)
+
+
+def test_kernel_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_kernel("auto", cpu) == "fused"
+    assert resolve_kernel("auto", cuda) == "batched"
+    assert resolve_kernel("batched", cpu) == "batched"
+    with pytest.raises(InvalidInput, match="CPU only"):
+        resolve_kernel("fused", cuda)
+    with pytest.raises(InvalidInput, match="unknown ALS kernel 'fast'"):
+        resolve_kernel("fast", cpu)
