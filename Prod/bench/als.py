@@ -32,7 +32,7 @@ import torch
 
 from Modeling.RecoSystem.evaluate import Prepared, evaluate_scorer, prepare
 from Modeling.RecoSystem.models import als_scorer, fit_implicit
-from Prod.common.als import ALSParams, fit_als
+from Prod.common.als import ALSParams, Kernel, fit_als, resolve_kernel
 from Prod.common.evaluation import load_interactions, user_random_split
 
 BenchProgress = Callable[[str], None]
@@ -123,43 +123,59 @@ def bench_als(
     dataset_dir: str | Path | None = None,
     progress: BenchProgress | None = None,
     max_eval_users: int = 50_000,
+    kernel: Kernel = "auto",
+    compare_batched: bool = True,
 ) -> dict:
-    """Seconds per iteration for both implementations (medians), their ratio and both nDCG@10."""
+    """Seconds per iteration for both implementations (medians), their ratio and both nDCG@10.
+
+    ``kernel`` is the project's ALS kernel timed as ``torch`` (see :data:`Kernel`); when it
+    resolves to ``fused`` and ``compare_batched``, the batched kernel is timed in the same
+    rounds too (``batched_*``), so one run compares all three.
+    """
     report = progress or (lambda label: None)
     torch.set_num_threads(threads)  # for the data preparation; fit_als manages its own threads
     params = replace(params or ALSParams(), factors=factors, iterations=iterations)
     data, source = bench_data(n_interactions, seed, dataset_dir)
+    chosen = resolve_kernel(kernel, torch.device(device or "cpu"))
 
-    def fit_torch(p: ALSParams):
-        return fit_als(data.train, p, device=device, compute_loss=False, num_threads=threads)
+    def fit_with(name: str) -> Callable[[ALSParams], object]:
+        if name == "implicit":
+            return lambda p: fit_implicit(data.train, p, num_threads=threads)[0]
+        own = chosen if name == "torch" else "batched"
+        return lambda p: fit_als(
+            data.train, p, device=device, compute_loss=False, num_threads=threads, kernel=own
+        )
 
-    def fit_other(p: ALSParams):
-        return fit_implicit(data.train, p, num_threads=threads)
-
+    names = ["torch", "implicit"]
+    if chosen == "fused" and compare_batched:
+        names.insert(1, "batched")
+    fits = {name: fit_with(name) for name in names}
     warm = replace(params, iterations=1)
     report("warm-up")
-    fit_torch(warm)
-    fit_other(warm)
+    for fit in fits.values():
+        fit(warm)
     load_before = _load_average()
-    runs: dict[str, list[tuple[float, float]]] = {"torch": [], "implicit": []}
-    torch_model, implicit_scorer = None, None
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    models: dict[str, object] = {}
     for repeat in range(1, repeats + 1):
-        report(f"torch {repeat}/{repeats}")
-        wall, cpu, torch_model = _timed(lambda: fit_torch(params))
-        runs["torch"].append((wall / iterations, cpu / iterations))
-        report(f"implicit {repeat}/{repeats}")
-        wall, cpu, (implicit_scorer, _) = _timed(lambda: fit_other(params))
-        runs["implicit"].append((wall / iterations, cpu / iterations))
+        for name in names:
+            report(f"{name} {repeat}/{repeats}")
+            wall, cpu, models[name] = _timed(lambda fit=fits[name]: fit(params))
+            runs[name].append((wall / iterations, cpu / iterations))
     load_after = _load_average()
 
     k = 10
     report("nDCG@10")
     scored = sample_eval_users(data, max_eval_users, seed)
-    torch_ndcg = evaluate_scorer(als_scorer(torch_model), scored, k)[f"ndcg@{k}"]
-    implicit_ndcg = evaluate_scorer(implicit_scorer, scored, k)[f"ndcg@{k}"]
-    wall_t, wall_i = (_median([w for w, _ in runs[name]]) for name in ("torch", "implicit"))
-    cpu_t, cpu_i = (_median([c for _, c in runs[name]]) for name in ("torch", "implicit"))
-    return {
+    ndcg = {
+        name: evaluate_scorer(
+            models[name] if name == "implicit" else als_scorer(models[name]), scored, k
+        )[f"ndcg@{k}"]
+        for name in names
+    }
+    wall = {name: _median([w for w, _ in runs[name]]) for name in names}
+    cpu = {name: _median([c for _, c in runs[name]]) for name in names}
+    result = {
         "data": source,
         "interactions": int(data.train._nnz()),
         "users": data.maps.n_users,
@@ -169,19 +185,22 @@ def bench_als(
         "cg_steps": params.cg_steps,
         "threads": threads,
         "repeats": repeats,
-        "device": str(torch_model.user_factors.device),
-        "torch_s_per_iter": wall_t,
-        "implicit_s_per_iter": wall_i,
-        "ratio": round(wall_t / wall_i, 3),
-        "torch_cpu_s_per_iter": cpu_t,
-        "implicit_cpu_s_per_iter": cpu_i,
-        "cpu_ratio": round(cpu_t / cpu_i, 3),
-        "torch_runs_s_per_iter": [round(w, 4) for w, _ in runs["torch"]],
-        "implicit_runs_s_per_iter": [round(w, 4) for w, _ in runs["implicit"]],
+        "device": str(models["torch"].user_factors.device),
+        "kernel": chosen,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "ndcg_users": int(scored.users.numel()),
-        "torch_ndcg@10": torch_ndcg,
-        "implicit_ndcg@10": implicit_ndcg,
-        "ndcg_ratio": round(torch_ndcg / implicit_ndcg, 4) if implicit_ndcg else None,
     }
+    for name in names:
+        result[f"{name}_s_per_iter"] = wall[name]
+        result[f"{name}_cpu_s_per_iter"] = cpu[name]
+        result[f"{name}_runs_s_per_iter"] = [round(w, 4) for w, _ in runs[name]]
+        result[f"{name}_ndcg@10"] = ndcg[name]
+    for name, prefix in (("torch", ""), ("batched", "batched_")):
+        if name in names:
+            result[f"{prefix}ratio"] = round(wall[name] / wall["implicit"], 3)
+            result[f"{prefix}cpu_ratio"] = round(cpu[name] / cpu["implicit"], 3)
+            result[f"{prefix}ndcg_ratio"] = (
+                round(ndcg[name] / ndcg["implicit"], 4) if ndcg["implicit"] else None
+            )
+    return result

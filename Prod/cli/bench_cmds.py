@@ -171,21 +171,25 @@ def _als_table(result: dict[str, Any]):
     )
     for column in ("", "s/iter (median)", "CPU s/iter", "nDCG@10", "runs s/iter"):
         table.add_column(column, justify="right" if column else "left")
-    for name in ("torch", "implicit"):
+    labels = {"torch": f"torch {result['kernel']}", "batched": "torch batched"}
+    names = [n for n in ("torch", "batched", "implicit") if f"{n}_s_per_iter" in result]
+    for name in names:
         table.add_row(
-            name,
+            labels.get(name, name),
             f"{result[f'{name}_s_per_iter']:.3f}",
             f"{result[f'{name}_cpu_s_per_iter']:.3f}",
             f"{result[f'{name}_ndcg@10']:.4f}",
             ", ".join(f"{t:.3f}" for t in result[f"{name}_runs_s_per_iter"]),
         )
-    table.add_row(
-        "ratio",
-        f"{result['ratio']:.3f}",
-        f"{result['cpu_ratio']:.3f}",
-        f"{result['ndcg_ratio']}",
-        "",
-    )
+    for name, prefix in (("torch", ""), ("batched", "batched_")):
+        if name in names:
+            table.add_row(
+                f"{labels[name].split()[-1]} / implicit",
+                f"{result[f'{prefix}ratio']:.3f}",
+                f"{result[f'{prefix}cpu_ratio']:.3f}",
+                f"{result[f'{prefix}ndcg_ratio']}",
+                "",
+            )
     return table
 
 
@@ -354,10 +358,18 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
         eval_users: int = typer.Option(
             50_000, "--eval-users", min=1, help="nDCG@10 on at most this many sampled users."
         ),
+        kernel: str = typer.Option(
+            "auto", "--kernel", help="This ALS's kernel: auto, fused (CPU) or batched."
+        ),
+        batched: bool = typer.Option(
+            True,
+            "--batched/--no-batched",
+            help="With the fused kernel, also time the batched one in the same rounds.",
+        ),
         as_json: bool = JsonOption,
     ) -> None:
         """Seconds per iteration of this ALS vs implicit's (medians), their ratio and both
-        nDCG@10."""
+        nDCG@10 (on CPU, the fused and the batched kernel in one run)."""
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
         def run() -> dict:
@@ -380,6 +392,8 @@ def register(app: typer.Typer, bench_app: typer.Typer, eval_app: typer.Typer) ->
                     dataset_dir=dataset,
                     progress=progress,
                     max_eval_users=eval_users,
+                    kernel=kernel,
+                    compare_batched=batched,
                 )
 
         emit(run_reporting_errors(run), as_json, lambda r: console.print(_als_table(r)))

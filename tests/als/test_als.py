@@ -234,10 +234,13 @@ def test_fit_on_cuda_matches_cpu(rng):
         pytest.skip("CUDA is not available on this machine")
     ui = _random_matrix(rng, 30, 20, 0.3)
     params = ALSParams(factors=4, iterations=3)
-    cpu = fit_als(ui, params)
     gpu = fit_als(ui, params, device="cuda")
     assert gpu.user_factors.device.type == "cuda"
+    # the same kernel on both devices, then the CPU's default (fused, rounding differently)
+    cpu = fit_als(ui, params, kernel="batched")
     torch.testing.assert_close(gpu.user_factors.cpu(), cpu.user_factors, rtol=1e-3, atol=1e-4)
+    fused = fit_als(ui, params)
+    torch.testing.assert_close(gpu.user_factors.cpu(), fused.user_factors, rtol=0, atol=1e-3)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,8 +36,15 @@ def test_bench_report_is_consistent():
     assert min(result["torch_runs_s_per_iter"]) <= result["torch_s_per_iter"]
     assert result["torch_s_per_iter"] <= max(result["torch_runs_s_per_iter"])
     assert result["ratio"] == round(result["torch_s_per_iter"] / result["implicit_s_per_iter"], 3)
-    for name in ("torch", "implicit"):
+    # on CPU the default (fused) kernel is timed beside the batched one, in the same rounds
+    assert result["kernel"] == "fused" and len(result["batched_runs_s_per_iter"]) == 2
+    assert result["batched_ratio"] == round(
+        result["batched_s_per_iter"] / result["implicit_s_per_iter"], 3
+    )
+    for name in ("torch", "batched", "implicit"):
         assert 0.0 < result[f"{name}_ndcg@10"] <= 1.0
+    # the two kernels solve the same equations: the same quality up to float rounding
+    assert abs(result["torch_ndcg@10"] - result["batched_ndcg@10"]) < 0.01
     assert torch.get_num_threads() == 1  # the bench sets the threads it was asked for
     torch.set_num_threads(before)
 
@@ -59,6 +66,8 @@ def test_bench_command_prints_one_json_object_last():
             "1",
             "--repeats",
             "1",
+            "--kernel",
+            "batched",
             "--json",
         ],
     )
@@ -67,6 +76,13 @@ def test_bench_command_prints_one_json_object_last():
     result = json.loads(out.output.strip().splitlines()[-1])
     assert result["factors"] == 4 and result["repeats"] == 1 and result["threads"] == 1
     assert result["ratio"] > 0 and result["cpu_ratio"] > 0
+    assert result["kernel"] == "batched" and "batched_ratio" not in result
+
+
+def test_bench_command_refuses_an_unknown_kernel():
+    out = CliRunner().invoke(app, ["bench", "als", "--interactions", "5000", "--kernel", "fast"])
+    assert out.exit_code == 1
+    assert "unknown ALS kernel 'fast'" in out.output and "Traceback" not in out.output
 
 
 def test_eval_user_sample_keeps_users_and_their_relevant_items_aligned():
