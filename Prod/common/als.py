@@ -369,18 +369,17 @@ def _half_sweep(
     pool: ThreadPoolExecutor | None,
 ) -> None:
     """Eq. 4 for every row of ``x`` (n, k), in place, given the fixed ``other`` (m, k)."""
-    # Y^T Y whole, not per thread: fits then agree bit for bit across thread counts (early sweeps
-    # are ill-conditioned, and a rounding difference gives different, equally good factors)
-    yty = gramian(other)
     if plan.fused:
-        rows, basis = plan.rows, als_fused.Eigenbasis(yty, other)
+        rows, basis = plan.rows, als_fused.Eigenbasis(other, pool)
 
         def solve(group: RowGroup) -> None:
             als_fused.solve_rows(rows, x, basis, group.start, group.stop, cg_steps, _CG_EPS)
 
         run_groups(plan, solve, pool)
         return
-    dense = _DenseTerm(yty, plan.groups)
+    # Y^T Y whole, not per thread: fits then agree bit for bit across thread counts (early sweeps
+    # are ill-conditioned, and a rounding difference gives different, equally good factors)
+    dense = _DenseTerm(gramian(other), plan.groups)
     run_groups(plan, lambda group: _solve_group(group, x, other, dense, cg_steps), pool)
 
 
@@ -541,12 +540,12 @@ def fit_als(
     n_users, n_items = user_items.shape
     k = params.factors
     ui = user_items.to(dev)
+    fused = resolve_kernel(kernel, dev) == "fused"
     cm1_users = confidence_matrix(ui, params)
-    cm1_items = _transpose_csr(cm1_users)
+    cm1_items = (als_fused.transpose_csr if fused else _transpose_csr)(cm1_users)
     user_reg = _regularization_per_row(cm1_users, params)
     item_reg = _regularization_per_row(cm1_items, params)
     threads = default_num_threads(dev) if num_threads is None else max(1, num_threads)
-    fused = resolve_kernel(kernel, dev) == "fused"
 
     def stream(n_other: int) -> bool:
         return should_stream(n_other, k, dev) if streamed is None else streamed

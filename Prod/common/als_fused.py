@@ -18,6 +18,9 @@ one in the tests. Compiled on the first call in a process (~2 s), and cached on 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import Executor
+
 import numpy as np
 import torch
 
@@ -26,7 +29,7 @@ try:  # numba is a dependency; a build without it falls back to the batched kern
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-__all__ = ["Eigenbasis", "FusedRows", "available", "solve_rows"]
+__all__ = ["Eigenbasis", "FusedRows", "available", "solve_rows", "transpose_csr"]
 
 
 def available() -> bool:
@@ -168,6 +171,22 @@ def _solve_rows(indptr, indices, cm1, reg, block, other, eigenvalues, start, cg_
             rs_old = rs_new
 
 
+def _transpose(indptr, indices, values, t_indptr, t_rows, t_values):
+    """Counting sort of a CSR's entries by column into ``t_*`` (``t_indptr`` zeroed, m + 1):
+    stable, so each column's entries stay in row order."""
+    for j in range(indices.shape[0]):
+        t_indptr[indices[j] + 1] += 1
+    for c in range(t_indptr.shape[0] - 1):
+        t_indptr[c + 1] += t_indptr[c]
+    fill = t_indptr[:-1].copy()
+    for r in range(indptr.shape[0] - 1):
+        for j in range(indptr[r], indptr[r + 1]):
+            at = fill[indices[j]]
+            t_rows[at] = r
+            t_values[at] = values[j]
+            fill[indices[j]] = at + 1
+
+
 def _compile(fn):
     """``fn`` compiled: fastmath lets the dot products use vector registers (sums reassociated);
     the GIL is released, so the fit's thread pool runs row groups in parallel."""
@@ -180,6 +199,37 @@ def _compile(fn):
 if numba is not None:
     _add_sparse_part = _compile(_add_sparse_part)
     _solve_rows = _compile(_solve_rows)
+    _transpose = _compile(_transpose)
+
+
+def transpose_csr(csr: torch.Tensor) -> torch.Tensor:
+    """The CSR of ``csr.T`` (CPU, int64 indices), equal to ``als._transpose_csr``'s: one
+    counting-sort pass instead of a sort (10M non-zeros: 0.14 s against 0.43 s)."""
+    n, m = csr.shape
+    nnz = int(csr._nnz())
+    t_crow = torch.zeros(m + 1, dtype=torch.int64)
+    rows = torch.empty(nnz, dtype=torch.int64)
+    values = torch.empty(nnz, dtype=csr.values().dtype)
+    _transpose(
+        csr.crow_indices().numpy(),
+        csr.col_indices().numpy(),
+        csr.values().numpy(),
+        t_crow.numpy(),
+        rows.numpy(),
+        values.numpy(),
+    )
+    return torch.sparse_csr_tensor(t_crow, rows, values, (m, n), check_invariants=False)
+
+
+_CHUNK_ROWS = 65_536  # rows per matrix-product task: fixed, so results do not depend on threads
+
+
+def _in_chunks(n: int, fn: Callable[[slice], object], pool: Executor | None) -> list:
+    """``fn(rows)`` for consecutive row slices of ``[0, n)``, in ``pool`` when given, in order."""
+    parts = [slice(a, min(a + _CHUNK_ROWS, n)) for a in range(0, n, _CHUNK_ROWS)]
+    if pool is None:
+        return [fn(part) for part in parts]
+    return [f.result() for f in [pool.submit(fn, part) for part in parts]]
 
 
 class Eigenbasis:
@@ -189,16 +239,24 @@ class Eigenbasis:
     ``Y Q`` gives the same iterates up to rounding, and the ``k x k`` product of every CG step
     becomes ``k`` multiplications: rotating each row in and out costs 2 ``k x k`` products in
     batched matrix products instead of ``cg_steps + 1`` matrix-vector products one row at a time.
+    ``Y^T Y`` and ``Y Q`` are computed in row chunks in ``pool`` (at 10M, ~0.1 s an iteration
+    on one thread otherwise).
     """
 
-    def __init__(self, yty: torch.Tensor, other: torch.Tensor) -> None:
+    def __init__(self, other: torch.Tensor, pool: Executor | None = None) -> None:
+        n = other.shape[0]
+        grams = _in_chunks(n, lambda rows: other[rows].T @ other[rows], pool)
+        yty = (
+            torch.stack(grams).sum(0) if grams else other.new_zeros(other.shape[1], other.shape[1])
+        )
         if bool(torch.isfinite(yty).all()):
             eigenvalues, q = torch.linalg.eigh(yty.double())  # float64: exact to float32 rounding
         else:  # eigh would raise: NaN factors out, which the fit's finiteness check reports
             eigenvalues, q = torch.full_like(yty[0], torch.nan), torch.full_like(yty, torch.nan)
         self.eigenvalues = eigenvalues.clamp_min(0.0).to(torch.float32).numpy()
         self.q = q.to(torch.float32)
-        self.rotated = other @ self.q
+        self.rotated = torch.empty_like(other)
+        _in_chunks(n, lambda rows: torch.mm(other[rows], self.q, out=self.rotated[rows]), pool)
 
 
 def solve_rows(

@@ -3,6 +3,8 @@ closed form of eq. 4, and the choice between the two kernels."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from Prod.common.als import (
     _cg_sweep,
     _reference_solve,
     _regularization_per_row,
+    _transpose_csr,
     build_user_items,
     confidence_matrix,
     fit_als,
@@ -103,13 +106,15 @@ def test_a_converged_row_is_left_where_it_is(rng):
 
 
 def test_eigenbasis_diagonalises_the_gramian(rng):
-    other = torch.tensor(rng.normal(size=(40, 12)), dtype=torch.float32)
+    # more rows than one chunk, so Y^T Y and Y Q are assembled from several, in a pool
+    other = torch.tensor(rng.normal(size=(als_fused._CHUNK_ROWS + 7, 12)), dtype=torch.float32)
     yty = gramian(other)
-    basis = als_fused.Eigenbasis(yty, other)
+    with ThreadPoolExecutor(2) as pool:
+        basis = als_fused.Eigenbasis(other, pool)
     q = basis.q
     torch.testing.assert_close(q.T @ q, torch.eye(12), rtol=0, atol=1e-5)
     rebuilt = q @ torch.diag(torch.from_numpy(basis.eigenvalues)) @ q.T
-    torch.testing.assert_close(rebuilt, yty, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(rebuilt, yty, rtol=1e-4, atol=1e-1)  # entries ~6.5e4
     torch.testing.assert_close(basis.rotated, other @ q)
 
 
@@ -125,6 +130,18 @@ def test_fits_with_either_kernel_agree(rng):
         torch.tensor(fused.losses), torch.tensor(batched.losses), rtol=1e-5, atol=0
     )
     assert fused.losses == sorted(fused.losses, reverse=True)
+
+
+def test_counting_sort_transpose_equals_the_sorted_one_and_the_dense_transpose(rng):
+    # ragged rows (some empty) and, past column 21, empty columns
+    ui = confidence_matrix(_ragged_matrix(rng, 40, 21), ALSParams())
+    ui = torch.sparse_csr_tensor(
+        ui.crow_indices(), ui.col_indices(), ui.values(), (40, 30), check_invariants=False
+    )
+    counted, sorted_ = als_fused.transpose_csr(ui), _transpose_csr(ui)
+    for part in ("crow_indices", "col_indices", "values"):
+        assert torch.equal(getattr(counted, part)(), getattr(sorted_, part)())
+    assert counted.shape == (30, 40) and torch.equal(counted.to_dense(), ui.to_dense().T)
 
 
 def test_kernel_choice():
