@@ -564,7 +564,10 @@ def fit_als(
             _half_sweep(users_plan, x, y, params.cg_steps, pool)
             _half_sweep(items_plan, y, x, params.cg_steps, pool)
             loss = None
-            if compute_loss:  # in a worker too: factors near zero make denormals in eq. 3
+            if compute_loss and fused:  # in the pool's workers: denormals are flushed there
+                groups = users_plan.groups
+                loss = als_fused.objective(users_plan.rows, x, y, item_reg, groups, pool)
+            elif compute_loss:  # in a worker too: factors near zero make denormals in eq. 3
                 loss = in_pool(pool, lambda: _objective(cm1_users, x, y, user_reg, item_reg))
             losses += _after_iteration(it, params, progress, x, y, loss, pool, threads)
     return ALSModel(user_factors=x, item_factors=y, losses=losses, params=params)

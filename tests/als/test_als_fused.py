@@ -13,6 +13,7 @@ from Prod.common import als_fused
 from Prod.common.als import (
     ALSParams,
     _cg_sweep,
+    _objective,
     _reference_solve,
     _regularization_per_row,
     _transpose_csr,
@@ -116,6 +117,19 @@ def test_eigenbasis_diagonalises_the_gramian(rng):
     rebuilt = q @ torch.diag(torch.from_numpy(basis.eigenvalues)) @ q.T
     torch.testing.assert_close(rebuilt, yty, rtol=1e-4, atol=1e-1)  # entries ~6.5e4
     torch.testing.assert_close(basis.rotated, other @ q)
+
+
+@pytest.mark.parametrize("frequency_exponent", [0.0, 1.0])
+def test_fused_objective_matches_the_float64_one(rng, frequency_exponent):
+    ui, params, cm1, reg, items, users = _inputs(rng, 7, frequency_exponent=frequency_exponent)
+    items_cm1 = confidence_matrix(ui, params).to_dense().T.to_sparse_csr()
+    item_reg = _regularization_per_row(items_cm1, params)
+    expected = _objective(cm1, users, items, reg, item_reg)
+    plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1, fused=True)
+    with ThreadPoolExecutor(2) as pool:
+        for executor in (None, pool):
+            got = als_fused.objective(plan.rows, users, items, item_reg, plan.groups, executor)
+            assert got == pytest.approx(expected, rel=1e-6)
 
 
 def test_fits_with_either_kernel_agree(rng):
