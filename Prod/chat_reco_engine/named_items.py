@@ -439,39 +439,104 @@ POOL = 200  # best-scored items read from the catalogue to fill k after filters
 
 class TitleIndex:
     """The matcher of one products collection, rebuilt when its titles change (checked when the
-    chat re-reads its catalogue); unchanged titles keep their MiniLM vectors."""
+    chat re-reads its catalogue); unchanged titles keep their MiniLM vectors.
 
-    def __init__(self) -> None:
+    Embedding new titles takes minutes on a large catalogue (9.7k MovieLens titles: 55-136 s on
+    2 cores), so it runs in a background thread. A turn waits for it at most ``wait_s``, then
+    matches by rapidfuzz alone (0.13 s to build; accuracy@1 0.934 against 0.937 with MiniLM on
+    the MovieLens benchmark) until the vectors are in. A failed embedding is retried on the
+    next call.
+    """
+
+    def __init__(self, wait_s: float = 2.0) -> None:
+        self.wait_s = wait_s
         self._lock = threading.Lock()
         self._stamp: object = None
         self._fingerprint: str | None = None
         self._matcher: TitleMatcher | None = None
+        self._pending: threading.Event | None = None  # set when the running embedding ends
         self._popular: tuple[TitleMatcher, dict[str, float]] | None = None
 
     def matcher(self, stamp: object, collection, embed) -> TitleMatcher:
         """``stamp``: changes when the catalogue is re-read (its load time)."""
         with self._lock:
-            if self._matcher is not None and stamp == self._stamp:
-                return self._matcher
-            ids, titles, counts = read_titles(collection)
-            digest = hashlib.blake2b(digest_size=16)
-            for item_id, title in zip(ids, titles, strict=True):
-                digest.update(f"{item_id}\x1f{title}\x1e".encode())
-            fingerprint = digest.hexdigest()
-            if self._matcher is None or fingerprint != self._fingerprint:
-                known = {}
-                if self._matcher is not None and self._matcher.vectors is not None:
-                    known = dict(zip(self._matcher.titles, self._matcher.vectors, strict=True))
-                fresh = [t for t in dict.fromkeys(titles) if t not in known]
+            if self._matcher is None or stamp != self._stamp:
+                self._refresh(collection, embed)
+                self._stamp = stamp
+            elif self._matcher.vectors is None and self._pending is None:
+                self._embed_later(self._matcher, self._fingerprint, embed, {})  # a retry
+            pending = self._pending
+        if pending is not None:
+            pending.wait(self.wait_s)
+        with self._lock:
+            return self._matcher
+
+    def _refresh(self, collection, embed) -> None:
+        """Re-read the titles; on a change, a rapidfuzz matcher now and MiniLM vectors later
+        (at once when every title already has its vector). Holds the lock."""
+        ids, titles, counts = read_titles(collection)
+        digest = hashlib.blake2b(digest_size=16)
+        for item_id, title in zip(ids, titles, strict=True):
+            digest.update(f"{item_id}\x1f{title}\x1e".encode())
+        fingerprint = digest.hexdigest()
+        if self._matcher is not None and fingerprint == self._fingerprint:
+            return
+        known = self._known_vectors()
+        if titles and all(t in known for t in titles):
+            vectors = np.stack([known[t] for t in titles])
+            self._matcher = TitleMatcher(
+                ids, titles, popularity=counts, embed=embed, vectors=vectors
+            )
+        else:
+            self._matcher = TitleMatcher(ids, titles, popularity=counts)
+            self._embed_later(self._matcher, fingerprint, embed, known)
+        self._fingerprint = fingerprint
+
+    def _known_vectors(self) -> dict[str, np.ndarray]:
+        matcher = self._matcher
+        if matcher is None or matcher.vectors is None:
+            return {}
+        return dict(zip(matcher.titles, matcher.vectors, strict=True))
+
+    def _embed_later(
+        self,
+        plain: TitleMatcher,
+        fingerprint: str | None,
+        embed,
+        known: dict[str, np.ndarray],
+    ) -> None:
+        """Embed ``plain``'s titles missing from ``known`` in a thread, then swap in the full
+        matcher unless the titles changed meanwhile. Holds the lock."""
+        if embed is None:
+            return
+        done = threading.Event()
+        self._pending = done
+
+        def run() -> None:
+            try:
+                fresh = [t for t in dict.fromkeys(plain.titles) if t not in known]
                 if fresh:
                     known.update(zip(fresh, TitleMatcher.embed_titles(embed, fresh), strict=True))
-                vectors = np.stack([known[t] for t in titles]) if titles else None
-                self._matcher = TitleMatcher(
-                    ids, titles, popularity=counts, embed=embed, vectors=vectors
+                vectors = np.stack([known[t] for t in plain.titles])
+                full = TitleMatcher(
+                    plain.item_ids,
+                    plain.titles,
+                    popularity=plain.popularity,
+                    embed=embed,
+                    vectors=vectors,
                 )
-                self._fingerprint = fingerprint
-            self._stamp = stamp
-            return self._matcher
+                with self._lock:
+                    if self._fingerprint == fingerprint:
+                        self._matcher = full
+            except Exception as exc:  # the embedder not loaded, or failing: retried next call
+                log.warning("title vectors not built, matching by rapidfuzz alone: %s", exc)
+            finally:
+                with self._lock:
+                    if self._pending is done:
+                        self._pending = None
+                done.set()
+
+        threading.Thread(target=run, name="title-vectors", daemon=True).start()
 
     def popularity(self) -> dict[str, float] | None:
         """item id -> the catalogue's ``rating_count`` (the matcher's prior, the same field the

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
+import uuid
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from rapidfuzz import fuzz
 from Prod.als_trainer.publisher import switch_active
 from Prod.chat_reco_engine import named_items
 from Prod.chat_reco_engine.named_items import (
+    TitleIndex,
     TitleMatcher,
     named_phrases,
     phrase_keys,
@@ -163,6 +167,77 @@ def test_message_matches_keep_titles_with_and_whole(matcher):
         ("m01", "the matrix 1999"),
     ]
     assert matcher.match_message("I like cheap stuff, what else?") == []
+
+
+# -- the title index: MiniLM vectors built in the background ------------------------------------
+
+
+@pytest.fixture
+def titles_collection(settings):
+    """A Chroma collection holding the written catalogue (titles and rating counts)."""
+    client = chroma_for(settings)
+    name = f"titles-{uuid.uuid4().hex[:10]}"
+    collection = client.create_collection(name)
+    ids, titles, counts = zip(*FIXTURE, strict=True)
+    collection.add(
+        ids=list(ids),
+        embeddings=[[float(n), 1.0, 0.0] for n in range(len(ids))],
+        metadatas=[{"title": t, "rating_count": c} for t, c in zip(titles, counts, strict=True)],
+    )
+    yield collection
+    client.delete_collection(name)
+
+
+def test_title_index_matches_by_rapidfuzz_while_the_titles_are_embedded(
+    titles_collection, embedder, matcher
+):
+    release, calls = threading.Event(), []
+
+    def held_embed(texts):  # the real MiniLM, held back as on a catalogue of thousands
+        calls.append(len(texts))
+        release.wait(60)
+        return embed_texts(embedder, texts)
+
+    index = TitleIndex(wait_s=0.2)
+    started = time.perf_counter()
+    first = index.matcher(1, titles_collection, held_embed)
+    assert time.perf_counter() - started < 5  # the bounded wait, not the embedding
+    assert first.vectors is None and first.embedding_weight == 0.0
+    assert first.match("toy stroy 2").item_id == "m04"
+    release.set()
+    index.wait_s = 60
+    full = index.matcher(1, titles_collection, held_embed)  # same catalogue load: no re-read
+    assert calls == [20] and full.vectors is not None and full.embedding_weight > 0
+    order = [full.item_ids.index(i) for i in matcher.item_ids]
+    np.testing.assert_allclose(full.vectors[order], matcher.vectors, atol=1e-5)
+    for phrase, expected in MATCHES:
+        assert full.match(phrase).item_id == expected, phrase
+
+
+def test_title_index_retries_a_failed_embedding_and_embeds_only_new_titles(
+    titles_collection, embedder
+):
+    def broken(texts):
+        raise RuntimeError("embedder not loaded")
+
+    index, calls = TitleIndex(wait_s=30), []
+
+    def counted(texts):
+        calls.append(len(texts))
+        return embed_texts(embedder, texts)
+
+    plain = index.matcher(1, titles_collection, broken)
+    assert plain.vectors is None and plain.match("Heat").item_id == "m16"
+    full = index.matcher(1, titles_collection, counted)  # the same load: retried
+    assert calls == [20] and full.vectors is not None
+    titles_collection.add(
+        ids=["m21"],
+        embeddings=[[21.0, 1.0, 0.0]],
+        metadatas=[{"title": "Spirited Away (2001)", "rating_count": 80}],
+    )
+    grown = index.matcher(2, titles_collection, counted)  # a new load sees the new title
+    assert calls == [20, 1] and len(grown) == 21 and grown.vectors is not None
+    assert grown.match("spirted away").item_id == "m21"
 
 
 # -- the chat turn -------------------------------------------------------------------------------
