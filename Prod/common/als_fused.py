@@ -56,12 +56,19 @@ class FusedRows:
         self.reg = reg.to(torch.float32).contiguous().numpy()
 
 
+def _coefficient(cm1_j, dot, residual):
+    """A non-zero's weight on ``y_j``: ``(c_j - 1) dot``, or with ``residual`` ``c_j - (c_j - 1)
+    dot`` (``dot = y_j^T v``)."""
+    scaled = cm1_j * dot
+    return cm1_j + np.float32(1.0) - scaled if residual else scaled
+
+
 def _add_sparse_part(indices, cm1, lo, hi, other, v, out, residual):
     """``out += sum_j coef_j y_j`` over non-zeros ``[lo, hi)`` of a row, ``coef_j = (c_j - 1)
     y_j^T v``, or with ``residual`` ``c_j - (c_j - 1) y_j^T v`` (the batched kernel's
-    ``_add_sparse_part``). Eight non-zeros at a time: their dot products and item-row loads
-    overlap instead of each waiting for the last (a 10M fit's half sweeps took ~10% less time
-    than four at a time; one at a time was 1.5x slower at k=64)."""
+    ``_add_sparse_part``). Eight non-zeros at a time, then one at a time: their dot products and
+    item-row loads overlap instead of each waiting for the last (a 10M fit's half sweeps took
+    ~10% less time than four at a time; one at a time was 1.5x slower at k=64)."""
     k = v.shape[0]
     j = lo
     while j + 8 <= hi:
@@ -80,49 +87,21 @@ def _add_sparse_part(indices, cm1, lo, hi, other, v, out, residual):
             d5 += y5[a] * va
             d6 += y6[a] * va
             d7 += y7[a] * va
-        c0, c1, c2, c3 = cm1[j] * d0, cm1[j + 1] * d1, cm1[j + 2] * d2, cm1[j + 3] * d3
-        c4, c5, c6, c7 = cm1[j + 4] * d4, cm1[j + 5] * d5, cm1[j + 6] * d6, cm1[j + 7] * d7
-        if residual:
-            c0 = cm1[j] + np.float32(1.0) - c0
-            c1 = cm1[j + 1] + np.float32(1.0) - c1
-            c2 = cm1[j + 2] + np.float32(1.0) - c2
-            c3 = cm1[j + 3] + np.float32(1.0) - c3
-            c4 = cm1[j + 4] + np.float32(1.0) - c4
-            c5 = cm1[j + 5] + np.float32(1.0) - c5
-            c6 = cm1[j + 6] + np.float32(1.0) - c6
-            c7 = cm1[j + 7] + np.float32(1.0) - c7
+        c0, c1 = _coefficient(cm1[j], d0, residual), _coefficient(cm1[j + 1], d1, residual)
+        c2, c3 = _coefficient(cm1[j + 2], d2, residual), _coefficient(cm1[j + 3], d3, residual)
+        c4, c5 = _coefficient(cm1[j + 4], d4, residual), _coefficient(cm1[j + 5], d5, residual)
+        c6, c7 = _coefficient(cm1[j + 6], d6, residual), _coefficient(cm1[j + 7], d7, residual)
         for a in range(k):
             out[a] += ((c0 * y0[a] + c1 * y1[a]) + (c2 * y2[a] + c3 * y3[a])) + (
                 (c4 * y4[a] + c5 * y5[a]) + (c6 * y6[a] + c7 * y7[a])
             )
         j += 8
-    while j + 4 <= hi:
-        y0, y1 = other[indices[j]], other[indices[j + 1]]
-        y2, y3 = other[indices[j + 2]], other[indices[j + 3]]
-        d0 = d1 = d2 = d3 = np.float32(0.0)
-        for a in range(k):
-            va = v[a]
-            d0 += y0[a] * va
-            d1 += y1[a] * va
-            d2 += y2[a] * va
-            d3 += y3[a] * va
-        c0, c1, c2, c3 = cm1[j] * d0, cm1[j + 1] * d1, cm1[j + 2] * d2, cm1[j + 3] * d3
-        if residual:
-            c0 = cm1[j] + np.float32(1.0) - c0
-            c1 = cm1[j + 1] + np.float32(1.0) - c1
-            c2 = cm1[j + 2] + np.float32(1.0) - c2
-            c3 = cm1[j + 3] + np.float32(1.0) - c3
-        for a in range(k):
-            out[a] += (c0 * y0[a] + c1 * y1[a]) + (c2 * y2[a] + c3 * y3[a])
-        j += 4
     while j < hi:
         yj = other[indices[j]]
         dot = np.float32(0.0)
         for a in range(k):
             dot += yj[a] * v[a]
-        coef = cm1[j] * dot
-        if residual:
-            coef = cm1[j] + np.float32(1.0) - coef
+        coef = _coefficient(cm1[j], dot, residual)
         for a in range(k):
             out[a] += coef * yj[a]
         j += 1
@@ -226,6 +205,7 @@ def _compile(fn):
 
 
 if numba is not None:
+    _coefficient = _compile(_coefficient)
     _add_sparse_part = _compile(_add_sparse_part)
     _solve_rows = _compile(_solve_rows)
     _transpose = _compile(_transpose)
