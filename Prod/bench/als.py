@@ -6,7 +6,8 @@ ALS runs with ``threads`` row-group threads (one intra-op torch thread each); ``
 ``num_threads=threads`` and one BLAS thread (``OPENBLAS_NUM_THREADS=1``, as its docs ask). After a
 one-iteration warm-up of each, the two are timed alternately ``repeats`` times in one process, so
 both see the same machine load; the report gives the medians (and every run), wall and CPU
-seconds per iteration, their ratios, the load average, and nDCG@10 of both on the holdout
+seconds per iteration, their ratios, the load average, each fit's peak memory growth (the most
+over the repeats, Linux only: data, factors and temporaries), and nDCG@10 of both on the holdout
 (on a seeded sample of at most ``max_eval_users`` users for large data).
 
 Data: a canonical dataset folder (e.g. ``reco generate --scale 10`` for ~1M events, ``--scale
@@ -19,6 +20,7 @@ harness (:mod:`Modeling.RecoSystem`), reused here rather than written twice.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import statistics
 import time
@@ -104,6 +106,27 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
+def _status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MB."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split(f"{field}:")[1].split()[0]) / 1024
+
+
+def _with_peak(fn: Callable[[], object]) -> tuple[object, float | None]:
+    """``(fn(), peak memory growth in MB while it ran)``: freed memory is handed back to the
+    system first (glibc ``malloc_trim``, else an earlier fit's freed pages would be reused
+    unseen) and the high-water mark reset to the current RSS (Linux ``clear_refs``); the growth
+    is None where that is not possible."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        base = _status_mb("VmRSS")
+    except (OSError, AttributeError, IndexError, ValueError):
+        return fn(), None
+    result = fn()
+    return result, round(_status_mb("VmHWM") - base, 1)
+
+
 def _load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -157,11 +180,16 @@ def bench_als(
     load_before = _load_average()
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     models: dict[str, object] = {}
+    peaks: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(1, repeats + 1):
         for name in names:
             report(f"{name} {repeat}/{repeats}")
-            wall, cpu, models[name] = _timed(lambda fit=fits[name]: fit(params))
+            wall, cpu, (models[name], peak) = _timed(
+                lambda f=fits[name]: _with_peak(lambda: f(params))
+            )
             runs[name].append((wall / iterations, cpu / iterations))
+            if peak is not None:
+                peaks[name].append(peak)
     load_after = _load_average()
 
     k = 10
@@ -196,6 +224,7 @@ def bench_als(
         result[f"{name}_cpu_s_per_iter"] = cpu[name]
         result[f"{name}_runs_s_per_iter"] = [round(w, 4) for w, _ in runs[name]]
         result[f"{name}_ndcg@10"] = ndcg[name]
+        result[f"{name}_peak_mb"] = max(peaks[name]) if peaks[name] else None
     for name, prefix in (("torch", ""), ("batched", "batched_")):
         if name in names:
             result[f"{prefix}ratio"] = round(wall[name] / wall["implicit"], 3)

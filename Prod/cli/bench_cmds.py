@@ -169,7 +169,8 @@ def _als_table(result: dict[str, Any]):
         title=f"ALS speed: {result['interactions']:,} training non-zeros, "
         f"{result['users']:,} users x {result['items']:,} items"
     )
-    for column in ("", "s/iter (median)", "CPU s/iter", "nDCG@10", "runs s/iter"):
+    columns = ("", "s/iter (median)", "CPU s/iter", "nDCG@10", "peak MB", "runs s/iter")
+    for column in columns:
         table.add_column(column, justify="right" if column else "left")
     labels = {"torch": f"torch {result['kernel']}", "batched": "torch batched"}
     names = [n for n in ("torch", "batched", "implicit") if f"{n}_s_per_iter" in result]
@@ -179,6 +180,7 @@ def _als_table(result: dict[str, Any]):
             f"{result[f'{name}_s_per_iter']:.3f}",
             f"{result[f'{name}_cpu_s_per_iter']:.3f}",
             f"{result[f'{name}_ndcg@10']:.4f}",
+            "-" if result[f"{name}_peak_mb"] is None else f"{result[f'{name}_peak_mb']:,.0f}",
             ", ".join(f"{t:.3f}" for t in result[f"{name}_runs_s_per_iter"]),
         )
     for name, prefix in (("torch", ""), ("batched", "batched_")):
@@ -188,6 +190,7 @@ def _als_table(result: dict[str, Any]):
                 f"{result[f'{prefix}ratio']:.3f}",
                 f"{result[f'{prefix}cpu_ratio']:.3f}",
                 f"{result[f'{prefix}ndcg_ratio']}",
+                "",
                 "",
             )
     return table

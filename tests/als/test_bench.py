@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from Prod.bench.als import (
+    _with_peak,
     bench_als,
     bench_data,
     sample_eval_users,
@@ -43,6 +44,8 @@ def test_bench_report_is_consistent():
     )
     for name in ("torch", "batched", "implicit"):
         assert 0.0 < result[f"{name}_ndcg@10"] <= 1.0
+    # peak memory growth of each fit (Linux; tiny fits may reuse memory already mapped)
+    assert all(result[f"{name}_peak_mb"] >= 0 for name in ("torch", "batched", "implicit"))
     # the two kernels solve the same equations: the same quality up to float rounding
     assert abs(result["torch_ndcg@10"] - result["batched_ndcg@10"]) < 0.01
     assert torch.get_num_threads() == 1  # the bench sets the threads it was asked for
@@ -93,3 +96,14 @@ def test_eval_user_sample_keeps_users_and_their_relevant_items_aligned():
     for user, relevant in zip(sample.users.tolist(), sample.relevant, strict=True):
         assert relevant == data.relevant[position[user]]
     assert sample_eval_users(data, 10**9) is data
+
+
+def test_peak_memory_growth_counts_memory_touched_inside():
+    def touch_64_mb():
+        block = torch.ones(16 * 2**20)  # 64 MB of float32, written
+        return float(block[-1])
+
+    result, peak = _with_peak(touch_64_mb)
+    assert result == 1.0 and 60 <= peak <= 200  # the block, plus allocator slack
+    _, idle = _with_peak(lambda: None)
+    assert idle < 16
