@@ -290,10 +290,7 @@ class Eigenbasis:
 
     def __init__(self, other: torch.Tensor, pool: Executor | None = None) -> None:
         n = other.shape[0]
-        grams = _in_chunks(n, lambda rows: other[rows].T @ other[rows], pool)
-        yty = (
-            torch.stack(grams).sum(0) if grams else other.new_zeros(other.shape[1], other.shape[1])
-        )
+        yty = gramian_in_chunks(other, pool)
         if bool(torch.isfinite(yty).all()):
             eigenvalues, q = torch.linalg.eigh(yty)  # float64: exact to float32 rounding
         else:  # eigh would raise: NaN factors out, which the fit's finiteness check reports

@@ -112,8 +112,14 @@ def test_eigenbasis_diagonalises_the_gramian(rng):
     yty = gramian(other)
     with ThreadPoolExecutor(2) as pool:
         basis = als_fused.Eigenbasis(other, pool)
+    # the gramian summed in float64 over chunks, its eigenvectors from float64: orthonormal to
+    # float32 rounding
+    exact = other.double().T @ other.double()
+    chunked = als_fused.gramian_in_chunks(other)
+    assert chunked.dtype == torch.float64
+    torch.testing.assert_close(chunked, exact, rtol=1e-6, atol=1e-3)
     q = basis.q
-    torch.testing.assert_close(q.T @ q, torch.eye(12), rtol=0, atol=1e-5)
+    torch.testing.assert_close(q.T @ q, torch.eye(12), rtol=0, atol=1e-6)
     rebuilt = q @ torch.diag(torch.from_numpy(basis.eigenvalues)) @ q.T
     torch.testing.assert_close(rebuilt, yty, rtol=1e-4, atol=1e-1)  # entries ~6.5e4
     torch.testing.assert_close(basis.rotated, other @ q)
