@@ -36,6 +36,7 @@ import torch
 from Prod.common import als_fused
 from Prod.common.als_cpu import (
     RowGroup,
+    RowRange,
     SweepPlan,
     all_finite,
     default_num_threads,
@@ -372,7 +373,7 @@ def _half_sweep(
     if plan.fused:
         rows, basis = plan.rows, als_fused.Eigenbasis(other, pool)
 
-        def solve(group: RowGroup) -> None:
+        def solve(group: RowRange) -> None:
             als_fused.solve_rows(rows, x, basis, group.start, group.stop, cg_steps, _CG_EPS)
 
         run_groups(plan, solve, pool)

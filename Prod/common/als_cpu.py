@@ -150,9 +150,7 @@ class SweepPlan:
         self.num_threads = max(1, min(num_threads, nnz // max(1, min_nnz_per_thread)))
         self.fused = fused
         crow = cm1.crow_indices().cpu()
-        row_nnz = _ROW_NNZ if cm1.device.type == "cpu" else 0
-        if fused:
-            row_nnz = _FUSED_ROW_NNZ
+        row_nnz = _FUSED_ROW_NNZ if fused else _ROW_NNZ if cm1.device.type == "cpu" else 0
         cost = crow + row_nnz * torch.arange(crow.numel(), dtype=crow.dtype)
         n_groups = self.num_threads
         if fused:
