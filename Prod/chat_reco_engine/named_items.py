@@ -507,7 +507,7 @@ class TitleIndex:
     ) -> None:
         """Embed ``plain``'s titles missing from ``known`` in a thread, then swap in the full
         matcher unless the titles changed meanwhile. Holds the lock."""
-        if embed is None:
+        if embed is None or not plain.titles:  # nothing to embed
             return
         done = threading.Event()
         self._pending = done
