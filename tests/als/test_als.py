@@ -257,6 +257,20 @@ def _sweep_inputs(rng, n_users, n_items, density, factors=6):
     return ui, params, cm1, reg, items, start
 
 
+def _assert_matches_then_converges(plan, reference, ui, params, reg, items, start):
+    """Three CG steps of ``plan`` equal those of ``reference`` (a plan or the CSR, one group), and
+    20 of them reach the dense closed form of eq. 4."""
+    fast = _cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
+    torch.testing.assert_close(
+        fast, _cg_sweep(reference, start.clone(), items, reg, cg_steps=3), rtol=1e-5, atol=1e-6
+    )
+    exact = _cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
+    conf, pref = _dense_confidence(ui, params)
+    torch.testing.assert_close(
+        exact, _reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4
+    )
+
+
 def test_sweep_plan_groups_cover_every_row_once_with_balanced_nnz(rng):
     ui, _, cm1, reg, _, _ = _sweep_inputs(rng, 60, 30, 0.3)
     plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1)
@@ -281,14 +295,7 @@ def test_small_matrices_do_not_get_threads(rng):
 def test_threaded_sweep_matches_one_thread_and_the_closed_form(rng):
     ui, params, cm1, reg, items, start = _sweep_inputs(rng, 80, 25, 0.3)
     plan = SweepPlan(cm1, reg, num_threads=3, min_nnz_per_thread=1)
-    threaded = _cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
-    single = _cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
-    torch.testing.assert_close(threaded, single, rtol=1e-5, atol=1e-6)
-    exact = _cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
-    conf, pref = _dense_confidence(ui, params)
-    torch.testing.assert_close(
-        exact, _reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4
-    )
+    _assert_matches_then_converges(plan, cm1, ui, params, reg, items, start)
 
 
 def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
@@ -301,14 +308,7 @@ def test_streamed_sweep_matches_the_direct_one_and_the_closed_form(rng):
         assert torch.equal(copied, cm1.col_indices()[_nnz_range(cm1, group)])
         copy = group.source(items)
         assert torch.equal(copy, items[copied])
-    streamed = _cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
-    direct = _cg_sweep(cm1, start.clone(), items, reg, cg_steps=3)
-    torch.testing.assert_close(streamed, direct, rtol=1e-5, atol=1e-6)
-    exact = _cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
-    conf, pref = _dense_confidence(ui, params)
-    torch.testing.assert_close(
-        exact, _reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4
-    )
+    _assert_matches_then_converges(plan, cm1, ui, params, reg, items, start)
 
 
 @pytest.mark.parametrize("frequency_exponent", [0.0, 0.5])
@@ -332,14 +332,7 @@ def test_streamed_blocks_are_bounded_and_match_one_group_and_the_closed_form(
     assert max(g.nnz for g in plan.groups) <= 50 + widest  # a cut falls inside at most one row
     one = SweepPlan(cm1, reg, num_threads=1)  # read in place: one group
     assert len(one.groups) == 1 and one.groups[0].gather_index is None
-    blocked = _cg_sweep(plan, start.clone(), items, reg, cg_steps=3)
-    single = _cg_sweep(one, start.clone(), items, reg, cg_steps=3)
-    torch.testing.assert_close(blocked, single, rtol=1e-5, atol=1e-6)
-    exact = _cg_sweep(plan, start.clone(), items, reg, cg_steps=20)
-    conf, pref = _dense_confidence(ui, params)
-    torch.testing.assert_close(
-        exact, _reference_solve(conf, pref, items, reg), rtol=1e-3, atol=1e-4
-    )
+    _assert_matches_then_converges(plan, one, ui, params, reg, items, start)
 
 
 def test_all_finite_is_exact_at_the_float32_limits():
